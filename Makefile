@@ -1,0 +1,29 @@
+# Two commands do all the set-up on a fresh machine:
+#   make report   the main job (installs into .venv on first use)
+#   make test     installs what the tests need, then runs the whole suite
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Pinned first, so that pip never resolves an unpinned torch (a multi-GB CUDA build).
+TORCH ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: report test install clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(BIN)/.installed
+
+report: $(BIN)/.installed
+	$(BIN)/rectifiers table
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

@@ -1,0 +1,179 @@
+"""The functional interface: argument checks, then dispatch to a backend in :mod:`rectifiers.ops`.
+
+Every function takes an optional ``backend`` (``"auto"``, ``"torch"``, ``"eager"``,
+``"triton"``); ``None`` means the environment variable ``RECTIFIERS_BACKEND``, or ``"auto"``.
+See :mod:`rectifiers.ops` for what each backend is.
+
+Errors: ``TypeError`` for an argument of the wrong type (an integer or bool tensor, a bool where
+a slope is meant), ``ValueError`` for a wrong value (a non-finite slope, a parameter whose size
+does not match the input's channels, an even kernel size), ``IndexError`` for a ``dim`` out of
+range, ``RuntimeError`` for ``inplace=True`` on a leaf tensor that requires grad.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _checks as C
+from .ops import get_backend
+
+__all__ = ["relu", "leaky_relu", "prelu", "flexible_relu", "frelu", "funnel_relu"]
+
+
+def relu(input: torch.Tensor, inplace: bool = False, *, backend: str | None = None) -> torch.Tensor:
+    """ReLU, the baseline: ``max(0, x)``; derivative ``1 if x > 0 else 0``.
+
+    Any shape. Equal to ``torch.relu`` bit for bit.
+    """
+    C.check_input("relu", input)
+    C.check_inplace("relu", input, inplace)
+    return get_backend(input, backend).relu(input, inplace)
+
+
+def leaky_relu(
+    input: torch.Tensor,
+    negative_slope: float = 0.01,
+    inplace: bool = False,
+    *,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """Leaky ReLU: ``x if x > 0 else a*x`` with ``a = negative_slope`` (default 0.01).
+
+    Derivative ``1 if x > 0 else a`` (so ``a`` at ``x = 0``, as in torch). Any shape. Equal to
+    ``torch.nn.functional.leaky_relu`` bit for bit in float32 and float64.
+    """
+    C.check_input("leaky_relu", input)
+    a = C.check_scalar("leaky_relu", negative_slope, "negative_slope")
+    C.check_inplace("leaky_relu", input, inplace)
+    if inplace and a < 0 and input.requires_grad and torch.is_grad_enabled():
+        raise ValueError(
+            "leaky_relu: inplace=True with a negative negative_slope cannot be differentiated "
+            f"(the sign of the input is lost); got negative_slope={a}: use inplace=False"
+        )
+    return get_backend(input, backend).leaky_relu(input, a, inplace)
+
+
+def prelu(
+    input: torch.Tensor, weight: torch.Tensor, dim: int = 1, *, backend: str | None = None
+) -> torch.Tensor:
+    """PReLU (He et al. 2015): ``x if x > 0 else a*x`` with a learnable slope ``a = weight``.
+
+    Shapes: ``input`` is (N, C, *) with the channels along ``dim`` (default 1, as torch; use
+    ``dim=-1`` for channels-last features (N, *, C)); ``weight`` has 1 element (shared) or C.
+    A 0-D input, or a 1-D input with ``dim=1``, has no channel dimension, as in torch.
+
+    Gradients: ``dL/dx = g if x > 0 else a*g``; ``dL/da = sum over x <= 0 of g*x``, per channel.
+    The output has the dtype of ``input`` (the weight is cast to it).
+    """
+    C.check_input("prelu", input)
+    d = C.channel_dim("prelu", input, dim)
+    C.check_channel_param("prelu", input, weight, d, "weight")
+    return get_backend(input, backend).prelu(input, weight, d)
+
+
+def flexible_relu(
+    input: torch.Tensor,
+    bias: torch.Tensor,
+    dim: int = 1,
+    inplace: bool = False,
+    *,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """FReLU, the flexible ReLU of Qiu et al. 2018: ``max(0, x) + b`` with a learnable bias ``b``.
+
+    Not the funnel activation (that is :func:`funnel_relu`). Shapes as :func:`prelu`: ``bias``
+    has 1 element (the authors' advice) or one per channel along ``dim``.
+
+    Gradients: ``dL/dx = g if x > 0 else 0``; ``dL/db = sum of g``, per channel.
+    """
+    C.check_input("flexible_relu", input)
+    d = C.channel_dim("flexible_relu", input, dim)
+    C.check_channel_param("flexible_relu", input, bias, d, "bias")
+    C.check_inplace("flexible_relu", input, inplace)
+    return get_backend(input, backend).flexible_relu(input, bias, d, inplace)
+
+
+#: The article's name for :func:`flexible_relu`.
+frelu = flexible_relu
+
+
+def _check_funnel_params(
+    x: torch.Tensor,
+    conv_weight: torch.Tensor,
+    conv_bias: torch.Tensor | None,
+    bn_weight: torch.Tensor | None,
+    bn_bias: torch.Tensor | None,
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
+) -> None:
+    fn = "funnel_relu"
+    if x.dim() not in (3, 4, 5):
+        raise ValueError(
+            f"{fn}: input must be (N, C, L), (N, C, H, W) or (N, C, D, H, W), got shape "
+            f"{tuple(x.shape)}"
+        )
+    c = x.shape[1]
+    nsp = x.dim() - 2
+    C.check_input(fn, conv_weight, "conv_weight")
+    k = conv_weight.shape[-1] if conv_weight.dim() else 0
+    expected = (c, 1) + (k,) * nsp
+    if conv_weight.dim() != nsp + 2 or tuple(conv_weight.shape) != expected or k < 1:
+        raise ValueError(
+            f"{fn}: conv_weight must be a depthwise kernel of shape (C, 1{', k' * nsp}) with "
+            f"C = {c} channels of the input, got shape {tuple(conv_weight.shape)}"
+        )
+    if k % 2 == 0:
+        raise ValueError(f"{fn}: the kernel size must be odd (padding k // 2 keeps the size), got {k}")
+    for name, t in (
+        ("conv_bias", conv_bias),
+        ("bn_weight", bn_weight),
+        ("bn_bias", bn_bias),
+        ("running_mean", running_mean),
+        ("running_var", running_var),
+    ):
+        if t is None:
+            continue
+        C.check_input(fn, t, name)
+        if tuple(t.shape) != (c,):
+            raise ValueError(
+                f"{fn}: {name} must have shape ({c},) for an input with {c} channels, "
+                f"got shape {tuple(t.shape)}"
+            )
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{fn}: give both running_mean and running_var, or neither")
+
+
+def funnel_relu(
+    input: torch.Tensor,
+    conv_weight: torch.Tensor,
+    bn_weight: torch.Tensor | None = None,
+    bn_bias: torch.Tensor | None = None,
+    running_mean: torch.Tensor | None = None,
+    running_var: torch.Tensor | None = None,
+    training: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    conv_bias: torch.Tensor | None = None,
+    *,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """Funnel activation (Ma et al. 2020): ``max(x, T(x))``, ``T = BatchNorm(depthwise conv(x))``.
+
+    Shapes: ``input`` is (N, C, L), (N, C, H, W) or (N, C, D, H, W); ``conv_weight`` is
+    (C, 1, k, ...) with odd ``k``, applied with padding ``k // 2``; the BatchNorm arguments
+    are those of ``torch.nn.functional.batch_norm``, each (C,). In training mode (or without
+    running statistics) the batch statistics are used and the running ones updated in place.
+
+    Gradient: as ``torch.maximum`` (ties split it evenly between ``x`` and ``T(x)``), plus the
+    path through the conv and the BatchNorm.
+    """
+    C.check_input("funnel_relu", input)
+    _check_funnel_params(input, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var)
+    m = C.check_scalar("funnel_relu", momentum, "momentum")
+    e = C.check_scalar("funnel_relu", eps, "eps")
+    if e <= 0:
+        raise ValueError(f"funnel_relu: eps must be positive, got {e}")
+    return get_backend(input, backend).funnel_relu(
+        input, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var,
+        bool(training), m, e,
+    )
