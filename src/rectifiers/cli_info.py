@@ -1,0 +1,142 @@
+"""``rectifiers list`` and ``rectifiers info NAME``: what each activation is, and what is claimed for it.
+
+The data lives in :mod:`rectifiers.catalog`; this module only prints it, as text or as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import textwrap
+from dataclasses import asdict
+
+from .catalog import CATALOG, NAMES, Entry, resolve
+
+__all__ = ["register", "run_list", "run_info", "format_info", "format_list", "lookup"]
+
+WIDTH = 100
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``list`` and ``info`` subcommands."""
+    p = sub.add_parser(
+        "list",
+        help="list the activations: name, module, formula, defaults",
+        description="List every activation with its module, formula and defaults.",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run_list)
+
+    p = sub.add_parser(
+        "info",
+        help="everything about one activation: formula, derivative, parameters, paper, claims",
+        description="Show one activation: formula, derivative, defaults, parameters and their "
+        "shapes, the paper, where it is used, and the source article's claimed pros and cons "
+        "(in our words), each with the diagnostic that measures it.",
+        epilog=f"NAME is one of {', '.join(NAMES)}, or a class name or alias "
+        "(LeakyReLU, PReLU, FReLU, FunnelReLU, ...), in any case.",
+    )
+    p.add_argument("name", metavar="NAME", help="the activation")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=run_info)
+
+
+def lookup(name: str, command: str = "info") -> Entry:
+    """The catalog entry for ``name``; :class:`~rectifiers.cli.UsageError` with a hint if unknown."""
+    from .cli import UsageError, closest
+
+    canonical = resolve(name)
+    if canonical is None:
+        from .catalog import ALIASES
+
+        hint = closest(name.lower(), ALIASES)
+        if hint:  # name the canonical spelling, not the alias that matched
+            matched = hint.split("'")[1]
+            hint = f"; did you mean {ALIASES[matched]!r}?"
+        raise UsageError(
+            f"rectifiers {command}: unknown activation {name!r}{hint} (known: {', '.join(NAMES)})"
+        )
+    return CATALOG[canonical]
+
+
+def format_list() -> str:
+    """The ``list`` table as text."""
+    rows = [("NAME", "MODULE", "FORMULA", "DEFAULTS")]
+    for e in CATALOG.values():
+        rows.append((e.name, e.module.split("(")[0].removeprefix("rectifiers."), e.formula, e.defaults))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3] for r in rows]
+    lines.append("")
+    lines.append("'rectifiers info NAME' for the derivative, parameters, paper and claims.")
+    return "\n".join(lines)
+
+
+def _wrap(text: str, indent: str, first: str = "") -> list[str]:
+    return textwrap.wrap(
+        text, WIDTH, initial_indent=indent + first, subsequent_indent=indent + " " * len(first)
+    ) or [indent + first]
+
+
+def format_info(entry: Entry) -> str:
+    """The ``info`` page of one activation as text."""
+    out: list[str] = [entry.title, "=" * len(entry.title), ""]
+    out += _wrap(entry.summary, "")
+    out.append("")
+    out.append(f"  name        {entry.name}" + (f"  (also: {', '.join(entry.aliases)})" if entry.aliases else ""))
+    out += _wrap(entry.module, "  ", "module      ")
+    out += _wrap(entry.functional, "  ", "functional  ")
+    out.append(f"  f(x)        {entry.formula}")
+    out.append(f"  f'(x)       {entry.derivative}")
+    out.append(f"  defaults    {entry.defaults}")
+    out.append("")
+    out.append("Arguments, parameters and their shapes")
+    for p in entry.params:
+        if p.kind == "argument":
+            text = f"{p.name}: {p.shape} = {p.default}; {p.doc}"
+        else:
+            text = f"{p.name} ({p.kind}): shape {p.shape}, initially {p.default}; {p.doc}"
+        out += _wrap(text, "  ", "- ")
+    out.append("")
+    out.append("Paper")
+    out += _wrap(entry.paper, "  ")
+    out.append("")
+    out.append("Used in")
+    for u in entry.used_in:
+        out += _wrap(u, "  ", "- ")
+    out.append("")
+    out.append("Claims (the source article's, in our words) and what measures them")
+    for c in entry.claims:
+        out += _wrap(c.claim, "  ", f"{c.kind:<4}  ")
+        if c.comment:
+            out += _wrap(c.comment, "        ", "note: ")
+        for m in c.measured_by:
+            out += _wrap(m, "        ", "measured by: ")
+    for n in entry.notes:
+        out.append("")
+        out += _wrap(n, "", "Note: ")
+    return "\n".join(out)
+
+
+def _entry_dict(entry: Entry) -> dict:
+    d = asdict(entry)
+    d.update(formula=entry.formula, derivative=entry.derivative, defaults=entry.defaults)
+    for c, dc in zip(entry.claims, d["claims"]):
+        dc["measured_by"] = list(c.measured_by)
+    return d
+
+
+def run_list(args: argparse.Namespace) -> int:
+    if args.json:
+        print(json.dumps([_entry_dict(e) for e in CATALOG.values()], indent=2))
+    else:
+        print(format_list())
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    entry = lookup(args.name)
+    if args.json:
+        print(json.dumps(_entry_dict(entry), indent=2))
+    else:
+        print(format_info(entry))
+    return 0
