@@ -26,9 +26,9 @@ def prelu(x: torch.Tensor, weight: torch.Tensor, dim: int | None) -> torch.Tenso
 
 def flexible_relu(x: torch.Tensor, bias: torch.Tensor, dim: int | None, inplace: bool) -> torch.Tensor:
     b = ref.channel_view(bias.to(x.dtype), x, dim if dim is not None else 0)
-    if inplace:
-        return torch.relu_(x).add_(b)
-    return torch.relu(x) + b
+    y = torch.relu(x) + b
+    # relu_(x).add_(b) would overwrite the output relu keeps for backward: copy back instead.
+    return x.copy_(y) if inplace else y
 
 
 def funnel_relu(

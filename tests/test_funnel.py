@@ -1,0 +1,163 @@
+"""The funnel activation against its plain formula: nn.ConvNd(groups=C) + nn.BatchNormNd + max."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import rectifiers as R
+from rectifiers import reference as ref
+
+from conftest import BACKENDS
+
+CLASSES = {1: R.FunnelReLU1d, 2: R.FunnelReLU, 3: R.FunnelReLU3d}
+CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+BN = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+SIZES = {1: (9,), 2: (7, 6), 3: (3, 4, 5)}
+
+
+def _plain(nsp, c, k, bias, dtype):
+    conv = CONV[nsp](c, c, k, padding=k // 2, groups=c, bias=bias).to(dtype)
+    bn = BN[nsp](c).to(dtype)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.5, 0.5)
+    return conv, bn
+
+
+def _run_plain(conv, bn, x):
+    return torch.maximum(x, bn(conv(x)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("bias", [True, False], ids=["conv_bias", "no_bias"])
+@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("nsp", [1, 2, 3])
+def test_matches_plain_formula_train_then_eval(nsp, k, bias, backend):
+    torch.manual_seed(nsp * 10 + k)
+    c = 4
+    conv, bn = _plain(nsp, c, k, bias, torch.float64)
+    ours = CLASSES[nsp].from_modules(conv, bn)
+    ours.backend = backend
+    for step in range(3):  # training: batch statistics, running statistics updated
+        x = torch.randn(3, c, *SIZES[nsp], dtype=torch.float64)
+        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ya, yb = ours(xa), _run_plain(conv, bn, xb)
+        torch.testing.assert_close(ya, yb, rtol=1e-12, atol=1e-12)
+        g = torch.randn_like(ya)
+        ya.backward(g)
+        yb.backward(g)
+        torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(ours.weight.grad, conv.weight.grad, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(ours.bn_weight.grad, bn.weight.grad, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(ours.bn_bias.grad, bn.bias.grad, rtol=1e-10, atol=1e-12)
+        if bias:
+            torch.testing.assert_close(ours.bias.grad, conv.bias.grad, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(ours.running_mean, bn.running_mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ours.running_var, bn.running_var, rtol=1e-12, atol=1e-12)
+    assert int(ours.num_batches_tracked) == int(bn.num_batches_tracked) == 3
+    ours.eval()
+    bn.eval()
+    x = torch.randn(2, c, *SIZES[nsp], dtype=torch.float64)
+    torch.testing.assert_close(ours(x), _run_plain(conv, bn, x), rtol=1e-12, atol=1e-12)
+
+
+def test_k3_fp32_against_nn_conv2d_batchnorm2d_maximum():
+    """Issue 2, item 6, in the layout it names: same weights, same outputs and gradients."""
+    torch.manual_seed(3)
+    c = 6
+    conv = nn.Conv2d(c, c, 3, padding=1, groups=c)
+    bn = nn.BatchNorm2d(c)
+    ours = R.FunnelReLU.from_modules(conv, bn)
+    x = torch.randn(4, c, 11, 9)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = ours(xa), torch.maximum(xb, bn(conv(xb)))
+    torch.testing.assert_close(ya, yb)
+    ya.sum().backward()
+    yb.sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad)
+    torch.testing.assert_close(ours.weight.grad, conv.weight.grad)
+
+
+def test_momentum_none_is_cumulative_average():
+    conv, bn = _plain(2, 3, 3, False, torch.float64)
+    bn.momentum = None
+    ours = R.FunnelReLU.from_modules(conv, bn)
+    assert ours.momentum is None
+    for _ in range(4):
+        x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+        torch.testing.assert_close(ours(x), _run_plain(conv, bn, x))
+    torch.testing.assert_close(ours.running_var, bn.running_var)
+
+
+def test_lazy_channels_and_state_dict():
+    m = R.FunnelReLU(None, 5)
+    x = torch.randn(2, 7, 8, 8)
+    m(x)
+    assert m.channels == 7 and m.weight.shape == (7, 1, 5, 5) and m.running_mean.shape == (7,)
+    keys = set(m.state_dict())
+    assert keys == {"weight", "bn_weight", "bn_bias", "running_mean", "running_var", "num_batches_tracked"}
+    m2 = R.FunnelReLU(None, 5)
+    m2.load_state_dict(m.state_dict())
+    m.eval()
+    m2.eval()
+    assert torch.equal(m(x), m2(x))
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        R.FunnelReLU(3).load_state_dict(m.state_dict())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_channels_last_kept(backend):
+    m = R.FunnelReLU(4, backend=backend)
+    x = torch.randn(2, 4, 6, 6).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = m(x)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    y.sum().backward()
+    m2 = R.FunnelReLU(4, backend="torch")
+    m2.load_state_dict(m.state_dict())  # running stats now equal (both updated once)
+    m2.num_batches_tracked.zero_()
+    ref_y = m2(x.detach().contiguous())
+    torch.testing.assert_close(y, ref_y, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_low_precision(dtype, backend):
+    torch.manual_seed(0)
+    m = R.FunnelReLU(4, backend=backend)
+    x = torch.randn(2, 4, 6, 6)
+    y = m(x.to(dtype))
+    assert y.dtype == dtype
+    m32 = R.FunnelReLU(4, backend="torch")
+    m32.load_state_dict(m.state_dict())
+    m32.num_batches_tracked.zero_()
+    expected = m32(x.to(dtype).float())
+    plain = R.FunnelReLU(4, backend="torch")
+    plain.load_state_dict(m.state_dict())
+    err_plain = (plain(x.to(dtype)).float() - expected).abs().max().item()
+    err = (y.float() - expected).abs().max().item()
+    assert err <= 2 * err_plain + 1e-2
+
+
+def test_functional_matches_reference():
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    w = torch.randn(3, 1, 3, 3, dtype=torch.float64)
+    bw, bb = torch.rand(3, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
+    y = R.funnel_relu(x, w, bw, bb)
+    torch.testing.assert_close(y, ref.funnel_relu(x, w, None, bw, bb), rtol=0, atol=0)
+    rm, rv = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    y_eval = R.funnel_relu(x, w, bw, bb, rm, rv, training=False)
+    t = ref.funnel_transform(x, w, None, bw, bb, rm, rv, False, 0.1, 1e-5)
+    torch.testing.assert_close(y_eval, torch.maximum(x, t), rtol=0, atol=0)
+
+
+def test_ties_split_the_gradient():
+    # An all-zero kernel and zero BN bias make T(x) == 0; at x == 0 both sides tie.
+    m = R.FunnelReLU(1).eval()
+    with torch.no_grad():
+        m.weight.zero_()
+    x = torch.zeros(1, 1, 3, 3, requires_grad=True)
+    m(x).sum().backward()
+    assert torch.equal(x.grad, torch.full_like(x, 0.5))
