@@ -331,12 +331,14 @@ class _FunnelReLUNd(LazyModuleMixin, nn.Module):
         if input.dim() != want:
             layout = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}[self._spatial]
             raise ValueError(f"{name}: input must be {want}-D {layout}, got shape {tuple(input.shape)}")
-        if self.channels is not None and not self.has_uninitialized_params():
-            if input.shape[1] != self.channels:
-                raise ValueError(
-                    f"{name}: expected an input with {self.channels} channels (dim 1), got "
-                    f"{input.shape[1]} channels in shape {tuple(input.shape)}"
-                )
+
+    def _check_channels(self, input: torch.Tensor) -> None:
+        c = self.weight.shape[0]
+        if input.shape[1] != c:
+            raise ValueError(
+                f"{type(self).__name__}: expected an input with {c} channels (dim 1), got "
+                f"{input.shape[1]} channels in shape {tuple(input.shape)}"
+            )
 
     def initialize_parameters(self, input: torch.Tensor) -> None:  # type: ignore[override]
         if not self.has_uninitialized_params():
@@ -358,6 +360,7 @@ class _FunnelReLUNd(LazyModuleMixin, nn.Module):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         self._check_shape(input)
+        self._check_channels(input)
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training:
             self.num_batches_tracked.add_(1)
