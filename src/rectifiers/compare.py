@@ -1,0 +1,696 @@
+"""``rectifiers compare``: train the same models once per activation and seed, and write a report.
+
+The main job. For every model (a small CNN and a plain MLP, :mod:`rectifiers.zoo`), activation and
+seed it trains from the same start (``torch.manual_seed(seed)`` before the model is built, a fixed
+data split, a per-epoch shuffle drawn from ``(seed, epoch)``), measures
+
+* test accuracy and loss after every epoch,
+* dead / inactive / near-dead unit fractions on the training set before training and after every
+  epoch (:class:`rectifiers.diagnostics.DeadUnitMonitor`, model in eval mode),
+* per-layer gradient norms at every step and the activations' parameters
+  (:class:`rectifiers.diagnostics.GradientFlowMonitor`),
+* the median wall-clock time of a training step (monitors included) and the memory of a step:
+  the bytes autograd keeps for backward, counted per distinct storage with
+  ``torch.autograd.graph.saved_tensors_hooks`` (parameters excluded), plus
+  ``torch.cuda.max_memory_allocated`` on CUDA,
+
+and writes ``report.md``, ``report.html`` and PNG plots (:mod:`rectifiers.report`).
+
+Faults: every result (``runs/<model>-<activation>-s<seed>.json``) and checkpoint
+(``checkpoints/<...>.pt``, written after every epoch) goes to a temporary file first and is moved
+into place with ``os.replace``, so a killed run leaves either the old file or the new one. With
+``--resume`` finished runs are read back, unfinished ones continue from their last checkpoint, and
+the results equal an uninterrupted run's (the shuffle of an epoch depends only on seed and epoch).
+
+Scale-out: under ``torchrun --nproc_per_node=N`` (``WORLD_SIZE`` > 1) the models are wrapped in
+``DistributedDataParallel`` (gloo on CPU, nccl on CUDA); each global batch of ``--batch-size``
+samples is split into N equal shards by rank, so N processes compute the same gradient as one
+(the mean over the same global batch). Only rank 0 evaluates, writes checkpoints and the report.
+The funnel activation holds a BatchNorm: under DDP each rank normalises with its own shard's
+statistics (as ``nn.BatchNorm2d`` without ``SyncBatchNorm``; the funnel's functional BatchNorm
+cannot be converted by ``SyncBatchNorm.convert_sync_batchnorm``), and running statistics are
+broadcast from rank 0, so funnel runs under DDP are close to, not equal to, a 1-process run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .zoo import ACTIVATIONS, MODELS, build_model, init_weights, provoke_biases
+
+__all__ = ["CompareError", "Config", "register", "run_compare", "train_one", "atomic_write_bytes", "atomic_write_json",
+           "DEFAULT_OUT", "DEFAULT_PROVOKE_BIAS"]
+
+#: Where the report goes when ``--out`` is not given.
+DEFAULT_OUT = "report"
+
+#: The bias ``--provoke`` gives the layers feeding an activation when no value is named.
+DEFAULT_PROVOKE_BIAS = -4.0
+
+#: Samples of the training set the dead-unit probe streams over (all, up to this many).
+PROBE_LIMIT = 2048
+
+
+class CompareError(ValueError):
+    """Settings that cannot run (batch size vs processes, ``--resume`` into another run's folder)."""
+
+
+@dataclass
+class Config:
+    """Everything that decides the numbers of a comparison (``--resume`` checks it is unchanged)."""
+
+    activations: list[str] = field(default_factory=lambda: list(ACTIVATIONS))
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    models: list[str] = field(default_factory=lambda: list(MODELS))
+    epochs: int = 8
+    depth: int = 4
+    width: int | None = None
+    lr: float = 0.05
+    momentum: float = 0.9
+    batch_size: int = 64
+    init: str = "torch"
+    provoke: float | None = None
+    data: str = "digits"
+    image_size: int = 32
+    limit: int | None = None
+
+    def run_keys(self) -> list[tuple[str, str, int]]:
+        return [(m, a, s) for m in self.models for a in self.activations for s in self.seeds]
+
+
+def run_name(model: str, activation: str, seed: int) -> str:
+    return f"{model}-{activation}-s{seed}"
+
+
+# --------------------------------------------------------------------------------------------
+# Atomic files
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str, obj: Any) -> None:
+    """``obj`` as indented JSON at ``path``, atomically (see :func:`atomic_write_bytes`)."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+
+
+def atomic_torch_save(path: str, obj: Any) -> None:
+    """``torch.save(obj)`` at ``path``, atomically."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _read_json(path: str) -> Any | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Distributed context
+
+
+@dataclass
+class Dist:
+    """The process group, if any: ``world`` processes, this one being ``rank``."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            torch.distributed.barrier()
+
+
+def _init_dist(device: str) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as td
+
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if not td.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local)
+        td.init_process_group(backend=backend)
+    return Dist(rank=rank, world=world, local_rank=local)
+
+
+# --------------------------------------------------------------------------------------------
+# Measurements
+
+
+class SavedBytes:
+    """Bytes autograd keeps for backward, counted once per distinct storage, parameters excluded.
+
+    Use as ``with SavedBytes(model) as m: loss = ...; loss.backward()``, then ``m.bytes``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self._skip = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        self._seen: dict[int, int] = {}
+        self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        try:
+            st = t.untyped_storage()
+            ptr = st.data_ptr()
+            if ptr not in self._skip:
+                self._seen[ptr] = st.nbytes()
+        except (RuntimeError, NotImplementedError):  # a tensor without storage (sparse, ...)
+            pass
+        return t
+
+    @property
+    def bytes(self) -> int:
+        return sum(self._seen.values())
+
+    def __enter__(self) -> "SavedBytes":
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._ctx.__exit__(*exc)
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident set size so far (``getrusage``; kB on Linux, bytes on macOS)."""
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 1024 / (1024 if sys.platform == "darwin" else 1)
+
+
+def _batches(n: int, size: int) -> list[slice]:
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``model`` in eval mode on ``x``, ``y``."""
+    was = model.training
+    model.eval()
+    correct, loss = 0, 0.0
+    for s in _batches(len(y), 1024):
+        out = model(x[s].to(device))
+        t = y[s].to(device)
+        loss += float(F.cross_entropy(out, t, reduction="sum"))
+        correct += int((out.argmax(1) == t).sum())
+    model.train(was)
+    n = max(len(y), 1)
+    return correct / n, loss / n
+
+
+@torch.no_grad()
+def probe_dead(model: nn.Module, x: torch.Tensor, device: torch.device) -> Any:
+    """Stream ``x`` through ``model`` (eval mode) under a ``DeadUnitMonitor``; return its report."""
+    from .diagnostics import DeadUnitMonitor
+
+    was = model.training
+    model.eval()
+    with DeadUnitMonitor(model) as dead:
+        for s in _batches(len(x), 512):
+            model(x[s].to(device))
+    model.train(was)
+    return dead.report()
+
+
+def _dead_summary(rep: Any) -> dict[str, Any]:
+    return {
+        "dead": float(rep.dead_fraction),
+        "inactive": float(rep.inactive_fraction),
+        "near_dead": float(rep.near_dead_fraction),
+    }
+
+
+def _to_jsonable(obj: Any) -> Any:
+    """Tensors, numpy values and dataclasses into plain JSON types."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().tolist()
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
+        return _to_jsonable(obj.tolist())
+    if isinstance(obj, dict):
+        return {str(k): _to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else (1e308 if obj > 0 else -1e308)
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if hasattr(obj, "__dataclass_fields__"):
+        return _to_jsonable(asdict(obj))
+    return str(obj)
+
+
+def _act_params(model: nn.Module) -> dict[str, list[float]]:
+    """The learnable parameters of PReLU (slopes) and FlexibleReLU (biases), per layer."""
+    from . import modules as M
+
+    out: dict[str, list[float]] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, M.PReLU):
+            out[f"{name}.weight"] = m.weight.detach().cpu().tolist()
+        elif isinstance(m, M.FlexibleReLU):
+            out[f"{name}.bias"] = m.bias.detach().cpu().tolist()
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# One training run
+
+
+def train_one(
+    cfg: Config,
+    ds: Any,
+    model_kind: str,
+    activation: str,
+    seed: int,
+    *,
+    out_dir: str,
+    resume: bool = False,
+    device: torch.device | str = "cpu",
+    dist: Dist | None = None,
+    on_step: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Train one model with one activation and seed; return its result (also written as JSON).
+
+    Checkpoints ``checkpoints/<name>.pt`` after every epoch and the result ``runs/<name>.json`` at
+    the end, atomically (rank 0 only). With ``resume``, a finished result is read back as is, and
+    an unfinished run continues from its checkpoint.
+    """
+    from .diagnostics import GradientFlowMonitor
+
+    dist = dist or Dist()
+    device = torch.device(device)
+    name = run_name(model_kind, activation, seed)
+    res_path = os.path.join(out_dir, "runs", name + ".json")
+    ckpt_path = os.path.join(out_dir, "checkpoints", name + ".pt")
+    steps_per_epoch = len(ds.train_y) // cfg.batch_size
+
+    if resume:
+        done = _read_json(res_path)
+        if done is not None and done.get("finished"):
+            if on_step is not None:
+                for _ in range(steps_per_epoch * cfg.epochs):
+                    on_step()
+            return done
+
+    torch.manual_seed(seed)
+    model = build_model(model_kind, activation, ds.input_shape, ds.num_classes, depth=cfg.depth,
+                        width=cfg.width)
+    init_weights(model, cfg.init, activation)
+    if cfg.provoke is not None:
+        provoke_biases(model, cfg.provoke)
+    model.to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    probe_x = ds.train_x[:PROBE_LIMIT]
+
+    history: dict[str, Any] = {
+        "epoch": [], "train_loss": [], "train_acc": [], "test_loss": [], "test_acc": [],
+        "dead": [], "inactive": [], "near_dead": [], "grad_layers": None, "grad_norms": [],
+        "first_last_ratio": [], "vanishing": [], "exploding": [], "act_params": [],
+        "step_time_s": [],
+    }
+    extra: dict[str, Any] = {}
+    start_epoch = 0
+    ckpt = None
+    if resume and os.path.exists(ckpt_path):
+        try:
+            ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        except Exception as e:  # a checkpoint is written atomically, so this is not a torn write
+            raise RuntimeError(f"compare: cannot read checkpoint {ckpt_path}: {e}") from e
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["opt"])
+        history = ckpt["history"]
+        extra = ckpt["extra"]
+        start_epoch = int(ckpt["epoch"])
+    else:
+        if dist.main:
+            rep0 = probe_dead(model, probe_x, device)
+            acc0, loss0 = evaluate(model, ds.test_x, ds.test_y, device)
+            extra["dead_start"] = _to_jsonable(rep0.to_dict())
+            history["epoch"].append(0)
+            history["test_acc"].append(acc0)
+            history["test_loss"].append(loss0)
+            history["train_loss"].append(None)
+            history["train_acc"].append(None)
+            for k, v in _dead_summary(rep0).items():
+                history[k].append(v)
+            history["act_params"].append(_act_params(model))
+
+    train_model: nn.Module = model
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if device.type == "cuda" else None
+        train_model = DDP(model, device_ids=ids)
+
+    train_x, train_y = ds.train_x, ds.train_y
+    b = cfg.batch_size
+    model.train()
+    for epoch in range(start_epoch, cfg.epochs):
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        perm = torch.randperm(len(train_y), generator=gen)
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        correct = torch.zeros((), dtype=torch.float64)
+        seen = torch.zeros((), dtype=torch.float64)
+        times: list[float] = []
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        with GradientFlowMonitor(model) as flow:
+            for i in range(steps_per_epoch):
+                idx = perm[i * b : (i + 1) * b]
+                if dist.enabled:
+                    idx = idx[dist.rank :: dist.world]
+                x = train_x[idx].to(device)
+                y = train_y[idx].to(device)
+                measure = epoch == 0 and i == 0
+                t0 = time.perf_counter()
+                opt.zero_grad(set_to_none=True)
+                if measure:
+                    with SavedBytes(model) as sb:
+                        out = train_model(x)
+                        loss = F.cross_entropy(out, y)
+                    extra["saved_bytes"] = sb.bytes
+                    extra["saved_bytes_batch"] = len(idx)
+                else:
+                    out = train_model(x)
+                    loss = F.cross_entropy(out, y)
+                loss.backward()
+                flow.step()
+                opt.step()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                times.append(time.perf_counter() - t0)
+                with torch.no_grad():
+                    loss_sum += float(loss) * len(idx)
+                    correct += float((out.argmax(1) == y).sum())
+                    seen += len(idx)
+                if on_step is not None:
+                    on_step()
+        frep = flow.report()
+        if dist.enabled:
+            stats = torch.stack([loss_sum, correct, seen])
+            torch.distributed.all_reduce(stats)
+            loss_sum, correct, seen = stats[0], stats[1], stats[2]
+        if dist.main:
+            acc, tloss = evaluate(model, ds.test_x, ds.test_y, device)
+            rep = probe_dead(model, probe_x, device)
+            history["epoch"].append(epoch + 1)
+            history["train_loss"].append(float(loss_sum / max(float(seen), 1)))
+            history["train_acc"].append(float(correct / max(float(seen), 1)))
+            history["test_acc"].append(acc)
+            history["test_loss"].append(tloss)
+            for k, v in _dead_summary(rep).items():
+                history[k].append(v)
+            history["grad_layers"] = list(frep.layers)
+            history["grad_norms"].extend(_to_jsonable(frep.norms))
+            history["first_last_ratio"].append(_to_jsonable(frep.first_last_ratio_median))
+            history["vanishing"].append(bool(frep.vanishing))
+            history["exploding"].append(bool(frep.exploding))
+            history["act_params"].append(_act_params(model))
+            history["step_time_s"].extend(times)
+            if device.type == "cuda":
+                extra["cuda_peak_bytes"] = max(extra.get("cuda_peak_bytes", 0),
+                                               torch.cuda.max_memory_allocated(device))
+            if epoch + 1 == cfg.epochs:
+                extra["dead_end"] = _to_jsonable(rep.to_dict())
+                extra["grad_flow_last_epoch"] = _to_jsonable(frep.to_dict())
+            atomic_torch_save(ckpt_path, {
+                "epoch": epoch + 1, "model": model.state_dict(), "opt": opt.state_dict(),
+                "history": history, "extra": extra,
+            })
+        dist.barrier()
+
+    result: dict[str, Any] = {
+        "name": name, "model": model_kind, "activation": activation, "seed": seed,
+        "finished": True, "world_size": dist.world,
+        "config": asdict(cfg), "history": history, **extra,
+    }
+    if history["test_acc"]:
+        result["test_acc"] = history["test_acc"][-1]
+        result["test_loss"] = history["test_loss"][-1]
+    if dist.main:
+        atomic_write_json(res_path, _to_jsonable(result))
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# The whole comparison
+
+
+def _config_from_args(args: argparse.Namespace) -> Config:
+    from .cli import UsageError, closest
+
+    acts: list[str] = []
+    for a in args.activations:
+        for n in a.split(","):
+            n = n.strip()
+            if not n:
+                continue
+            if n == "all":
+                acts.extend(ACTIVATIONS)
+            elif n not in ACTIVATIONS:
+                raise UsageError(f"rectifiers compare: --activations: unknown activation {n!r}"
+                                 f"{closest(n, ACTIVATIONS)} (expected some of {', '.join(ACTIVATIONS)})")
+            else:
+                acts.append(n)
+    acts = list(dict.fromkeys(acts))
+    if not acts:
+        raise UsageError("rectifiers compare: --activations: expected at least one activation name")
+    models = list(dict.fromkeys(args.models))
+    seeds = list(dict.fromkeys(args.seeds))
+    for opt, v in (("--epochs", args.epochs), ("--depth", args.depth), ("--batch-size", args.batch_size)):
+        if v < 1:
+            raise UsageError(f"rectifiers compare: {opt} must be a positive int, got {v}")
+    if args.width is not None and args.width < 1:
+        raise UsageError(f"rectifiers compare: --width must be a positive int, got {args.width}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise UsageError(f"rectifiers compare: --lr must be a positive number, got {args.lr}")
+    if args.provoke is not None and not math.isfinite(args.provoke):
+        raise UsageError(f"rectifiers compare: --provoke must be a finite bias, got {args.provoke}")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"rectifiers compare: --limit must be a positive int, got {args.limit}")
+    if args.image_size < 1:
+        raise UsageError(f"rectifiers compare: --image-size must be a positive int, got {args.image_size}")
+    return Config(
+        activations=acts, seeds=seeds, models=models, epochs=args.epochs, depth=args.depth,
+        width=args.width, lr=args.lr, momentum=args.momentum, batch_size=args.batch_size,
+        init=args.init, provoke=args.provoke, data=args.data, image_size=args.image_size,
+        limit=args.limit,
+    )
+
+
+def _resolve_device(spec: str, dist: Dist) -> torch.device:
+    from .cli import UsageError
+
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(spec)
+    except RuntimeError as e:
+        raise UsageError(f"rectifiers compare: --device: expected cpu, cuda, cuda:N or auto, got {spec!r}") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"rectifiers compare: --device {spec}: CUDA is not available here")
+        if dist.enabled:
+            dev = torch.device("cuda", dist.local_rank)
+    elif dev.type != "cpu":
+        raise UsageError(f"rectifiers compare: --device: expected cpu, cuda, cuda:N or auto, got {spec!r}")
+    return dev
+
+
+def run_compare(cfg: Config, out_dir: str, *, resume: bool = False, device: str = "cpu",
+                progress: bool = True, write_report: bool = True) -> dict[str, Any]:
+    """Run every (model, activation, seed) of ``cfg`` and write the report into ``out_dir``.
+
+    Returns ``{"config": ..., "results": [...], "meta": ...}`` (on every rank; only rank 0 writes).
+    Raises :class:`rectifiers.data.DataError` for unreadable data and :class:`CompareError` for
+    settings that cannot run (``resume`` into an ``out_dir`` made with other settings, ...).
+    """
+    from .data import load_data
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    dist = _init_dist(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = _resolve_device(device, dist)
+    if cfg.batch_size % dist.world:
+        raise CompareError(f"--batch-size {cfg.batch_size} must be a multiple of the number of processes "
+                         f"({dist.world}), so that every rank gets an equal shard of each global batch")
+    ds = load_data(cfg.data, image_size=cfg.image_size, limit=cfg.limit)
+    if len(ds.train_y) < cfg.batch_size:
+        raise CompareError(f"--batch-size {cfg.batch_size} is larger than the training split "
+                         f"({len(ds.train_y)} images of {ds.name})")
+
+    cfg_path = os.path.join(out_dir, "config.json")
+    cfg_dict = asdict(cfg)
+    if resume:
+        old = _read_json(cfg_path)
+        if old is not None and old != cfg_dict:
+            diff = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in cfg_dict.items() if old.get(k) != v]
+            raise CompareError(f"--resume: {out_dir} was made with other settings ({'; '.join(diff[:3])}); "
+                             f"use the same options or another --out")
+    if dist.main:
+        os.makedirs(out_dir, exist_ok=True)
+        atomic_write_json(cfg_path, cfg_dict)
+    dist.barrier()
+
+    steps = len(ds.train_y) // cfg.batch_size * cfg.epochs * len(cfg.run_keys())
+    bar = None
+    if progress and dist.main:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, file=sys.stderr, unit="step", dynamic_ncols=True, leave=True)
+    rss0 = _peak_rss_mib()
+    t0 = time.perf_counter()
+    results = []
+    try:
+        for model_kind, act, seed in cfg.run_keys():
+            if bar is not None:
+                bar.set_description(run_name(model_kind, act, seed))
+            results.append(train_one(
+                cfg, ds, model_kind, act, seed, out_dir=out_dir, resume=resume, device=dev, dist=dist,
+                on_step=(bar.update if bar is not None else None),
+            ))
+    finally:
+        if bar is not None:
+            bar.close()
+    meta = {
+        "data": ds.describe(),
+        "device": str(dev),
+        "world_size": dist.world,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "wall_s": time.perf_counter() - t0,
+        "peak_rss_mib": _peak_rss_mib(),
+        "peak_rss_growth_mib": _peak_rss_mib() - rss0,
+        "resumed": resume,
+        "command": "rectifiers " + " ".join(sys.argv[1:]) if sys.argv and "rectifiers" in sys.argv[0] else None,
+    }
+    if dist.main and write_report:
+        from .report import write_report
+
+        write_report(out_dir, cfg_dict, results, meta)
+    dist.barrier()
+    return {"config": cfg_dict, "results": results, "meta": meta}
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="train a small CNN and an MLP once per activation and seed; write a report",
+        description="Train the same small CNN and plain MLP on a data set (default: scikit-learn's "
+        "8x8 digits) once per activation and seed, measure accuracy, dead units, gradient flow, "
+        "time and memory, and write report.md, report.html and PNG plots, closing with a verdict "
+        "on each of the article's claims. Runs under torchrun for DistributedDataParallel.",
+    )
+    p.add_argument("--activations", nargs="+", default=list(ACTIVATIONS), metavar="NAME",
+                   help=f"activations to compare (default: all: {' '.join(ACTIVATIONS)}); "
+                   "names may also be comma-separated")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="N",
+                   help="seeds, one run each (default: 0 1 2)")
+    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS),
+                   help="models (default: cnn mlp)")
+    p.add_argument("--epochs", type=int, default=8, help="epochs per run (default: 8)")
+    p.add_argument("--depth", type=int, default=4,
+                   help="conv blocks of the CNN and hidden layers of the MLP (default: 4); "
+                   "try 12 to see a deep plain network fail to train with --init torch")
+    p.add_argument("--width", type=int, default=None,
+                   help="channels of the CNN's first block (default 16) / units per MLP layer (default 64)")
+    p.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (default: 0.05)")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: 0.9)")
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="global batch size, split across processes under torchrun (default: 64)")
+    p.add_argument("--init", choices=("torch", "kaiming"), default="torch",
+                   help="weight initialisation: PyTorch's default, or Kaiming normal with the "
+                   "activation's own gain (default: torch)")
+    p.add_argument("--provoke", type=float, nargs="?", const=DEFAULT_PROVOKE_BIAS, default=None,
+                   metavar="BIAS",
+                   help="start every layer feeding an activation with this bias (default when given "
+                   f"without a value: {DEFAULT_PROVOKE_BIAS:g}): ReLU units die and stay dead")
+    p.add_argument("--data", default="digits", metavar="SPEC",
+                   help="digits (default), cifar10:PATH (CIFAR-10 python batches) or folder:PATH "
+                   "(one sub-folder of images per class)")
+    p.add_argument("--image-size", type=int, default=32,
+                   help="side images of a folder: data set are resized to (default: 32)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="use at most this many images of each split (default: all)")
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                   help=f"report directory (default: ./{DEFAULT_OUT})")
+    p.add_argument("--resume", action="store_true",
+                   help="keep finished runs in --out and continue unfinished ones from their checkpoints")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar on stderr")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from .cli import UsageError
+    from .data import DataError
+
+    cfg = _config_from_args(args)
+    try:
+        out = run_compare(cfg, args.out, resume=args.resume, device=args.device, progress=args.progress)
+    except (DataError, CompareError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UsageError(f"rectifiers compare: {msg}") from e
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"rectifiers compare: {len(out['results'])} runs in {out['meta']['wall_s']:.0f} s; "
+              f"report in {os.path.join(args.out, 'report.md')} and report.html")
+    return 0
