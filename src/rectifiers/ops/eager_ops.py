@@ -1,10 +1,260 @@
 """The ``"eager"`` backend: rectifiers' own autograd Functions, lean in memory, on any device.
 
-Until the lean Functions land, this backend runs the plain PyTorch path.
+What each activation keeps for backward (beyond what the next layer keeps anyway):
+
+==============  ==========================================================================
+``relu``        nothing: ``torch.relu`` already keeps its output, which gives the gradient
+``leaky_relu``  slope >= 0: nothing, the output is kept (``sign(y) = sign(x)``, so
+                ``aten.leaky_relu_backward(..., self_is_result=True)`` is exact); slope < 0:
+                a 1-byte mask ``x > 0``
+``prelu``       every slope in (0, 1]: nothing, the output is kept and ``x = y / a`` is
+                recovered where ``y <= 0`` for the slope's gradient; otherwise (a slope <= 0
+                or > 1, where ``y / a`` is not exact) the input, as ``torch.nn.PReLU``
+``flexible_relu``  a 1-byte mask ``x > 0`` (``y > b`` is not exact when ``x`` is tiny
+                against ``b``)
+``funnel_relu`` the input only, plus per-channel statistics: the depthwise conv and the
+                BatchNorm are recomputed in backward, in channels-last layout (PyTorch's CPU
+                depthwise conv is many times faster there than in NCHW)
+==============  ==========================================================================
+
+When nothing needs a gradient (``torch.no_grad()``, or no input or parameter requires grad) the
+plain fast torch kernels run directly, with no autograd Function in the way. Under
+``torch.compile`` / ``torch.export`` the plain formulas are traced instead (the compiler fuses
+them and picks what to keep; no data-dependent branch breaks the graph).
+
+Double backward (``create_graph=True``) works: every backward below is written with
+differentiable operations, or recomputes through the reference formula when a graph is asked for.
 """
 
 from __future__ import annotations
 
-from .torch_ops import flexible_relu, funnel_relu, leaky_relu, prelu, relu
+import torch
+import torch.nn.functional as F
+
+from .. import reference as ref
+from . import _eager_funnel
+from ._eager_common import compiling, needs_grad, reduce_dims
 
 __all__ = ["relu", "leaky_relu", "prelu", "flexible_relu", "funnel_relu"]
+
+_aten = torch.ops.aten
+
+
+# --------------------------------------------------------------------------------------------
+# ReLU: torch.relu keeps its output, and threshold_backward(g, y, 0) is exact; nothing to add.
+
+
+def relu(x: torch.Tensor, inplace: bool) -> torch.Tensor:
+    return torch.relu_(x) if inplace else torch.relu(x)
+
+
+# --------------------------------------------------------------------------------------------
+# LeakyReLU
+
+
+class _LeakyReLUKeepOutput(torch.autograd.Function):
+    """Slope >= 0: keep only the output (which the next layer keeps anyway).
+
+    ``y > 0`` exactly when ``x > 0`` for a slope >= 0 (NaN and -0.0 included), so
+    ``dx = g if y > 0 else a*g`` is ``leaky_relu_backward(g, y, a, self_is_result=True)``.
+    """
+
+    @staticmethod
+    def forward(x: torch.Tensor, slope: float) -> torch.Tensor:
+        return F.leaky_relu(x, slope)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[no-untyped-def]
+        ctx.slope = inputs[1]
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[no-untyped-def]
+        (y,) = ctx.saved_tensors
+        return _aten.leaky_relu_backward(g, y, ctx.slope, True), None
+
+
+class _LeakyReLUKeepMask(torch.autograd.Function):
+    """Slope < 0: the output's sign no longer tells, so keep a 1-byte mask ``x > 0``."""
+
+    @staticmethod
+    def forward(x: torch.Tensor, slope: float) -> torch.Tensor:
+        return F.leaky_relu(x, slope)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[no-untyped-def]
+        x, ctx.slope = inputs
+        ctx.save_for_backward(x > 0)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[no-untyped-def]
+        (mask,) = ctx.saved_tensors
+        # The mask as 1.0 / 0.0 in g's dtype has the sign of x for the strict x > 0 test.
+        return _aten.leaky_relu_backward(g, mask.to(g.dtype), ctx.slope, False), None
+
+
+def leaky_relu(x: torch.Tensor, negative_slope: float, inplace: bool) -> torch.Tensor:
+    if inplace or not needs_grad(x) or compiling():
+        # torch's in-place leaky_relu_ already keeps only its result (self_is_result=True);
+        # functional.py refuses in-place with a negative slope when a gradient is needed.
+        return F.leaky_relu(x, negative_slope, inplace)
+    if negative_slope >= 0:
+        return _LeakyReLUKeepOutput.apply(x, negative_slope)
+    return _LeakyReLUKeepMask.apply(x, negative_slope)
+
+
+# --------------------------------------------------------------------------------------------
+# PReLU
+
+
+def _prelu_forward(x: torch.Tensor, w: torch.Tensor, dim: int | None) -> torch.Tensor:
+    """``torch.prelu`` with the channels anywhere (``w`` already in x's dtype)."""
+    if w.numel() == 1 or dim is None or dim == 1:
+        return torch.prelu(x, w.reshape(-1))
+    if x.dim() == 1:  # a 1-D input of channels (dim 0)
+        return torch.prelu(x.unsqueeze(0), w).squeeze(0)
+    # A permuted view: torch.prelu's output follows the view's strides, so moving the dim
+    # back gives x's own layout.
+    return torch.prelu(x.movedim(dim, 1), w).movedim(1, dim)
+
+
+def _sum_to_param(t: torch.Tensor, dims: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """Sum ``t`` over ``dims`` accumulating in float32 at least, shaped and typed as ``like``."""
+    acc = torch.promote_types(t.dtype, torch.float32)
+    return t.sum(dims, dtype=acc).reshape(like.shape).to(like.dtype)
+
+
+class _PReLU(torch.autograd.Function):
+    """PReLU keeping the output (slopes in (0, 1]) or the input (any other slope).
+
+    ``dx = g if s > 0 else a*g`` with ``s`` the kept tensor (same sign as x either way).
+    ``dL/da = sum over x <= 0 of g*x``: with the output kept, ``x = y / a`` there, so it is
+    ``sum(g * min(y, 0)) / a``, exact up to rounding for 0 < a <= 1 (``|y| <= |x|``: no
+    overflow).
+    """
+
+    @staticmethod
+    def forward(x: torch.Tensor, w: torch.Tensor, dim: int | None, keep_output: bool):
+        return _prelu_forward(x, w.to(x.dtype), dim)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[no-untyped-def]
+        x, w, dim, keep_output = inputs
+        ctx.dim = dim
+        ctx.keep_output = keep_output
+        ctx.save_for_backward(output if keep_output else x, w)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[no-untyped-def]
+        s, w = ctx.saved_tensors
+        dim, keep_output = ctx.dim, ctx.keep_output
+        nd = s.dim()
+        cdim = dim if (dim is not None and w.numel() > 1) else None
+        a = w.to(s.dtype)
+        av = ref.channel_view(a, s, cdim) if cdim is not None else a.reshape(())
+        dx = dw = None
+        if torch.is_grad_enabled():
+            # create_graph: plain differentiable formulas (double backward).
+            if ctx.needs_input_grad[0]:
+                dx = torch.where(s > 0, g, av * g)
+            if ctx.needs_input_grad[1]:
+                t = g * s.clamp_max(0)
+                if keep_output:
+                    t = t / av
+                dims = reduce_dims(nd, cdim)
+                dw = t.sum(dims).reshape(w.shape).to(w.dtype) if dims else t.reshape(w.shape).to(w.dtype)
+            return dx, dw, None, None
+        if ctx.needs_input_grad[0]:
+            if cdim is None:
+                dx = _aten.leaky_relu_backward(g, s, float(a.reshape(())), keep_output)
+            elif keep_output:
+                # max([y > 0], a) is 1 where y > 0 and a elsewhere (a <= 1); heaviside(NaN) = 0.
+                dx = torch.heaviside(s, s.new_zeros(())).clamp_min_(av).mul_(g)
+            else:
+                dx = torch.where(s > 0, g, av * g)
+        if ctx.needs_input_grad[1]:
+            t = s.clamp_max(0).mul_(g)
+            dims = reduce_dims(nd, cdim)
+            acc = torch.promote_types(t.dtype, torch.float32)
+            dw = t.sum(dims, dtype=acc) if dims else t.to(acc)
+            if keep_output:
+                dw = dw.reshape(-1) / w.to(acc).reshape(-1)
+            dw = dw.reshape(w.shape).to(w.dtype)
+        return dx, dw, None, None
+
+
+def prelu(x: torch.Tensor, weight: torch.Tensor, dim: int | None) -> torch.Tensor:
+    if not needs_grad(x, weight) or compiling():
+        return _prelu_forward(x, weight.to(x.dtype), dim)
+    a = weight.detach().to(x.dtype)
+    lo, hi = (float(v) for v in torch.aminmax(a.reshape(-1)))
+    keep_output = 0.0 < lo and hi <= 1.0
+    return _PReLU.apply(x, weight, dim, keep_output)
+
+
+# --------------------------------------------------------------------------------------------
+# FReLU (flexible ReLU)
+
+
+class _FlexibleReLU(torch.autograd.Function):
+    """``max(0, x) + b`` keeping a 1-byte mask ``x > 0`` (y > b is not exact for tiny x).
+
+    The mask is taken by the caller, before an in-place forward overwrites ``x``.
+    """
+
+    @staticmethod
+    def forward(x, bias, mask, dim, inplace):  # type: ignore[no-untyped-def]
+        b = ref.channel_view(bias.to(x.dtype), x, dim if dim is not None else 0)
+        if inplace:
+            return torch.relu_(x).add_(b)
+        return torch.relu(x).add_(b)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[no-untyped-def]
+        x, bias, mask, dim, inplace = inputs
+        if inplace:
+            ctx.mark_dirty(x)
+        ctx.dim = dim
+        ctx.bias_shape, ctx.bias_dtype = bias.shape, bias.dtype
+        ctx.save_for_backward(mask)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[no-untyped-def]
+        (mask,) = ctx.saved_tensors
+        dx = db = None
+        if ctx.needs_input_grad[0]:
+            # threshold_backward(g, m, 0) = g where m > 0 else 0, in one pass (g * m would give
+            # NaN for an infinite g where m = 0).
+            dx = _aten.threshold_backward(g, mask.to(g.dtype), 0)
+        if ctx.needs_input_grad[1]:
+            cdim = ctx.dim if (ctx.dim is not None and ctx.bias_shape.numel() > 1) else None
+            dims = reduce_dims(g.dim(), cdim)
+            acc = torch.promote_types(g.dtype, torch.float32)
+            db = g.sum(dims, dtype=acc) if dims else g.to(acc)
+            db = db.reshape(ctx.bias_shape).to(ctx.bias_dtype)
+        return dx, db, None, None, None
+
+
+def flexible_relu(x: torch.Tensor, bias: torch.Tensor, dim: int | None, inplace: bool) -> torch.Tensor:
+    if not needs_grad(x, bias) or compiling():
+        b = ref.channel_view(bias.to(x.dtype), x, dim if dim is not None else 0)
+        if inplace:
+            return torch.relu_(x).add_(b)
+        if compiling():
+            return torch.relu(x) + b
+        return torch.relu(x).add_(b)
+    mask = x.detach() > 0 if x.requires_grad else None
+    return _FlexibleReLU.apply(x, bias, mask, dim, inplace)
+
+
+# --------------------------------------------------------------------------------------------
+# Funnel
+
+
+def funnel_relu(
+    x, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var, training, momentum, eps
+):
+    return _eager_funnel.funnel_relu(
+        x, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var, training,
+        momentum, eps,
+    )

@@ -1,0 +1,166 @@
+"""The funnel activation of the eager backend: keep the input only, recompute the rest.
+
+``y = max(x, T(x))`` with ``T = BatchNorm(depthwise conv(x))``. The plain formula keeps three
+input-sized tensors for backward (x for the conv, the conv output for the BatchNorm, T for the
+maximum). This Function keeps x and the per-channel batch statistics, and recomputes the conv
+and the BatchNorm in backward. Both run in channels-last layout, where PyTorch's CPU depthwise
+convolution is many times faster than in NCHW; (N, C, L) inputs run as (N, C, 1, L).
+Running statistics are updated once, in forward.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .. import reference as ref
+from ._eager_common import compiling, needs_grad
+
+__all__ = ["funnel_relu"]
+
+_aten = torch.ops.aten
+
+
+def _work(x: torch.Tensor, conv_weight: torch.Tensor):
+    """x in the working layout (4-D channels_last, or 5-D channels_last_3d), the kernel in x's
+    dtype shaped for it, and the conv's padding."""
+    k = conv_weight.shape[-1]
+    w = conv_weight.to(x.dtype)
+    if x.dim() == 3:  # (N, C, L) -> (N, C, 1, L)
+        xw = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        return xw, w.unsqueeze(2), [0, k // 2]
+    if x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last), w, [k // 2] * 2
+    return x.contiguous(memory_format=torch.channels_last_3d), w, [k // 2] * 3
+
+
+def _conv(xw: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, pad: list[int]) -> torch.Tensor:
+    conv = F.conv2d if xw.dim() == 4 else F.conv3d
+    return conv(xw, w, b, 1, pad, 1, xw.shape[1])
+
+
+def _from_work(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return t.squeeze(2) if x.dim() == 3 else t
+
+
+def _forward(x, conv_weight, conv_bias, bn_weight, bn_bias, rm, rv, use_batch, momentum, eps):
+    xw, w, pad = _work(x, conv_weight)
+    b = None if conv_bias is None else conv_bias.to(x.dtype)
+    t = _conv(xw, w, b, pad)
+    tn, mean, invstd = _aten.native_batch_norm(t, bn_weight, bn_bias, rm, rv, use_batch, momentum, eps)
+    y = torch.empty_like(x)
+    torch.maximum(x, _from_work(tn, x), out=y)
+    return y, mean, invstd
+
+
+class _Funnel(torch.autograd.Function):
+    @staticmethod
+    def forward(x, conv_weight, conv_bias, bn_weight, bn_bias, rm, rv, use_batch, momentum, eps):  # type: ignore[no-untyped-def]
+        y, mean, invstd = _forward(
+            x, conv_weight, conv_bias, bn_weight, bn_bias, rm, rv, use_batch, momentum, eps
+        )
+        return y, mean, invstd
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[no-untyped-def]
+        x, conv_weight, conv_bias, bn_weight, bn_bias, rm, rv, use_batch, momentum, eps = inputs
+        _, mean, invstd = output
+        ctx.use_batch, ctx.eps = use_batch, eps
+        ctx.has_bias = conv_bias is not None
+        ctx.has_bn_weight, ctx.has_bn_bias = bn_weight is not None, bn_bias is not None
+        # Eval mode reads the running statistics: keep a (C-sized) copy, as a later training
+        # step may update them in place before this backward runs.
+        rmc = None if use_batch else rm.clone()
+        rvc = None if use_batch else rv.clone()
+        ctx.save_for_backward(x, conv_weight, conv_bias, bn_weight, bn_bias, mean, invstd, rmc, rvc)
+        ctx.mark_non_differentiable(mean, invstd)
+
+    @staticmethod
+    def backward(ctx, g, _gm, _gi):  # type: ignore[no-untyped-def]
+        x, cw, cb, bw, bb, mean, invstd, rmc, rvc = ctx.saved_tensors
+        need = ctx.needs_input_grad[:5]
+        use_batch, eps = ctx.use_batch, ctx.eps
+        if torch.is_grad_enabled():
+            # create_graph: recompute through the reference formula, differentiably.
+            y = ref.funnel_relu(x, cw, cb, bw, bb, rmc, rvc, use_batch, 0.0, eps)
+            ins = [(i, t) for i, t in enumerate((x, cw, cb, bw, bb)) if need[i] and t is not None]
+            gr = torch.autograd.grad(y, [t for _, t in ins], g, create_graph=True, allow_unused=True)
+            out: list[torch.Tensor | None] = [None] * 10
+            for (i, t), gi in zip(ins, gr):
+                out[i] = torch.zeros_like(t) if gi is None else gi
+            return tuple(out)
+
+        xw, w, pad = _work(x, cw)
+        b = None if cb is None else cb.to(x.dtype)
+        with torch.no_grad():
+            t = _conv(xw, w, b, pad)
+            # The same kernel as forward, so T (and its ties with x) are the same bits.
+            tn = _aten.native_batch_norm(t, bw, bb, rmc, rvc, use_batch, 0.0, eps)[0]
+            gw = g.unsqueeze(2) if x.dim() == 3 else g
+            gw = gw.contiguous(memory_format=_fmt(xw))
+            # torch.maximum's gradient: g to the larger side, g/2 to each at ties, g to both
+            # where either is NaN (threshold_backward(g, d, 0) = 0 where d <= 0 else g).
+            d = xw - tn
+            gx = _aten.threshold_backward(gw, d, 0)
+            gt = _aten.threshold_backward(gw, d.neg_(), 0)
+            del d
+            tie = xw == tn
+            if bool(tie.any()):
+                half = gw * 0.5
+                gx = torch.where(tie, half, gx)
+                gt = torch.where(tie, half, gt)
+            del tie, tn
+            need_t = need[0] or need[1] or need[2]
+            gtin, gbw, gbb = _aten.native_batch_norm_backward(
+                gt, t, bw, rmc, rvc, mean, invstd, use_batch, eps,
+                [need_t, need[3] and bw is not None, need[4] and bb is not None],
+            )
+            del gt, t
+            dx = dcw = dcb = None
+            if need_t:
+                nsp = xw.dim() - 2
+                gxc, gcw, gcb = _aten.convolution_backward(
+                    gtin, xw, w, None if cb is None else [cb.shape[0]], [1] * nsp, pad, [1] * nsp,
+                    False, [0] * nsp, xw.shape[1], [need[0], need[1], need[2] and cb is not None],
+                )
+                if need[0]:
+                    dx = torch.empty_like(x)
+                    torch.add(_from_work(gx, x), _from_work(gxc, x), out=dx)
+                if need[1]:
+                    dcw = gcw.reshape(cw.shape).to(cw.dtype)
+                if need[2] and cb is not None:
+                    dcb = gcb.to(cb.dtype)
+            elif need[0]:
+                dx = torch.empty_like(x)
+                dx.copy_(_from_work(gx, x))
+            if gbw is not None:
+                gbw = gbw.to(bw.dtype)
+            if gbb is not None:
+                gbb = gbb.to(bb.dtype)
+        return dx, dcw, dcb, gbw, gbb, None, None, None, None, None
+
+
+def _fmt(xw: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if xw.dim() == 4 else torch.channels_last_3d
+
+
+def funnel_relu(
+    x, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var, training, momentum, eps
+):
+    if compiling():
+        return ref.funnel_relu(
+            x, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var, training,
+            momentum, eps,
+        )
+    use_batch = bool(training) or running_mean is None
+    if not needs_grad(x, conv_weight, conv_bias, bn_weight, bn_bias):
+        with torch.no_grad():
+            return _forward(
+                x, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var,
+                use_batch, momentum, eps,
+            )[0]
+    y, _, _ = _Funnel.apply(
+        x, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var, use_batch,
+        momentum, eps,
+    )
+    return y
