@@ -1,0 +1,262 @@
+"""The Triton kernels behind :mod:`rectifiers.ops.triton_ops` (imported on first launch).
+
+Every kernel sees its tensors as flat arrays in *memory order*: the caller hands it a dense
+(non-overlapping, gap-free) tensor, so element ``k`` of the storage is at offset ``k`` from the
+data pointer, whatever the logical shape, strides or memory format. For a dense tensor the
+strides form a mixed-radix system, so the channel of the element at offset ``k`` is
+``(k // INNER) % C`` where ``INNER`` is the stride of the channel dim and ``C`` its size, and the
+elements of channel ``c`` sit at ``o * C * INNER + c * INNER + i`` for ``o < OUTER``,
+``i < INNER``: the (outer, C, inner) view the per-channel reductions walk.
+
+Kinds (the ``KIND`` constexpr):
+
+* 0 relu: ``y = 0 if x < 0 else x`` (keeps ``-0.0`` and NaN as ``torch.relu``); mask bit
+  ``not (x <= 0)`` (``torch``'s ``threshold_backward`` passes the gradient at NaN).
+* 1 leaky: ``y = x if x > 0 else a*x``; mask bit ``x > 0``.
+* 2 prelu: as leaky with ``a = w[c]`` (cast to the input's dtype first, as torch does).
+* 3 frelu: ``y = relu(x) + b[c]``; mask bit as relu.
+
+Masks are bit-packed: 32 elements per int32 word, bit ``k % 32`` of word ``k // 32`` (memory
+order). The funnel kernels keep 2 bits per element (16 per word), see ``funnel_fwd``.
+
+Each kernel is kept as a plain function and wrapped twice: as a compiled ``JITFunction`` for GPU
+tensors and as Triton's interpreter for CPU tensors (``TRITON_INTERPRET=1``), so the choice is
+made per launch from the tensor's device and not by the environment at import time.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+def act_fwd(
+    X, Y, M, W, N, C, INNER, slope,
+    KIND: tl.constexpr, PER_CHANNEL: tl.constexpr, WRITE_MASK: tl.constexpr,
+    FP64: tl.constexpr, BLOCK: tl.constexpr,
+):
+    pid = tl.program_id(0).to(tl.int64)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    valid = offs < N
+    x = tl.load(X + offs, mask=valid, other=0.0)
+    if FP64:
+        xf = x.to(tl.float64)
+    else:
+        xf = x.to(tl.float32)
+    if KIND == 0:
+        y = tl.where(x < 0, 0.0, x).to(x.dtype)
+        bit = (xf > 0) | (xf != xf)
+    elif KIND == 1:
+        y = tl.where(xf > 0, xf, xf * slope).to(x.dtype)
+        bit = xf > 0
+    else:
+        if PER_CHANNEL:
+            c = (offs // INNER) % C
+            p = tl.load(W + c, mask=valid, other=0.0)
+        else:
+            p = tl.load(W)
+        # The parameter is rounded to the input's dtype first, as ``weight.to(x.dtype)``.
+        p = p.to(x.dtype).to(xf.dtype)
+        if KIND == 2:
+            y = tl.where(xf > 0, xf, p * xf).to(x.dtype)
+            bit = xf > 0
+        else:
+            r = tl.where(x < 0, 0.0, x).to(x.dtype).to(xf.dtype)
+            y = (r + p).to(x.dtype)
+            bit = (xf > 0) | (xf != xf)
+    tl.store(Y + offs, y, mask=valid)
+    if WRITE_MASK:
+        WORDS: tl.constexpr = BLOCK // 32
+        bits = tl.reshape(bit.to(tl.int32), (WORDS, 32))
+        shifts = tl.arange(0, 32)
+        words = tl.sum(bits << shifts[None, :], axis=1)
+        widx = pid * WORDS + tl.arange(0, WORDS)
+        tl.store(M + widx, words, mask=widx < (N + 31) // 32)
+
+
+def act_bwd_flat(
+    G, M, W, S, DX, PART, N, slope,
+    KIND: tl.constexpr, SAVED_IS_X: tl.constexpr, NEED_WGRAD: tl.constexpr,
+    FP64: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """dx for every kind with a scalar parameter (or none); one partial parameter-gradient sum
+    per program into ``PART[pid]``."""
+    pid = tl.program_id(0).to(tl.int64)
+    WORDS: tl.constexpr = BLOCK // 32
+    widx = pid * WORDS + tl.arange(0, WORDS)
+    words = tl.load(M + widx, mask=widx < (N + 31) // 32, other=0)
+    shifts = tl.arange(0, 32)
+    bit = tl.reshape((words[:, None] >> shifts[None, :]) & 1, (BLOCK,)) != 0
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    valid = offs < N
+    g0 = tl.load(G + offs, mask=valid, other=0.0)
+    if FP64:
+        g = g0.to(tl.float64)
+    else:
+        g = g0.to(tl.float32)
+    if KIND == 0:
+        dx = tl.where(bit, g, 0.0)
+    elif KIND == 1:
+        dx = tl.where(bit, g, g * slope)
+    elif KIND == 2:
+        a = tl.load(W).to(g0.dtype).to(g.dtype)
+        dx = tl.where(bit, g, a * g)
+    else:
+        dx = tl.where(bit, g, 0.0)
+    tl.store(DX + offs, dx.to(g0.dtype), mask=valid)
+    if NEED_WGRAD:
+        if KIND == 2:
+            s = tl.load(S + offs, mask=valid, other=0.0).to(g.dtype)
+            if SAVED_IS_X:
+                xn = s
+            else:
+                # y = a*x where x <= 0, and a is finite and non-zero here (else x is saved).
+                xn = s / a
+            contrib = tl.where(valid & (bit == 0), g * xn, 0.0)
+        else:
+            contrib = g
+        if FP64:
+            acc = tl.sum(contrib.to(tl.float64), axis=0)
+        else:
+            acc = tl.sum(contrib.to(tl.float32), axis=0)
+        tl.store(PART + pid, acc)
+
+
+def act_bwd_tiled(
+    G, M, W, S, DX, PART, C, INNER, OUTER, NIB, NOB, SPLIT,
+    KIND: tl.constexpr, SAVED_IS_X: tl.constexpr, NEED_WGRAD: tl.constexpr,
+    FP64: tl.constexpr, BO: tl.constexpr, BC: tl.constexpr, BI: tl.constexpr,
+):
+    """dx and per-channel parameter gradients (prelu, frelu) over the (outer, C, inner) view.
+
+    Program (cb * NIB + ib, s) owns channels ``cb*BC ..`` and inner positions ``ib*BI ..`` and
+    walks the outer blocks ``s, s + SPLIT, ...``; it writes one partial sum per channel to
+    ``PART[(s * NIB + ib) * C + c]``, summed afterwards in a fixed order (deterministic).
+    """
+    pid = tl.program_id(0)
+    s = tl.program_id(1)
+    cb = pid // NIB
+    ib = pid % NIB
+    c = cb * BC + tl.arange(0, BC)
+    i = ib * BI + tl.arange(0, BI)
+    cmask = c < C
+    ci_off = c[None, :, None].to(tl.int64) * INNER + i[None, None, :]
+    ci_valid = cmask[None, :, None] & (i < INNER)[None, None, :]
+    p = tl.load(W + c, mask=cmask, other=1.0)
+    if FP64:
+        acc = tl.zeros((BO, BC, BI), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BO, BC, BI), dtype=tl.float32)
+    for ob in range(s, NOB, SPLIT):
+        o = ob * BO + tl.arange(0, BO)
+        offs = o[:, None, None].to(tl.int64) * C * INNER + ci_off
+        valid = (o < OUTER)[:, None, None] & ci_valid
+        g0 = tl.load(G + offs, mask=valid, other=0.0)
+        if FP64:
+            g = g0.to(tl.float64)
+        else:
+            g = g0.to(tl.float32)
+        words = tl.load(M + offs // 32, mask=valid, other=0)
+        bit = ((words >> (offs % 32).to(tl.int32)) & 1) != 0
+        if KIND == 2:
+            a = p.to(g0.dtype).to(g.dtype)[None, :, None]
+            dx = tl.where(bit, g, a * g)
+        else:
+            dx = tl.where(bit, g, 0.0)
+        tl.store(DX + offs, dx.to(g0.dtype), mask=valid)
+        if NEED_WGRAD:
+            if KIND == 2:
+                sv = tl.load(S + offs, mask=valid, other=0.0).to(g.dtype)
+                if SAVED_IS_X:
+                    xn = sv
+                else:
+                    xn = sv / a
+                acc += tl.where(valid & (bit == 0), g * xn, 0.0)
+            else:
+                acc += g
+    if NEED_WGRAD:
+        part = tl.sum(tl.sum(acc, axis=2), axis=0)
+        tl.store(PART + (s * NIB + ib) * C + c, part, mask=cmask)
+
+
+def funnel_fwd(
+    X, T, Y, M, MEAN, SCALE, BIAS, N, C, INNER,
+    WRITE_MASK: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """``y = max(x, (t - mean[c]) * scale[c] + bias[c])`` (BatchNorm applied with fixed
+    per-channel statistics, ``scale = weight / sqrt(var + eps)``), with a 2-bit code per element for backward:
+    0 x won, 1 T won, 2 tie (the gradient splits), 3 unordered (NaN: both get the gradient, as
+    ``torch.maximum``'s backward). 16 codes per int32 word, memory order."""
+    pid = tl.program_id(0).to(tl.int64)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    valid = offs < N
+    c = (offs // INNER) % C
+    x0 = tl.load(X + offs, mask=valid, other=0.0)
+    x = x0.to(tl.float32)
+    t = tl.load(T + offs, mask=valid, other=0.0).to(tl.float32)
+    mu = tl.load(MEAN + c, mask=valid, other=0.0)
+    sc = tl.load(SCALE + c, mask=valid, other=0.0)
+    bb = tl.load(BIAS + c, mask=valid, other=0.0)
+    # T is rounded to the input's dtype before the max, as BatchNorm's output would be.
+    tt = ((t - mu) * sc + bb).to(x0.dtype).to(tl.float32)
+    gt = x > tt
+    lt = x < tt
+    eq = x == tt
+    y = tl.where(lt, tt, tl.where(gt | eq, x, x + tt))
+    tl.store(Y + offs, y.to(x0.dtype), mask=valid)
+    if WRITE_MASK:
+        code = tl.where(gt, 0, tl.where(lt, 1, tl.where(eq, 2, 3))).to(tl.int32)
+        WORDS: tl.constexpr = BLOCK // 16
+        codes = tl.reshape(code, (WORDS, 16))
+        shifts = 2 * tl.arange(0, 16)
+        words = tl.sum(codes << shifts[None, :], axis=1)
+        widx = pid * WORDS + tl.arange(0, WORDS)
+        tl.store(M + widx, words, mask=widx < (N + 15) // 16)
+
+
+def funnel_bwd(G, M, GX, GT, N, BLOCK: tl.constexpr):
+    """Split the incoming gradient by the 2-bit codes: ``gx`` (input's dtype) to ``x``, ``gt``
+    (fp32) to ``T`` (x won: (g, 0); T won: (0, g); tie: (g/2, g/2); NaN: (g, g))."""
+    pid = tl.program_id(0).to(tl.int64)
+    WORDS: tl.constexpr = BLOCK // 16
+    widx = pid * WORDS + tl.arange(0, WORDS)
+    words = tl.load(M + widx, mask=widx < (N + 15) // 16, other=0)
+    shifts = 2 * tl.arange(0, 16)
+    code = tl.reshape((words[:, None] >> shifts[None, :]) & 3, (BLOCK,))
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    valid = offs < N
+    g0 = tl.load(G + offs, mask=valid, other=0.0)
+    g = g0.to(tl.float32)
+    half = g * 0.5
+    gx = tl.where(code == 0, g, tl.where(code == 1, 0.0, tl.where(code == 2, half, g)))
+    gt = tl.where(code == 0, 0.0, tl.where(code == 1, g, tl.where(code == 2, half, g)))
+    tl.store(GX + offs, gx.to(g0.dtype), mask=valid)
+    tl.store(GT + offs, gt, mask=valid)
+
+
+_RAW = {
+    "act_fwd": act_fwd,
+    "act_bwd_flat": act_bwd_flat,
+    "act_bwd_tiled": act_bwd_tiled,
+    "funnel_fwd": funnel_fwd,
+    "funnel_bwd": funnel_bwd,
+}
+_JIT: dict = {}
+_INTERP: dict = {}
+
+
+def kernel(name: str, device_type: str):
+    """The kernel ``name`` compiled for the GPU, or interpreted for CPU tensors."""
+    if device_type == "cpu":
+        k = _INTERP.get(name)
+        if k is None:
+            from triton.runtime.interpreter import InterpretedFunction
+
+            k = _INTERP[name] = InterpretedFunction(_RAW[name])
+        return k
+    k = _JIT.get(name)
+    if k is None:
+        from triton.runtime.jit import JITFunction
+
+        k = _JIT[name] = JITFunction(_RAW[name])
+    return k

@@ -1,0 +1,473 @@
+"""The ``"triton"`` backend: fused Triton kernels with bit-packed masks (optional extra
+``rectifiers[triton]``).
+
+Importing this module imports ``triton``: an ImportError here is how
+:func:`rectifiers.ops.triton_available` learns that the backend is missing.
+
+What each activation keeps for backward (beyond its parameters):
+
+* ``relu``, ``leaky_relu``, ``flexible_relu``: a sign mask, 1 bit per element (32 per int32
+  word), written by the forward kernel. Backward reads the incoming gradient and the mask and
+  writes ``dx``; for FReLU the bias gradient ``sum g`` is reduced in the same pass.
+* ``prelu``: the mask and the output ``y`` (which the next layer usually keeps anyway, so it
+  costs nothing extra there). Where ``x <= 0``, ``x = y / a`` recovers the input for the slope
+  gradient ``sum_{x<=0} g*x``. While a slope is 0, non-finite or tiny (then ``y`` does not
+  determine ``x``), and under ``torch.compile`` (where that check would need a device sync
+  inside the graph), the input is kept instead of ``y``. The check is one small reduction and a
+  device sync per training forward; it is skipped when the weight needs no gradient.
+* ``funnel_relu``: the input, a 2-bit code per element (x won, T(x) won, tie, NaN) and the
+  per-channel batch statistics. The depthwise conv runs in PyTorch (cuDNN on GPU); one kernel
+  applies BatchNorm with the statistics, takes the max and writes the codes. Backward recomputes
+  the conv instead of keeping it.
+
+Parameter gradients are accumulated in fp32 (fp64 for fp64 inputs): each program writes its
+partial sums to a small buffer, which is then summed in a fixed order, so they are
+deterministic run to run (no float atomics).
+
+Layouts: the kernels work on the memory order of a dense tensor, so channels_last and other
+permuted layouts run without a copy and the output keeps the input's memory format; a
+non-dense input (a strided slice) is made contiguous first.
+
+Every kernel launch sits inside a ``torch.library.custom_op`` with a fake implementation and a
+registered autograd formula, so ``torch.compile(fullgraph=True)`` traces through without a
+graph break.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+import triton  # noqa: F401  (an ImportError here means "no triton backend")
+from torch import Tensor
+
+from . import _triton_kernels as K
+
+__all__ = ["relu", "leaky_relu", "prelu", "flexible_relu", "funnel_relu"]
+
+NS = "rectifiers_triton"
+RELU, LEAKY, PRELU, FRELU = 0, 1, 2, 3
+
+# Launch configuration. Tests shrink these to get many programs out of small tensors.
+BLOCK = 2048  # elements per program of the flat kernels (a power of two, >= 32)
+TILE = 2048  # elements per loop step of the per-channel reduction kernel (a power of two)
+NUM_WARPS = 4
+PROGRAMS_PER_SM = 4  # the per-channel reduction aims for this many programs per SM
+# Slopes at least this large in magnitude (and finite, non-zero) let prelu recover x = y / a.
+MIN_INVERTIBLE_SLOPE = 2.0**-64
+
+
+# ---------------------------------------------------------------------------------------------
+# layout helpers
+
+
+def _is_dense(t: Tensor) -> bool:
+    """Whether ``t`` covers its memory without gaps or overlaps (any permutation of dims)."""
+    if t.numel() <= 1:
+        return True
+    dims = sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1)
+    expected = 1
+    for st, sz in dims:
+        if st != expected:
+            return False
+        expected *= sz
+    return True
+
+
+def _prep(x: Tensor) -> Tensor:
+    """``x`` itself when dense, else a contiguous copy."""
+    return x if _is_dense(x) else x.contiguous()
+
+
+def _same_layout(t: Tensor, shape, stride) -> bool:
+    return all(sz == 1 or a == b for sz, a, b in zip(shape, t.stride(), stride))
+
+
+def _to_layout(t: Tensor, shape, stride) -> Tensor:
+    """``t`` with the given (dense) strides, copying only when they differ."""
+    if _same_layout(t, shape, stride):
+        return t
+    out = torch.empty_strided(shape, stride, dtype=t.dtype, device=t.device)
+    return out.copy_(t)
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def _sm_count(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 1
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _per_channel(w: Optional[Tensor], dim: int) -> bool:
+    return w is not None and dim >= 0 and w.numel() > 1
+
+
+# ---------------------------------------------------------------------------------------------
+# launches
+
+
+def _launch_fwd(x: Tensor, y: Tensor, mask: Tensor, w: Optional[Tensor], kind: int,
+                slope: float, dim: int, write_mask: bool) -> None:
+    n = x.numel()
+    if n == 0:
+        return
+    per = _per_channel(w, dim)
+    c = x.shape[dim] if per else 1
+    inner = x.stride(dim) if per else 1
+    grid = (triton.cdiv(n, BLOCK),)
+    K.kernel("act_fwd", x.device.type)[grid](
+        x, y, mask, w if w is not None else x, n, c, inner, float(slope),
+        KIND=kind, PER_CHANNEL=per, WRITE_MASK=write_mask, FP64=x.dtype == torch.float64,
+        BLOCK=BLOCK, num_warps=NUM_WARPS,
+    )
+
+
+def _tile_shape(outer: int, c: int, inner: int) -> tuple[int, int, int]:
+    """(BO, BC, BI) of the per-channel reduction: wide along the contiguous inner dim, with
+    little padding waste, then channels, then outer rows, up to ``TILE`` elements."""
+    top = min(_pow2(inner), TILE)
+    bi = top
+    b = top
+    while b >= 32:  # a smaller block along inner if it wastes much less of the last one
+        if triton.cdiv(inner, b) * b <= 1.15 * inner:
+            bi = b
+            break
+        b //= 2
+    bc = min(_pow2(c), max(1, TILE // bi))
+    bo = min(_pow2(outer), max(1, TILE // (bi * bc)))
+    return bo, bc, bi
+
+
+def _launch_bwd(g: Tensor, mask: Tensor, w: Optional[Tensor], saved: Optional[Tensor],
+                dx: Tensor, kind: int, slope: float, dim: int, saved_is_x: bool,
+                need_wgrad: bool) -> Optional[Tensor]:
+    """Write ``dx``; return the parameter gradient (fp32/fp64, shaped as ``w``) if asked."""
+    n = g.numel()
+    acc = _acc_dtype(g.dtype)
+    need_wgrad = need_wgrad and kind in (PRELU, FRELU) and w is not None
+    if n == 0:
+        return torch.zeros(w.shape, dtype=acc, device=g.device) if need_wgrad else None
+    fp64 = g.dtype == torch.float64
+    wp = w if w is not None else g
+    sp = saved if saved is not None else g
+    if _per_channel(w, dim):
+        c, inner = g.shape[dim], g.stride(dim)
+        outer = n // (c * inner)
+        bo, bc, bi = _tile_shape(outer, c, inner)
+        nib, ncb, nob = triton.cdiv(inner, bi), triton.cdiv(c, bc), triton.cdiv(outer, bo)
+        split = max(1, min(nob, 65535, triton.cdiv(PROGRAMS_PER_SM * _sm_count(g.device), ncb * nib)))
+        part = torch.empty((split * nib, c), dtype=acc, device=g.device) if need_wgrad else g.new_empty(0, dtype=acc)
+        K.kernel("act_bwd_tiled", g.device.type)[(ncb * nib, split)](
+            g, mask, wp, sp, dx, part, c, inner, outer, nib, nob, split,
+            KIND=kind, SAVED_IS_X=saved_is_x, NEED_WGRAD=need_wgrad, FP64=fp64,
+            BO=bo, BC=bc, BI=bi, num_warps=NUM_WARPS,
+        )
+        return part.sum(0).reshape(w.shape) if need_wgrad else None
+    nblocks = triton.cdiv(n, BLOCK)
+    part = torch.empty((nblocks,), dtype=acc, device=g.device) if need_wgrad else g.new_empty(0, dtype=acc)
+    K.kernel("act_bwd_flat", g.device.type)[(nblocks,)](
+        g, mask, wp, sp, dx, part, n, float(slope),
+        KIND=kind, SAVED_IS_X=saved_is_x, NEED_WGRAD=need_wgrad, FP64=fp64,
+        BLOCK=BLOCK, num_warps=NUM_WARPS,
+    )
+    return part.sum().reshape(w.shape) if need_wgrad else None
+
+
+# ---------------------------------------------------------------------------------------------
+# custom ops: relu, leaky_relu, prelu, flexible_relu
+
+
+def _mask_words(n: int, per_word: int = 32) -> int:
+    return (n + per_word - 1) // per_word
+
+
+@torch.library.custom_op(f"{NS}::act_fwd", mutates_args=())
+def _act_fwd(x: Tensor, w: Optional[Tensor], kind: int, slope: float, dim: int,
+             write_mask: bool, save_x: bool) -> tuple[Tensor, Tensor]:
+    x = _prep(x)
+    y = torch.empty_like(x)
+    mask = x.new_empty((_mask_words(x.numel()) if write_mask else 0,), dtype=torch.int32)
+    _launch_fwd(x, y, mask, w, kind, slope, dim, write_mask)
+    return y, mask
+
+
+@_act_fwd.register_fake
+def _(x, w, kind, slope, dim, write_mask, save_x):
+    x = _prep(x)
+    return torch.empty_like(x), x.new_empty((_mask_words(x.numel()) if write_mask else 0,), dtype=torch.int32)
+
+
+@torch.library.custom_op(f"{NS}::act_fwd_", mutates_args=("x",))
+def _act_fwd_inplace(x: Tensor, w: Optional[Tensor], kind: int, slope: float, dim: int) -> None:
+    _launch_fwd(x, x, x.new_empty((0,), dtype=torch.int32), w, kind, slope, dim, False)
+
+
+@_act_fwd_inplace.register_fake
+def _(x, w, kind, slope, dim):
+    return None
+
+
+@torch.library.custom_op(f"{NS}::act_bwd", mutates_args=())
+def _act_bwd(g: Tensor, mask: Tensor, w: Optional[Tensor], saved: Optional[Tensor], kind: int,
+             slope: float, dim: int, shape: list[int], stride: list[int], saved_is_x: bool,
+             need_wgrad: bool) -> tuple[Tensor, Tensor]:
+    g = _to_layout(g, shape, stride)
+    if saved is not None:
+        saved = _to_layout(saved, shape, stride)
+    dx = torch.empty_strided(shape, stride, dtype=g.dtype, device=g.device)
+    dw = _launch_bwd(g, mask, w, saved, dx, kind, slope, dim, saved_is_x, need_wgrad)
+    if dw is None:
+        return dx, g.new_empty((0,))
+    return dx, dw.to(w.dtype)
+
+
+@_act_bwd.register_fake
+def _(g, mask, w, saved, kind, slope, dim, shape, stride, saved_is_x, need_wgrad):
+    dx = torch.empty_strided(shape, stride, dtype=g.dtype, device=g.device)
+    if need_wgrad and w is not None and kind in (PRELU, FRELU):
+        return dx, torch.empty_like(w)
+    return dx, g.new_empty((0,))
+
+
+def _act_setup(ctx, inputs, output) -> None:
+    x, w, kind, slope, dim, write_mask, save_x = inputs
+    y, mask = output
+    need_wgrad = w is not None and kind in (PRELU, FRELU) and w.requires_grad
+    saved = None
+    if kind == PRELU and need_wgrad:
+        # Keep y (the next layer keeps it anyway) and recover x = y / a; or x when y cannot
+        # determine it (see the module docstring).
+        saved = x if save_x else y
+    ctx.save_for_backward(mask, w, saved)
+    ctx.kind, ctx.slope, ctx.dim, ctx.save_x = kind, slope, dim, save_x
+    ctx.shape, ctx.stride = list(y.shape), list(y.stride())
+
+
+def _act_backward(ctx, gy, gmask):
+    mask, w, saved = ctx.saved_tensors
+    need_wgrad = w is not None and ctx.needs_input_grad[1]
+    dx, dw = _act_bwd(gy, mask, w, saved, ctx.kind, ctx.slope, ctx.dim, ctx.shape, ctx.stride,
+                      ctx.save_x, need_wgrad)
+    return dx, (dw if need_wgrad else None), None, None, None, None, None
+
+
+_act_fwd.register_autograd(_act_backward, setup_context=_act_setup)
+
+
+def _slopes_invertible(w: Tensor, dtype: torch.dtype) -> bool:
+    """Whether ``x = y / a`` recovers x for every slope (finite, not tiny): one device sync."""
+    a = w.detach().to(dtype).to(_acc_dtype(dtype))
+    return bool((torch.isfinite(a) & (a.abs() >= MIN_INVERTIBLE_SLOPE)).all())
+
+
+def _pointwise(x: Tensor, w: Optional[Tensor], kind: int, slope: float, dim: Optional[int],
+               inplace: bool) -> Tensor:
+    d = -1 if dim is None else int(dim)
+    grad = torch.is_grad_enabled() and (x.requires_grad or (w is not None and w.requires_grad))
+    if inplace and not grad and _is_dense(x):
+        _act_fwd_inplace(x, w, kind, float(slope), d)
+        return x
+    save_x = False
+    if kind == PRELU and grad and w is not None and w.requires_grad:
+        save_x = torch.compiler.is_compiling() or not _slopes_invertible(w, x.dtype)
+    y, _ = _act_fwd(x, w, kind, float(slope), d, grad, save_x)
+    if inplace:
+        return x.copy_(y)
+    return y
+
+
+def relu(x: Tensor, inplace: bool) -> Tensor:
+    """``max(0, x)`` (``torch.relu``'s signs and NaN); keeps a 1-bit mask for backward."""
+    return _pointwise(x, None, RELU, 0.0, None, inplace)
+
+
+def leaky_relu(x: Tensor, negative_slope: float, inplace: bool) -> Tensor:
+    """``x if x > 0 else a*x``; keeps a 1-bit mask for backward."""
+    return _pointwise(x, None, LEAKY, negative_slope, None, inplace)
+
+
+def prelu(x: Tensor, weight: Tensor, dim: Optional[int]) -> Tensor:
+    """``x if x > 0 else a*x``, ``a = weight`` (1 element or per channel along ``dim``)."""
+    return _pointwise(x, weight, PRELU, 0.0, dim, False)
+
+
+def flexible_relu(x: Tensor, bias: Tensor, dim: Optional[int], inplace: bool) -> Tensor:
+    """``max(0, x) + b``, ``b = bias`` (1 element or per channel along ``dim``)."""
+    return _pointwise(x, bias, FRELU, 0.0, dim, inplace)
+
+
+# ---------------------------------------------------------------------------------------------
+# funnel
+
+
+def _conv(x: Tensor, w: Tensor, b: Optional[Tensor]) -> Tensor:
+    conv = (F.conv1d, F.conv2d, F.conv3d)[x.dim() - 3]
+    k = w.shape[-1]
+    return conv(x, w.to(x.dtype), None if b is None else b.to(x.dtype), 1, k // 2, 1, x.shape[1])
+
+
+def _chan(v: Tensor, x: Tensor) -> Tensor:
+    return v.reshape([1, -1] + [1] * (x.dim() - 2))
+
+
+def _reduce_dims(x: Tensor) -> list[int]:
+    return [0] + list(range(2, x.dim()))
+
+
+@torch.library.custom_op(f"{NS}::funnel_fwd", mutates_args=())
+def _funnel_fwd(x: Tensor, conv_w: Tensor, conv_b: Optional[Tensor], bn_w: Optional[Tensor],
+                bn_b: Optional[Tensor], stat_mean: Optional[Tensor], stat_var: Optional[Tensor],
+                use_batch: bool, eps: float, write_mask: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    x = _prep(x)
+    c = x.shape[1]
+    t = _to_layout(_conv(x, conv_w, conv_b), x.shape, x.stride())
+    if use_batch:
+        var, mean = torch.var_mean(t.to(torch.float32), dim=_reduce_dims(x), correction=0)
+    else:
+        mean, var = stat_mean.to(torch.float32), stat_var.to(torch.float32)
+    scale = torch.rsqrt(var + eps)
+    if bn_w is not None:
+        scale = scale * bn_w.to(torch.float32)
+    bias = bn_b.to(torch.float32) if bn_b is not None else torch.zeros_like(scale)
+    y = torch.empty_like(x)
+    mask = x.new_empty((_mask_words(x.numel(), 16) if write_mask else 0,), dtype=torch.int32)
+    n = x.numel()
+    if n:
+        K.kernel("funnel_fwd", x.device.type)[(triton.cdiv(n, BLOCK),)](
+            x, t, y, mask, mean.contiguous(), scale.contiguous(), bias.contiguous(), n, c,
+            x.stride(1), WRITE_MASK=write_mask, BLOCK=BLOCK, num_warps=NUM_WARPS,
+        )
+    return y, mask, mean.clone() if not use_batch else mean, var.clone() if not use_batch else var
+
+
+@_funnel_fwd.register_fake
+def _(x, conv_w, conv_b, bn_w, bn_b, stat_mean, stat_var, use_batch, eps, write_mask):
+    x = _prep(x)
+    c = x.shape[1]
+    stats = x.new_empty((c,), dtype=torch.float32)
+    return (torch.empty_like(x), x.new_empty((_mask_words(x.numel(), 16) if write_mask else 0,), dtype=torch.int32),
+            stats, torch.empty_like(stats))
+
+
+@torch.library.custom_op(f"{NS}::funnel_bwd", mutates_args=())
+def _funnel_bwd(g: Tensor, mask: Tensor, x: Tensor, conv_w: Tensor, conv_b: Optional[Tensor],
+                bn_w: Optional[Tensor], bn_b: Optional[Tensor], mean: Tensor, var: Tensor,
+                use_batch: bool, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    x = _prep(x)
+    g = _to_layout(g, x.shape, x.stride())
+    n, c = x.numel(), x.shape[1]
+    gx = torch.empty_like(x)
+    gt = torch.empty_like(x, dtype=torch.float32)
+    if n:
+        K.kernel("funnel_bwd", x.device.type)[(triton.cdiv(n, BLOCK),)](
+            g, mask, gx, gt, n, BLOCK=BLOCK, num_warps=NUM_WARPS,
+        )
+    # Recompute T's input instead of keeping it, then BatchNorm's backward with the statistics
+    # of the forward, then the depthwise conv's.
+    t = _conv(x, conv_w, conv_b).to(torch.float32)
+    invstd = torch.rsqrt(var + eps)
+    that = (t - _chan(mean, x)) * _chan(invstd, x)
+    dims = _reduce_dims(x)
+    dbb = gt.sum(dims)
+    dbw = (gt * that).sum(dims)
+    scale = invstd * (bn_w.to(torch.float32) if bn_w is not None else 1.0)
+    if use_batch:
+        m = n // c
+        dt = _chan(scale, x) * (gt - _chan(dbb / m, x) - that * _chan(dbw / m, x))
+    else:
+        dt = gt * _chan(scale, x)
+    dt = dt.to(x.dtype)
+    nsp = x.dim() - 2
+    k = conv_w.shape[-1]
+    dxc, dcw, dcb = torch.ops.aten.convolution_backward(
+        dt, x, conv_w.to(x.dtype), [c] if conv_b is not None else None, [1] * nsp, [k // 2] * nsp,
+        [1] * nsp, False, [0] * nsp, c, [True, True, conv_b is not None],
+    )
+    dx = gx + dxc
+    empty = x.new_empty((0,))
+    return (
+        dx,
+        dcw.to(conv_w.dtype),
+        dcb.to(conv_b.dtype) if conv_b is not None else empty,
+        dbw.to(bn_w.dtype) if bn_w is not None else empty.clone(),
+        dbb.to(bn_b.dtype) if bn_b is not None else empty.clone(),
+    )
+
+
+@_funnel_bwd.register_fake
+def _(g, mask, x, conv_w, conv_b, bn_w, bn_b, mean, var, use_batch, eps):
+    x = _prep(x)
+    empty = x.new_empty((0,))
+    return (
+        torch.empty_like(x),
+        torch.empty_like(conv_w),
+        torch.empty_like(conv_b) if conv_b is not None else empty,
+        torch.empty_like(bn_w) if bn_w is not None else empty.clone(),
+        torch.empty_like(bn_b) if bn_b is not None else empty.clone(),
+    )
+
+
+def _funnel_setup(ctx, inputs, output) -> None:
+    x, conv_w, conv_b, bn_w, bn_b, stat_mean, stat_var, use_batch, eps, write_mask = inputs
+    y, mask, mean, var = output
+    ctx.mark_non_differentiable(mask, mean, var)
+    # Kept: the input, 2 bits per element, the statistics and the parameters. The conv output
+    # and BatchNorm's are recomputed in backward.
+    ctx.save_for_backward(mask, x, conv_w, conv_b, bn_w, bn_b, mean, var)
+    ctx.use_batch, ctx.eps = use_batch, eps
+
+
+def _funnel_backward(ctx, gy, gmask, gmean, gvar):
+    mask, x, conv_w, conv_b, bn_w, bn_b, mean, var = ctx.saved_tensors
+    dx, dcw, dcb, dbw, dbb = _funnel_bwd(gy, mask, x, conv_w, conv_b, bn_w, bn_b, mean, var,
+                                         ctx.use_batch, ctx.eps)
+    return (
+        dx, dcw,
+        dcb if conv_b is not None else None,
+        dbw if bn_w is not None else None,
+        dbb if bn_b is not None else None,
+        None, None, None, None, None,
+    )
+
+
+_funnel_fwd.register_autograd(_funnel_backward, setup_context=_funnel_setup)
+
+
+def funnel_relu(
+    x: Tensor, conv_weight: Tensor, conv_bias: Optional[Tensor], bn_weight: Optional[Tensor],
+    bn_bias: Optional[Tensor], running_mean: Optional[Tensor], running_var: Optional[Tensor],
+    training: bool, momentum: float, eps: float,
+) -> Tensor:
+    """``max(x, T(x))``, ``T = BatchNorm(depthwise conv(x))``: conv in PyTorch, then one fused
+    kernel (BatchNorm apply, max, 2-bit code); the running statistics are updated in place in
+    training mode, as ``F.batch_norm`` does."""
+    use_batch = bool(training) or running_mean is None
+    tensors = (x, conv_weight, conv_bias, bn_weight, bn_bias)
+    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    m = x.numel() // x.shape[1] if x.dim() > 1 else 0
+    if use_batch and m <= 1:
+        raise ValueError(
+            "funnel_relu: batch statistics need more than 1 value per channel, got input shape "
+            f"{tuple(x.shape)}"
+        )
+    y, _, mean, var = _funnel_fwd(
+        x, conv_weight, conv_bias, bn_weight, bn_bias,
+        None if use_batch else running_mean, None if use_batch else running_var,
+        use_batch, float(eps), grad,
+    )
+    if training and running_mean is not None:
+        with torch.no_grad():
+            running_mean.mul_(1.0 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
+            unbiased = var * (m / (m - 1))
+            running_var.mul_(1.0 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
+    return y
+
+
