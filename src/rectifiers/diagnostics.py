@@ -687,10 +687,13 @@ class DeadUnitMonitor:
                     f"DeadUnitMonitor: the rule for {type(module).__name__} returned grad={grad!r}; "
                     "expected None, True or a bool tensor"
                 )
-            if site.active is None:
-                site.active = torch.zeros(shape, dtype=torch.int64, device=x.device)
-            if grad_sum is not None and site.grad is None:
-                site.grad = site.active.clone()  # all earlier batches had grad == active
+            # counters are normal tensors even when created under inference_mode, so that
+            # later windows outside it can still update them in place
+            with torch.inference_mode(False):
+                if site.active is None:
+                    site.active = torch.zeros(shape, dtype=torch.int64, device=x.device)
+                if grad_sum is not None and site.grad is None:
+                    site.grad = site.active.clone()  # all earlier batches had grad == active
             if site.grad is not None:
                 site.grad += act_sum if grad_sum is None else grad_sum
             site.active += act_sum
@@ -794,7 +797,8 @@ class GradientFlowReport:
 
     ``norms[s, l]`` is the L2 norm of the gradient of layer ``layers[l]`` (all its own
     parameters together) at recorded step ``steps[s]``; NaN where the layer had no gradient.
-    ``first_last_ratio[s] = norms[s, 0] / norms[s, -1]``. ``params[name]`` is (S, numel): the
+    ``first_last_ratio[s] = norms[s, i] / norms[s, j]`` with ``i`` / ``j`` the first / last layer
+    that had a gradient at that step (``0`` and ``L - 1`` unless some are frozen or unused). ``params[name]`` is (S, numel): the
     parameter's values at each recorded step (before the optimizer's update).
     """
 
@@ -867,6 +871,8 @@ class GradientFlowReport:
         """Write a PNG (gradient norm per layer over steps, the first/last ratio with its
         thresholds, and the activation parameters over steps) to ``path``, atomically."""
         Figure, FigureCanvas = _mpl()
+        from matplotlib.ticker import MaxNLocator
+
         panels = 3 if self.params else 2
         fig = Figure(figsize=(7.5, 3.0 * panels))
         FigureCanvas(fig)
@@ -875,6 +881,7 @@ class GradientFlowReport:
         for j, name in enumerate(self.layers):
             ax.plot(steps, _pos(self.norms[:, j]), label=name, lw=1.2)
         ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("gradient L2 norm")
         ax.set_title(title or "Gradient norm per layer")
         if len(self.layers) <= 12:
@@ -1126,8 +1133,13 @@ class GradientFlowMonitor:
         for name, p in zip(pnames, pvals):
             params[name] = data[:, off:off + p.numel()].copy()
             off += p.numel()
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = norms[:, 0] / norms[:, -1] if L else np.full(S, np.nan)
+        # first and last layer that had a gradient at that step (frozen or unused layers aside)
+        ratio = np.full(S, np.nan)
+        for s_, row in enumerate(present):
+            idx = np.flatnonzero(row)
+            if idx.size:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    ratio[s_] = norms[s_, idx[0]] / norms[s_, idx[-1]]
         finite = np.isfinite(norms)
         nonfinite = (present & ~finite).any(axis=1) if L else np.zeros(S, bool)
         okn = np.where(finite, norms, np.nan)

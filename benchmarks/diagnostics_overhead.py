@@ -1,0 +1,157 @@
+"""Overhead of the diagnostics monitors on a training step of a small CNN (CPU by default).
+
+For each activation, times a full training step (forward, loss, backward, SGD step) with no
+monitor, with a DeadUnitMonitor, with a GradientFlowMonitor, and with both. The variants are
+interleaved round by round (the order rotates each round) so that drift of a shared machine
+hits them alike; each variant's figure is the median over all its timed steps, and the overhead
+is that median over the no-monitor median of the same activation, minus one.
+
+    python3 benchmarks/diagnostics_overhead.py            # prints a table, writes
+                                                          # benchmarks/results/diagnostics-overhead.{csv,md}
+    python3 benchmarks/diagnostics_overhead.py --rounds 5 --steps 3 --acts relu   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+import rectifiers as R
+from rectifiers.diagnostics import DeadUnitMonitor, GradientFlowMonitor
+
+ACTS: dict[str, Callable[[int], nn.Module]] = {
+    "relu": lambda c: R.ReLU(),
+    "leaky_relu": lambda c: R.LeakyReLU(),
+    "prelu": lambda c: R.PReLU(c),
+    "frelu": lambda c: R.FReLU(),
+    "funnel": lambda c: R.FunnelReLU(c),
+    "torch_relu": lambda c: nn.ReLU(),
+}
+VARIANTS = ("none", "dead", "flow", "both")
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def small_cnn(act: Callable[[int], nn.Module], width: int = 16) -> nn.Module:
+    """conv(1->w) act conv(w->2w) act pool conv(2w->2w) act pool linear: 3 activations."""
+    w = width
+    return nn.Sequential(
+        nn.Conv2d(1, w, 3, padding=1), act(w),
+        nn.Conv2d(w, 2 * w, 3, padding=1), act(2 * w),
+        nn.MaxPool2d(2),
+        nn.Conv2d(2 * w, 2 * w, 3, padding=1), act(2 * w),
+        nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+        nn.Linear(8 * w, 10),
+    )
+
+
+def bench_act(name: str, args: argparse.Namespace) -> dict[str, list[float]]:
+    torch.manual_seed(0)
+    model = small_cnn(ACTS[name], args.width)
+    x = torch.randn(args.batch, 1, args.size, args.size)
+    y = torch.randint(0, 10, (args.batch,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+
+    def step(flow: GradientFlowMonitor | None) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        if flow is not None:
+            flow.step()
+        opt.step()
+
+    for _ in range(3):  # warm up (and materialise lazy modules)
+        step(None)
+    for r in range(args.rounds):
+        order = VARIANTS[r % len(VARIANTS):] + VARIANTS[: r % len(VARIANTS)]
+        for v in order:
+            dead = DeadUnitMonitor(model) if v in ("dead", "both") else None
+            flow = GradientFlowMonitor(model) if v in ("flow", "both") else None
+            with dead or contextlib.nullcontext(), flow or contextlib.nullcontext():
+                step(flow)  # untimed: first call of the hooks
+                for _ in range(args.steps):
+                    t0 = time.perf_counter()
+                    step(flow)
+                    times[v].append(time.perf_counter() - t0)
+                if dead is not None:
+                    dead.report()
+                if flow is not None:
+                    flow.report()
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--acts", default="relu,prelu,frelu,funnel,torch_relu",
+                   help=f"comma-separated, from {', '.join(ACTS)}")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--size", type=int, default=16, help="input height = width")
+    p.add_argument("--width", type=int, default=16, help="channels of the first conv")
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--steps", type=int, default=5, help="timed steps per variant per round")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: steadier)")
+    p.add_argument("--out", default=os.path.join(HERE, "results", "diagnostics-overhead"),
+                   help="path prefix of the .csv and .md written")
+    args = p.parse_args(argv)
+    acts = [a.strip() for a in args.acts.split(",") if a.strip()]
+    for a in acts:
+        if a not in ACTS:
+            p.error(f"--acts: unknown activation {a!r}; expected some of {', '.join(ACTS)}")
+    torch.set_num_threads(args.threads)
+    meta = {
+        "device": "cpu",
+        "cpu": platform.processor() or platform.machine(),
+        "threads": args.threads,
+        "dtype": "float32",
+        "input": f"({args.batch}, 1, {args.size}, {args.size})",
+        "torch": torch.__version__,
+    }
+    rows = []
+    for a in acts:
+        times = bench_act(a, args)
+        base = statistics.median(times["none"])
+        for v in VARIANTS:
+            med = statistics.median(times[v])
+            rows.append({
+                "activation": a, "monitor": v, "median_ms": round(1e3 * med, 4),
+                "overhead_pct": round(100 * (med / base - 1), 2), "steps_timed": len(times[v]), **meta,
+            })
+    head = ["activation", "monitor", "median_ms", "overhead_pct", "steps_timed"]
+    widths = [max(len(h), *(len(str(r[h])) for r in rows)) for h in head]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
+    lines += ["  ".join(str(r[h]).ljust(w) for h, w in zip(head, widths)) for r in rows]
+    print(f"training step of a small CNN, {meta['input']} fp32 on CPU, {args.threads} thread(s), "
+          f"torch {torch.__version__}; median of {args.rounds} interleaved rounds x {args.steps} steps")
+    print("\n".join(lines))
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    tmp = args.out + ".csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=list(rows[0]))
+        wr.writeheader()
+        wr.writerows(rows)
+    os.replace(tmp, args.out + ".csv")
+    md = ["| activation | monitor | median step (ms) | overhead |", "|---|---|---:|---:|"]
+    md += [f"| {r['activation']} | {r['monitor']} | {r['median_ms']:.2f} | {r['overhead_pct']:+.1f}% |" for r in rows]
+    md.append("")
+    md.append(f"CPU ({meta['cpu']}), {args.threads} thread(s), fp32, input {meta['input']}, torch "
+              f"{torch.__version__}; `python3 benchmarks/diagnostics_overhead.py "
+              f"{' '.join(sys.argv[1:])}`".rstrip())
+    with open(tmp, "w") as f:
+        f.write("\n".join(md) + "\n")
+    os.replace(tmp, args.out + ".md")
+    print(f"wrote {args.out}.csv and {args.out}.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
