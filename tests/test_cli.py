@@ -73,12 +73,12 @@ def test_info_each_name(capsys, name):
 def test_info_names_the_diagnostics_for_the_articles_claims(capsys):
     _, out, _ = run(capsys, "info", "leaky_relu")
     flat = " ".join(out.split())
-    assert "DeadUnitMonitor: dead fraction" in flat  # dying ReLU
-    assert "GradientFlowMonitor: per-layer gradient norms and the vanishing-gradient flag" in flat
+    assert "DeadUnitMonitor: the dead fraction" in flat  # dying ReLU
+    assert "GradientFlowMonitor: per-layer gradient norms and the vanishing flag" in flat
     _, out, _ = run(capsys, "info", "prelu")
     assert "rectifiers compare" in out  # accuracy
     _, out, _ = run(capsys, "info", "flexible_relu")
-    assert "exploding-gradient flag" in " ".join(out.split())
+    assert "GradientFlowMonitor: per-layer gradient norms and the exploding flag" in " ".join(out.split())
     # every claim of every entry is measured by something
     assert all(c.measures and set(c.measures) <= set(MEASURES) for e in CATALOG.values() for c in e.claims)
 

@@ -20,16 +20,17 @@ __all__ = ["Param", "Claim", "Entry", "CATALOG", "NAMES", "ALIASES", "resolve", 
 
 #: How each kind of claim is measured; the texts ``info`` prints after "measured by".
 MEASURES: dict[str, str] = {
-    "dead": "rectifiers.diagnostics.DeadUnitMonitor: dead fraction (and inactive / near-dead "
-    "fractions) per layer and channel",
+    "dead": "rectifiers.diagnostics.DeadUnitMonitor: the dead fraction (units whose derivative "
+    "was 0 on every input), with the inactive and near-dead fractions, per layer and channel",
     "vanishing": "rectifiers.diagnostics.GradientFlowMonitor: per-layer gradient norms and the "
-    "vanishing-gradient flag",
+    "vanishing flag (first/last layer ratio)",
     "exploding": "rectifiers.diagnostics.GradientFlowMonitor: per-layer gradient norms and the "
-    "exploding-gradient flag",
-    "params": "rectifiers.diagnostics.GradientFlowMonitor: the activation's parameters over time",
+    "exploding flag (first/last layer ratio)",
+    "params": "rectifiers.diagnostics.GradientFlowMonitor: the activation's parameters at every "
+    "step (PReLU weight, FReLU bias)",
     "accuracy": "rectifiers compare: accuracy and loss side by side, same model, data and seeds",
-    "kink": "rectifiers plot NAME / rectifiers table NAME: f'(x) on both sides of the kink and "
-    "the value autograd takes at it",
+    "kink": "rectifiers plot and rectifiers table: f'(x) on both sides of the kink, and the value "
+    "autograd takes at it",
     "cost": "rectifiers bench: time and memory per step against torch.nn",
 }
 
@@ -74,6 +75,8 @@ class Entry:
     used_in: tuple[str, ...]
     claims: tuple[Claim, ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: whose claims ``claims`` are
+    claims_source: str = "the source article"
 
     @property
     def formula(self) -> str:
@@ -108,6 +111,8 @@ CATALOG: dict[str, Entry] = {
             "the default of most convolutional networks (AlexNet, VGG, ResNet)",
             "the hidden layers of most MLPs",
         ),
+        claims_source="common knowledge; the article does not cover ReLU, but its claims for "
+        "the others are made against it",
         claims=(
             Claim(
                 "pro",
@@ -321,9 +326,8 @@ CATALOG: dict[str, Entry] = {
         claims=(
             Claim(
                 "pro",
-                "The paper: better accuracy than ReLU and PReLU on ImageNet, COCO and "
-                "Cityscapes at small extra cost. (The article makes no claim of its own about "
-                "this function.)",
+                "Better accuracy than ReLU and PReLU on ImageNet, COCO and Cityscapes at a "
+                "small extra cost.",
                 ("accuracy",),
             ),
             Claim(
@@ -343,6 +347,7 @@ CATALOG: dict[str, Entry] = {
             "Not the flexible ReLU (flexible_relu): the article's 'FReLU, also called Funnel "
             "Activation' mixes up two papers.",
         ),
+        claims_source="the funnel paper; the article makes no claim about this function",
     ),
 }
 

@@ -104,7 +104,8 @@ def format_info(entry: Entry) -> str:
     for u in entry.used_in:
         out += _wrap(u, "  ", "- ")
     out.append("")
-    out.append("Claims (the source article's, in our words) and what measures them")
+    out.append("Pros and cons, in our words, and what measures them")
+    out += _wrap(entry.claims_source, "  ", "from: ")
     for c in entry.claims:
         out += _wrap(c.claim, "  ", f"{c.kind:<4}  ")
         if c.comment:
