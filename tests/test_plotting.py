@@ -259,3 +259,16 @@ def test_parse_param_refuses(text, message):
 def test_bad_grid_refused(xlim, points):
     with pytest.raises(ValueError, match="xlim|points"):
         P.curves_for("relu", xlim=xlim, points=points)
+
+
+def test_matplotlib_is_imported_only_when_plotting():
+    import subprocess
+
+    code = (
+        "import sys, argparse; import rectifiers.plotting as P, rectifiers.cli_info as I; "
+        "sub = argparse.ArgumentParser().add_subparsers(); P.register(sub); I.register(sub); "
+        "print('matplotlib' in sys.modules)"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "False"
