@@ -333,11 +333,13 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], fmt: str | None = Non
     fmt = (fmt or path.suffix.lstrip(".")).lower()
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    import matplotlib  # present: fig is a matplotlib figure
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            # No date or version stamps, so that regenerating an unchanged figure gives the same file.
+        with os.fdopen(fd, "wb") as f, matplotlib.rc_context({"svg.hashsalt": "rectifiers"}):
+            # No date, version stamp or random ids: an unchanged figure gives the same file again.
             meta = {"Date": None} if fmt == "svg" else {"Software": None}
             fig.savefig(f, format=fmt, dpi=dpi, metadata=meta, facecolor="white")
         umask = os.umask(0)
@@ -441,7 +443,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="image format (default: png)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=V1,V2,...",
                    help="values to sweep for one activation's parameter (LeakyReLU/PReLU slope a, "
-                   "FReLU bias b, funnel kernel sum s); repeat for several activations; at most 8 "
+                   "FReLU bias b, funnel kernel_sum); repeat for several activations; at most 8 "
                    "values")
     p.add_argument("--xlim", nargs=2, type=float, default=list(DEFAULT_XLIM), metavar=("LO", "HI"),
                    help="x range (default: -3 3)")
