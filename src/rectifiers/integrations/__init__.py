@@ -1,0 +1,1 @@
+"""Hooks into other libraries (each imported only when asked for): :mod:`.timm`."""
