@@ -3,8 +3,11 @@
 For each activation, times a full training step (forward, loss, backward, SGD step) with no
 monitor, with a DeadUnitMonitor, with a GradientFlowMonitor, and with both. The variants are
 interleaved round by round (the order rotates each round) so that drift of a shared machine
-hits them alike; each variant's figure is the median over all its timed steps, and the overhead
-is that median over the no-monitor median of the same activation, minus one.
+hits them alike. Each step is timed twice: wall clock and the process's CPU time (with one
+torch thread, CPU time is what the step itself costs, whatever else the machine runs). The
+overhead is paired: per round, the variant's mean CPU time over the no-monitor mean of the same
+round; the figure is the median of those ratios over rounds, minus one. The wall-clock medians
+are printed beside it.
 
     python3 benchmarks/diagnostics_overhead.py            # prints a table, writes
                                                           # benchmarks/results/diagnostics-overhead.{csv,md}
@@ -54,7 +57,7 @@ def small_cnn(act: Callable[[int], nn.Module], width: int = 16) -> nn.Module:
     )
 
 
-def bench_act(name: str, args: argparse.Namespace) -> dict[str, list[float]]:
+def bench_act(name: str, args: argparse.Namespace) -> tuple[dict[str, list[float]], dict[str, list[list[float]]]]:
     torch.manual_seed(0)
     model = small_cnn(ACTS[name], args.width)
     x = torch.randn(args.batch, 1, args.size, args.size)
@@ -62,6 +65,7 @@ def bench_act(name: str, args: argparse.Namespace) -> dict[str, list[float]]:
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
     times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    cpu: dict[str, list[list[float]]] = {v: [] for v in VARIANTS}  # per round
 
     def step(flow: GradientFlowMonitor | None) -> None:
         opt.zero_grad(set_to_none=True)
@@ -70,24 +74,32 @@ def bench_act(name: str, args: argparse.Namespace) -> dict[str, list[float]]:
             flow.step()
         opt.step()
 
+    # one monitor of each kind, attached and detached around each variant's steps (their
+    # counters persist, so only the first round pays for allocating them)
+    dead = DeadUnitMonitor(model)
+    flow = GradientFlowMonitor(model)
     for _ in range(3):  # warm up (and materialise lazy modules)
         step(None)
+    for v in VARIANTS:
+        with dead if v in ("dead", "both") else contextlib.nullcontext():
+            with flow if v in ("flow", "both") else contextlib.nullcontext():
+                step(flow if v in ("flow", "both") else None)
     for r in range(args.rounds):
         order = VARIANTS[r % len(VARIANTS):] + VARIANTS[: r % len(VARIANTS)]
         for v in order:
-            dead = DeadUnitMonitor(model) if v in ("dead", "both") else None
-            flow = GradientFlowMonitor(model) if v in ("flow", "both") else None
-            with dead or contextlib.nullcontext(), flow or contextlib.nullcontext():
-                step(flow)  # untimed: first call of the hooks
-                for _ in range(args.steps):
-                    t0 = time.perf_counter()
-                    step(flow)
-                    times[v].append(time.perf_counter() - t0)
-                if dead is not None:
-                    dead.report()
-                if flow is not None:
-                    flow.report()
-    return times
+            use_dead, use_flow = v in ("dead", "both"), v in ("flow", "both")
+            with dead if use_dead else contextlib.nullcontext():
+                with flow if use_flow else contextlib.nullcontext():
+                    cpu[v].append([])
+                    for _ in range(args.steps):
+                        t0, c0 = time.perf_counter(), time.process_time()
+                        step(flow if use_flow else None)
+                        c1, t1 = time.process_time(), time.perf_counter()
+                        times[v].append(t1 - t0)
+                        cpu[v][-1].append(c1 - c0)
+    dead.report()  # the reports work after all that (not timed)
+    flow.report()
+    return times, cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--size", type=int, default=16, help="input height = width")
     p.add_argument("--width", type=int, default=16, help="channels of the first conv")
-    p.add_argument("--rounds", type=int, default=15)
-    p.add_argument("--steps", type=int, default=5, help="timed steps per variant per round")
+    p.add_argument("--rounds", type=int, default=40)
+    p.add_argument("--steps", type=int, default=2, help="timed steps per variant per round")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: steadier)")
     p.add_argument("--out", default=os.path.join(HERE, "results", "diagnostics-overhead"),
                    help="path prefix of the .csv and .md written")
@@ -118,20 +130,28 @@ def main(argv: list[str] | None = None) -> int:
     }
     rows = []
     for a in acts:
-        times = bench_act(a, args)
+        times, cpu = bench_act(a, args)
         base = statistics.median(times["none"])
         for v in VARIANTS:
             med = statistics.median(times[v])
+            med_cpu = statistics.median(c for r in cpu[v] for c in r)
+            paired = statistics.median(
+                statistics.fmean(rv) / statistics.fmean(rn) for rv, rn in zip(cpu[v], cpu["none"])
+            )
             rows.append({
-                "activation": a, "monitor": v, "median_ms": round(1e3 * med, 4),
-                "overhead_pct": round(100 * (med / base - 1), 2), "steps_timed": len(times[v]), **meta,
+                "activation": a, "monitor": v,
+                "cpu_ms": round(1e3 * med_cpu, 3), "wall_ms": round(1e3 * med, 3),
+                "overhead_cpu_pct": round(100 * (paired - 1), 2),
+                "overhead_wall_pct": round(100 * (med / base - 1), 2),
+                "steps_timed": len(times[v]), **meta,
             })
-    head = ["activation", "monitor", "median_ms", "overhead_pct", "steps_timed"]
+    head = ["activation", "monitor", "cpu_ms", "wall_ms", "overhead_cpu_pct", "overhead_wall_pct", "steps_timed"]
     widths = [max(len(h), *(len(str(r[h])) for r in rows)) for h in head]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
     lines += ["  ".join(str(r[h]).ljust(w) for h, w in zip(head, widths)) for r in rows]
     print(f"training step of a small CNN, {meta['input']} fp32 on CPU, {args.threads} thread(s), "
-          f"torch {torch.__version__}; median of {args.rounds} interleaved rounds x {args.steps} steps")
+          f"torch {torch.__version__}; {args.rounds} interleaved rounds x {args.steps} steps; overhead_cpu_pct: "
+          "median over rounds of (variant CPU time / no-monitor CPU time) - 1")
     print("\n".join(lines))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     tmp = args.out + ".csv.tmp"
@@ -140,8 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         wr.writeheader()
         wr.writerows(rows)
     os.replace(tmp, args.out + ".csv")
-    md = ["| activation | monitor | median step (ms) | overhead |", "|---|---|---:|---:|"]
-    md += [f"| {r['activation']} | {r['monitor']} | {r['median_ms']:.2f} | {r['overhead_pct']:+.1f}% |" for r in rows]
+    md = ["| activation | monitor | CPU time / step (ms) | wall / step (ms) | overhead (CPU, paired) | overhead (wall) |",
+          "|---|---|---:|---:|---:|---:|"]
+    md += [f"| {r['activation']} | {r['monitor']} | {r['cpu_ms']:.2f} | {r['wall_ms']:.2f} | "
+           f"{r['overhead_cpu_pct']:+.1f}% | {r['overhead_wall_pct']:+.1f}% |" for r in rows]
     md.append("")
     md.append(f"CPU ({meta['cpu']}), {args.threads} thread(s), fp32, input {meta['input']}, torch "
               f"{torch.__version__}; `python3 benchmarks/diagnostics_overhead.py "

@@ -109,7 +109,8 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 #: A rule for one activation type: ``rule(module, x, out) -> (active, grad)`` with ``active`` a
-#: bool tensor shaped like ``x`` (positive region) and ``grad`` a bool tensor shaped like ``x``
+#: bool tensor shaped like ``x`` (positive region), or a number ``c`` meaning ``x > c`` (counted
+#: by a faster path), and ``grad`` a bool tensor shaped like ``x``
 #: (local derivative non-zero), or ``None`` when it equals ``active``, or a bool tensor that
 #: broadcasts against ``x`` without its batch dimension (``True`` marks units whose derivative is
 #: non-zero whatever ``x``, e.g. a non-zero leaky slope; elsewhere it equals ``active``), or the
@@ -124,6 +125,10 @@ class _Kind:
     rule: LocalRule
     needs_output: bool = False
     own_channel_dim: bool = False  # the module's `dim` attribute is its channel dim
+    channels_first: bool = False  # (N, C, *) whatever the monitor's channel_dim
+    # ReLU: the output max(0, x) is > 0 exactly where x > 0, and is already non-negative, so the
+    # count needs no clamp pass (and in-place modules are seen after the fact)
+    count_output: bool = False
 
 
 def _slope_always(x: torch.Tensor, slope: torch.Tensor, dim: int | None) -> Any:
@@ -138,13 +143,13 @@ def _slope_always(x: torch.Tensor, slope: torch.Tensor, dim: int | None) -> Any:
     return nz.reshape(shape)
 
 
-def _r_relu(m: nn.Module, x: torch.Tensor, out: Any) -> tuple[torch.Tensor, Any]:
-    return x > 0, None
+def _r_relu(m: nn.Module, x: torch.Tensor, out: Any) -> tuple[Any, Any]:
+    return 0.0, None
 
 
 def _r_leaky(m: nn.Module, x: torch.Tensor, out: Any) -> tuple[torch.Tensor, Any]:
     a = float(getattr(m, "negative_slope", 0.01))
-    return x > 0, (True if a != 0 else None)
+    return 0.0, (True if a != 0 else None)
 
 
 def _prelu_dim(m: nn.Module, x: torch.Tensor) -> int | None:
@@ -156,32 +161,30 @@ def _prelu_dim(m: nn.Module, x: torch.Tensor) -> int | None:
 
 
 def _r_prelu(m: nn.Module, x: torch.Tensor, out: Any) -> tuple[torch.Tensor, Any]:
-    return x > 0, _slope_always(x, m.weight, _prelu_dim(m, x))
+    return 0.0, _slope_always(x, m.weight, _prelu_dim(m, x))
 
 
 def _r_rrelu(m: nn.Module, x: torch.Tensor, out: Any) -> tuple[torch.Tensor, Any]:
     nonzero = not (float(m.lower) == 0.0 and float(m.upper) == 0.0)
-    return x > 0, (True if nonzero else None)
+    return 0.0, (True if nonzero else None)
 
 
 def _r_hardtanh(m: nn.Module, x: torch.Tensor, out: Any) -> tuple[torch.Tensor, Any]:
-    above = x > m.min_val
-    return above, above & (x < m.max_val)
+    return float(m.min_val), (x > m.min_val) & (x < m.max_val)
 
 
 def _r_threshold(m: nn.Module, x: torch.Tensor, out: Any) -> tuple[torch.Tensor, Any]:
-    return x > m.threshold, None
+    return float(m.threshold), None
 
 
 def _exp_rule(scale_of: Callable[[nn.Module], float], div_of: Callable[[nn.Module], float]) -> LocalRule:
     # ELU-like: d/dx = 1 for x > 0, c * exp(x / s) below, evaluated in fp32 (it underflows to 0
     # for very negative x, which is a numerically dead unit).
     def rule(m: nn.Module, x: torch.Tensor, out: Any) -> tuple[torch.Tensor, Any]:
-        active = x > 0
         c, s = scale_of(m), div_of(m)
         if c == 0:
-            return active, None
-        return active, active | (torch.exp(x.float() / s) * c != 0)
+            return 0.0, None
+        return 0.0, (x > 0) | (torch.exp(x.float() / s) * c != 0)
 
     return rule
 
@@ -200,14 +203,14 @@ _SELU_SCALE = 1.0507009873554805
 #: Rules by class; lookup walks the module's MRO, so subclasses (nn.ReLU6 < nn.Hardtanh,
 #: FunnelReLU1d < _FunnelReLUNd) find the most specific entry.
 _RULES: dict[type, _Kind] = {
-    _m.ReLU: _Kind("relu", _r_relu),
-    nn.ReLU: _Kind("relu", _r_relu),
+    _m.ReLU: _Kind("relu", _r_relu, needs_output=True, count_output=True),
+    nn.ReLU: _Kind("relu", _r_relu, needs_output=True, count_output=True),
     _m.LeakyReLU: _Kind("leaky_relu", _r_leaky),
     nn.LeakyReLU: _Kind("leaky_relu", _r_leaky),
     _m.PReLU: _Kind("prelu", _r_prelu, own_channel_dim=True),
     nn.PReLU: _Kind("prelu", _r_prelu),
     _m.FlexibleReLU: _Kind("flexible_relu", _r_relu, own_channel_dim=True),
-    _m._FunnelReLUNd: _Kind("funnel_relu", _r_funnel, needs_output=True),
+    _m._FunnelReLUNd: _Kind("funnel_relu", _r_funnel, needs_output=True, channels_first=True),
     nn.RReLU: _Kind("rrelu", _r_rrelu),
     nn.ReLU6: _Kind("relu6", _r_hardtanh),
     nn.Hardtanh: _Kind("hardtanh", _r_hardtanh),
@@ -477,8 +480,33 @@ class DeadUnitReport:
         return _save(fig, path)
 
 
+def _count_above(x: torch.Tensor, c: float | None, batched: bool) -> torch.Tensor:
+    """Per-unit count of ``x > c`` over the batch (dim 0), without a bool mask on CPU.
+
+    ``c=None`` says that ``x`` is non-negative already (a ReLU's output): then ``x > 0`` is
+    counted. ``sign(max(x, c) - c)`` is 1 exactly where ``x > c`` (gradual underflow keeps ``x - c`` non-zero)
+    and 0 elsewhere, and its float32 sum over the batch is exact below 2**24 samples; on CPU that
+    is about twice as fast as comparing and summing a bool tensor. A NaN input makes its unit's
+    sum NaN: then the batch is counted again with the comparison (where NaN > c is false).
+    """
+    if not batched:
+        return (x > (c or 0.0)).to(torch.float64)
+    if x.device.type == "cpu":
+        if c is None:  # x is known to be >= 0 (or NaN)
+            y = x.sign()
+        else:
+            y = x.clamp(min=c)
+            if c != 0:
+                y.sub_(c)
+            y.sign_()
+        s = y.sum(0, dtype=torch.float32)
+        if not bool(torch.isnan(s).any()):  # CPU: no device sync to fear
+            return s
+    return (x > (c or 0.0)).sum(0, dtype=torch.int32)
+
+
 class _Site:
-    """Running counters of one use site (all on the input's device, int64)."""
+    """Running counters of one use site (float64, exact to 2**53; on the input's device)."""
 
     __slots__ = ("module", "name", "index", "kind", "channel_dim", "batched", "shape", "samples",
                  "active", "grad", "prev_dead")
@@ -518,7 +546,7 @@ class DeadUnitMonitor:
         extra_rules: ``{module class: rule}`` for further activation types (see
             :data:`LocalRule`); a rule receives the input (and no output).
 
-    Memory: two int64 counters per unit of each use site (feature shape, not batch). No
+    Memory: two float64 counters per unit of each use site (feature shape, not batch). No
     per-sample mask is kept. The counting runs under ``torch.no_grad``, never synchronises
     with the device, and costs one comparison and one reduction over the input per call.
     """
@@ -669,19 +697,24 @@ class DeadUnitMonitor:
                     "shape (all dims but the batch) must stay the same within a window "
                     "(call reset() between data of different shapes)"
                 )
-            act_sum = active.sum(0) if batched else active.to(torch.int64)
+            if isinstance(active, torch.Tensor):
+                act_sum = active.sum(0, dtype=torch.int32) if batched else active.to(torch.float64)
+            elif kind.count_output and isinstance(out, torch.Tensor) and out.shape == x.shape:
+                act_sum = _count_above(out, None, batched)
+            else:
+                act_sum = _count_above(x, float(active), batched)
             grad_sum: torch.Tensor | int | None
             if grad is None:
                 grad_sum = None
             elif grad is True:
                 grad_sum = n
             elif isinstance(grad, torch.Tensor) and grad.shape == x.shape:
-                grad_sum = grad.sum(0) if batched else grad.to(torch.int64)
+                grad_sum = grad.sum(0, dtype=torch.int32) if batched else grad.to(torch.float64)
             elif isinstance(grad, torch.Tensor):
                 g = grad
                 if batched and g.dim() == x.dim():
                     g = g.squeeze(0)
-                grad_sum = torch.where(g, n, act_sum)
+                grad_sum = torch.where(g, float(n), act_sum)
             else:
                 raise TypeError(
                     f"DeadUnitMonitor: the rule for {type(module).__name__} returned grad={grad!r}; "
@@ -689,11 +722,12 @@ class DeadUnitMonitor:
                 )
             # counters are normal tensors even when created under inference_mode, so that
             # later windows outside it can still update them in place
-            with torch.inference_mode(False):
-                if site.active is None:
-                    site.active = torch.zeros(shape, dtype=torch.int64, device=x.device)
-                if grad_sum is not None and site.grad is None:
-                    site.grad = site.active.clone()  # all earlier batches had grad == active
+            if site.active is None or (grad_sum is not None and site.grad is None):
+                with torch.inference_mode(False):
+                    if site.active is None:
+                        site.active = torch.zeros(shape, dtype=torch.float64, device=x.device)
+                    if grad_sum is not None and site.grad is None:
+                        site.grad = site.active.clone()  # all earlier batches had grad == active
             if site.grad is not None:
                 site.grad += act_sum if grad_sum is None else grad_sum
             site.active += act_sum
@@ -704,7 +738,7 @@ class DeadUnitMonitor:
         batched = x.dim() >= 2
         if kind.own_channel_dim:
             d = _prelu_dim(module, x)
-        elif kind.needs_output:  # funnel: (N, C, *)
+        elif kind.channels_first:  # funnel: (N, C, *)
             d = 1
         elif batched:
             nd = x.dim()
