@@ -76,7 +76,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rectifiers: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `rectifiers info prelu --json | head`
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # Run through the importable module, so that UsageError is the class the commands raise.
+    from rectifiers.cli import main as _main
+
+    sys.exit(_main())

@@ -67,7 +67,7 @@ def make_module(name: str, value: float | None = None) -> torch.nn.Module:
         return M.FlexibleReLU(1, -1.0 if value is None else value)
     if name == "funnel_relu":
         ks = 0.5 if value is None else value
-        m = M.FunnelReLU(1, 3)
+        m = M.FunnelReLU(1, 3, dtype=torch.float64)
         with torch.no_grad():
             m.weight.fill_(ks / 9.0)
         return m.eval()
