@@ -59,7 +59,7 @@ __all__ = ["CompareError", "Config", "register", "run_compare", "train_one", "at
 DEFAULT_OUT = "report"
 
 #: The bias ``--provoke`` gives the layers feeding an activation when no value is named.
-DEFAULT_PROVOKE_BIAS = -4.0
+DEFAULT_PROVOKE_BIAS = -2.0
 
 #: Samples of the training set the dead-unit probe streams over (all, up to this many).
 PROBE_LIMIT = 2048
@@ -476,6 +476,7 @@ def train_one(
     result: dict[str, Any] = {
         "name": name, "model": model_kind, "activation": activation, "seed": seed,
         "finished": True, "world_size": dist.world,
+        "resumed_from_epoch": start_epoch if ckpt is not None else None,
         "config": asdict(cfg), "history": history, **extra,
     }
     if history["test_acc"]:
@@ -563,11 +564,12 @@ def run_compare(cfg: Config, out_dir: str, *, resume: bool = False, device: str 
 
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.batch_size % world:
+        raise CompareError(f"--batch-size {cfg.batch_size} must be a multiple of the number of processes "
+                           f"({world}), so that every rank gets an equal shard of each global batch")
     dist = _init_dist(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     dev = _resolve_device(device, dist)
-    if cfg.batch_size % dist.world:
-        raise CompareError(f"--batch-size {cfg.batch_size} must be a multiple of the number of processes "
-                         f"({dist.world}), so that every rank gets an equal shard of each global batch")
     ds = load_data(cfg.data, image_size=cfg.image_size, limit=cfg.limit)
     if len(ds.train_y) < cfg.batch_size:
         raise CompareError(f"--batch-size {cfg.batch_size} is larger than the training split "
