@@ -1,5 +1,9 @@
 """The Triton kernels behind :mod:`rectifiers.ops.triton_ops` (imported on first launch).
 
+Comparisons are made in fp32 (fp64 for fp64 tensors) after an exact up-cast, and per-channel
+parameters arrive already cast to the input's dtype: both keep the interpreter, whose bf16
+support is partial, in step with the compiled kernels.
+
 Every kernel sees its tensors as flat arrays in *memory order*: the caller hands it a dense
 (non-overlapping, gap-free) tensor, so element ``k`` of the storage is at offset ``k`` from the
 data pointer, whatever the logical shape, strides or memory format. For a dense tensor the
@@ -29,6 +33,12 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+# Sums go through ``tl.reduce`` with the standard library's combine function rather than
+# ``tl.sum``: ``tl.sum`` is itself a jit function, compiled or interpreted depending on
+# TRITON_INTERPRET when triton was first imported, while the interpreter recognises this combine
+# function by identity either way (and runs it as a numpy sum).
+_sum_combine = tl.standard._sum_combine
+
 
 def act_fwd(
     X, Y, M, W, N, C, INNER, slope,
@@ -44,7 +54,7 @@ def act_fwd(
     else:
         xf = x.to(tl.float32)
     if KIND == 0:
-        y = tl.where(x < 0, 0.0, x).to(x.dtype)
+        y = tl.where(xf < 0, 0.0, xf).to(x.dtype)
         bit = (xf > 0) | (xf != xf)
     elif KIND == 1:
         y = tl.where(xf > 0, xf, xf * slope).to(x.dtype)
@@ -55,13 +65,14 @@ def act_fwd(
             p = tl.load(W + c, mask=valid, other=0.0)
         else:
             p = tl.load(W)
-        # The parameter is rounded to the input's dtype first, as ``weight.to(x.dtype)``.
-        p = p.to(x.dtype).to(xf.dtype)
+        # The caller hands the parameter already cast to the input's dtype (as torch's
+        # ``weight.to(x.dtype)``).
+        p = p.to(xf.dtype)
         if KIND == 2:
             y = tl.where(xf > 0, xf, p * xf).to(x.dtype)
             bit = xf > 0
         else:
-            r = tl.where(x < 0, 0.0, x).to(x.dtype).to(xf.dtype)
+            r = tl.where(xf < 0, 0.0, xf)
             y = (r + p).to(x.dtype)
             bit = (xf > 0) | (xf != xf)
     tl.store(Y + offs, y, mask=valid)
@@ -69,7 +80,7 @@ def act_fwd(
         WORDS: tl.constexpr = BLOCK // 32
         bits = tl.reshape(bit.to(tl.int32), (WORDS, 32))
         shifts = tl.arange(0, 32)
-        words = tl.sum(bits << shifts[None, :], axis=1)
+        words = tl.reduce(bits << shifts[None, :], 1, _sum_combine)
         widx = pid * WORDS + tl.arange(0, WORDS)
         tl.store(M + widx, words, mask=widx < (N + 31) // 32)
 
@@ -99,7 +110,7 @@ def act_bwd_flat(
     elif KIND == 1:
         dx = tl.where(bit, g, g * slope)
     elif KIND == 2:
-        a = tl.load(W).to(g0.dtype).to(g.dtype)
+        a = tl.load(W).to(g.dtype)
         dx = tl.where(bit, g, a * g)
     else:
         dx = tl.where(bit, g, 0.0)
@@ -116,9 +127,9 @@ def act_bwd_flat(
         else:
             contrib = g
         if FP64:
-            acc = tl.sum(contrib.to(tl.float64), axis=0)
+            acc = tl.reduce(contrib.to(tl.float64), 0, _sum_combine)
         else:
-            acc = tl.sum(contrib.to(tl.float32), axis=0)
+            acc = tl.reduce(contrib.to(tl.float32), 0, _sum_combine)
         tl.store(PART + pid, acc)
 
 
@@ -144,9 +155,9 @@ def act_bwd_tiled(
     ci_valid = cmask[None, :, None] & (i < INNER)[None, None, :]
     p = tl.load(W + c, mask=cmask, other=1.0)
     if FP64:
-        acc = tl.zeros((BO, BC, BI), dtype=tl.float64)
+        acc = tl.full((BO, BC, BI), 0.0, tl.float64)
     else:
-        acc = tl.zeros((BO, BC, BI), dtype=tl.float32)
+        acc = tl.full((BO, BC, BI), 0.0, tl.float32)
     for ob in range(s, NOB, SPLIT):
         o = ob * BO + tl.arange(0, BO)
         offs = o[:, None, None].to(tl.int64) * C * INNER + ci_off
@@ -159,7 +170,7 @@ def act_bwd_tiled(
         words = tl.load(M + offs // 32, mask=valid, other=0)
         bit = ((words >> (offs % 32).to(tl.int32)) & 1) != 0
         if KIND == 2:
-            a = p.to(g0.dtype).to(g.dtype)[None, :, None]
+            a = p.to(g.dtype)[None, :, None]
             dx = tl.where(bit, g, a * g)
         else:
             dx = tl.where(bit, g, 0.0)
@@ -175,7 +186,7 @@ def act_bwd_tiled(
             else:
                 acc += g
     if NEED_WGRAD:
-        part = tl.sum(tl.sum(acc, axis=2), axis=0)
+        part = tl.reduce(tl.reduce(acc, 2, _sum_combine), 0, _sum_combine)
         tl.store(PART + (s * NIB + ib) * C + c, part, mask=cmask)
 
 
@@ -209,7 +220,7 @@ def funnel_fwd(
         WORDS: tl.constexpr = BLOCK // 16
         codes = tl.reshape(code, (WORDS, 16))
         shifts = 2 * tl.arange(0, 16)
-        words = tl.sum(codes << shifts[None, :], axis=1)
+        words = tl.reduce(codes << shifts[None, :], 1, _sum_combine)
         widx = pid * WORDS + tl.arange(0, WORDS)
         tl.store(M + widx, words, mask=widx < (N + 15) // 16)
 

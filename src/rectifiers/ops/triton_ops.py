@@ -124,7 +124,7 @@ def _launch_fwd(x: Tensor, y: Tensor, mask: Tensor, w: Optional[Tensor], kind: i
     inner = x.stride(dim) if per else 1
     grid = (triton.cdiv(n, BLOCK),)
     K.kernel("act_fwd", x.device.type)[grid](
-        x, y, mask, w if w is not None else x, n, c, inner, float(slope),
+        x, y, mask, w.to(x.dtype) if w is not None else x, n, c, inner, float(slope),
         KIND=kind, PER_CHANNEL=per, WRITE_MASK=write_mask, FP64=x.dtype == torch.float64,
         BLOCK=BLOCK, num_warps=NUM_WARPS,
     )
@@ -156,7 +156,7 @@ def _launch_bwd(g: Tensor, mask: Tensor, w: Optional[Tensor], saved: Optional[Te
     if n == 0:
         return torch.zeros(w.shape, dtype=acc, device=g.device) if need_wgrad else None
     fp64 = g.dtype == torch.float64
-    wp = w if w is not None else g
+    wp = w.to(g.dtype) if w is not None else g
     sp = saved if saved is not None else g
     if _per_channel(w, dim):
         c, inner = g.shape[dim], g.stride(dim)

@@ -1,0 +1,512 @@
+"""The Triton backend, run on CPU tensors by Triton's interpreter (``TRITON_INTERPRET=1``).
+
+Compared against :mod:`rectifiers.reference` and ``torch.nn``: fp32 forward bit for bit, input
+gradients bit for bit where torch's are exact, parameter gradients within tolerance, the kinks,
+sizes that are not multiples of 8 or of the block, strided and channels_last inputs, both
+parameter shapes, low precision within DESIGN.md's rule, the bit-packed mask (bytes saved for
+backward), determinism, in-place use and ``torch.compile(fullgraph=True)``.
+
+The kernels pick the interpreter from the tensor's device at launch, so the order in which test
+modules import triton does not matter; the environment variable is set per test only because
+the backend refuses CPU tensors without it. Block sizes are shrunk so that these small tensors
+still span many programs.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+triton = pytest.importorskip("triton", reason="the Triton backend needs the 'triton' package")
+
+import rectifiers.functional as RF  # noqa: E402
+from rectifiers import reference as ref  # noqa: E402
+from rectifiers.ops import triton_ops as T  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.delenv("RECTIFIERS_BACKEND", raising=False)
+    monkeypatch.setattr(T, "BLOCK", 64)
+    monkeypatch.setattr(T, "TILE", 64)
+    monkeypatch.setattr(T, "PROGRAMS_PER_SM", 3)
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _randn(*shape, dtype=torch.float32, seed=0):
+    return torch.randn(*shape, generator=_gen(seed), dtype=torch.float32).to(dtype)
+
+
+def _kinked(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (contiguous, >= 12 elements) with the kinks and non-finite values planted."""
+    x = x.clone()
+    f = x.view(-1)
+    tiny = torch.finfo(x.dtype).tiny
+    vals = [0.0, -0.0, tiny, -tiny, 1e-45, -1e-45, float("nan"), float("inf"), float("-inf"),
+            1.0, -1.0, -tiny / 4]
+    for i, v in enumerate(vals):
+        f[i * (f.numel() // len(vals))] = v
+    return x
+
+
+def _bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal bit for bit (signed zeros included), NaN matching any NaN."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    na, nb = torch.isnan(a), torch.isnan(b)
+    if not torch.equal(na, nb):
+        return False
+    ia = a.masked_fill(na, 0).contiguous().view(torch.int32 if a.dtype == torch.float32 else torch.int16)
+    ib = b.masked_fill(nb, 0).contiguous().view(ia.dtype)
+    return torch.equal(ia, ib)
+
+
+def _nan_close(a, b, rtol, atol):
+    return torch.allclose(a.double(), b.double(), rtol=rtol, atol=atol, equal_nan=True)
+
+
+# name -> (triton call, reference, torch.nn (or plain formula), parameter maker)
+def _w(x, dim, per_channel, seed=1):
+    n = x.shape[dim] if per_channel else 1
+    return (torch.rand(n, generator=_gen(seed)) * 1.5 + 0.05)
+
+
+def _b(x, dim, per_channel, seed=2):
+    n = x.shape[dim] if per_channel else 1
+    return torch.randn(n, generator=_gen(seed))
+
+
+ACTS = {
+    "relu": (
+        lambda x, p, d: RF.relu(x, backend="triton"),
+        lambda x, p, d: ref.relu(x),
+        lambda x, p, d: torch.relu(x),
+        None,
+    ),
+    "leaky_relu": (
+        lambda x, p, d: RF.leaky_relu(x, 0.01, backend="triton"),
+        lambda x, p, d: ref.leaky_relu(x, 0.01),
+        lambda x, p, d: F.leaky_relu(x, 0.01),
+        None,
+    ),
+    "leaky_relu_neg": (
+        lambda x, p, d: RF.leaky_relu(x, -0.3, backend="triton"),
+        lambda x, p, d: ref.leaky_relu(x, -0.3),
+        lambda x, p, d: F.leaky_relu(x, -0.3),
+        None,
+    ),
+    "prelu": (
+        lambda x, p, d: RF.prelu(x, p, d, backend="triton"),
+        lambda x, p, d: ref.prelu(x, p, d % x.dim()),
+        # torch.prelu wants the channels at dim 1: move them there and back.
+        # (a 1-D input has no channel dim for torch.prelu: give it a batch dim of 1)
+        lambda x, p, d: torch.prelu(x.movedim(d, 1), p.to(x.dtype)).movedim(1, d)
+        if x.dim() > 1 else torch.prelu(x[None], p.to(x.dtype))[0],
+        _w,
+    ),
+    "flexible_relu": (
+        lambda x, p, d: RF.flexible_relu(x, p, d, backend="triton"),
+        lambda x, p, d: ref.flexible_relu(x, p, d % x.dim()),
+        lambda x, p, d: torch.relu(x) + ref.channel_view(p.to(x.dtype), x, d % x.dim()),
+        _b,
+    ),
+}
+PARAM_ACTS = ("prelu", "flexible_relu")
+
+
+def _run(name, x, p, dim, which, g):
+    """Forward and (input, parameter) gradients of one implementation."""
+    fn = ACTS[name][which]
+    xx = x.detach().clone().requires_grad_()
+    pp = p.detach().clone().requires_grad_() if p is not None else None
+    y = fn(xx, pp, dim)
+    ins = (xx,) if pp is None else (xx, pp)
+    grads = torch.autograd.grad(y, ins, g)
+    return y.detach(), grads
+
+
+SHAPES = [
+    ((3, 5, 7, 11), 1),   # 1155 elements: not a multiple of 8 or of the block
+    ((2, 6, 5), -1),      # channels-last features (N, L, C)
+    ((37,), 0),           # 1-D, one channel dim
+    ((4, 3, 2, 3, 5), 2),  # 5-D, a middle dim
+]
+
+
+FP32_CASES = [
+    (name, shape, dim, pc)
+    for name in ACTS
+    for shape, dim in SHAPES
+    for pc in ((False, True) if name in PARAM_ACTS else (False,))
+]
+
+
+@pytest.mark.parametrize(
+    "name,shape,dim,per_channel", FP32_CASES,
+    ids=[f"{n}-{s}-{'per_channel' if p else 'scalar'}" for n, s, _, p in FP32_CASES],
+)
+def test_fp32_matches_reference(name, shape, dim, per_channel):
+    x = _kinked(_randn(*shape))
+    make = ACTS[name][3]
+    d = dim % len(shape)
+    p = make(x, d, per_channel) if make else None
+    g = _randn(*shape, seed=7)
+    y, grads = _run(name, x, p, dim, 0, g)
+    y_ref, grads_ref = _run(name, x, p, d, 1, g)
+    y_nn, grads_nn = _run(name, x, p, d, 2, g)
+    assert _bits_equal(y, y_ref), "forward differs from the reference"
+    assert _bits_equal(y, y_nn), "forward differs from torch.nn"
+    # dx: torch.nn's convention at NaN and inf, bit for bit.
+    assert _bits_equal(grads[0], grads_nn[0]), "input gradient differs from torch.nn"
+    if p is not None:
+        # the parameter gradient: fp32 sums in a different order, and at +inf torch.nn gives 0
+        # where the formula's autograd gives 0 * inf = NaN: follow torch.nn.
+        assert _nan_close(grads[1], grads_nn[1], 1e-5, 1e-5), (grads[1], grads_nn[1])
+        finite = torch.isfinite(x).all()
+        assert finite or not torch.isnan(grads[1]).all() or torch.isnan(grads_nn[1]).all()
+
+
+@pytest.mark.parametrize("name", PARAM_ACTS)
+@pytest.mark.parametrize("per_channel", [False, True], ids=["scalar", "per_channel"])
+def test_parameter_gradient_finite_inputs(name, per_channel):
+    x = _randn(4, 6, 9, 5)
+    p = ACTS[name][3](x, 1, per_channel)
+    g = _randn(4, 6, 9, 5, seed=3)
+    _, (dx, dp) = _run(name, x, p, 1, 0, g)
+    _, (dx_r, dp_r) = _run(name, x, p, 1, 1, g)
+    assert torch.equal(dx, dx_r)
+    assert torch.allclose(dp, dp_r, rtol=1e-5, atol=1e-5)
+    # deterministic run to run: the partial sums are added in a fixed order
+    _, (_, dp2) = _run(name, x, p, 1, 0, g)
+    assert torch.equal(dp, dp2)
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "strided", "transposed"])
+@pytest.mark.parametrize("name", ["relu", "prelu", "flexible_relu"])
+def test_layouts(name, layout):
+    base = _randn(3, 8, 5, 6)
+    if layout == "channels_last":
+        x = base.to(memory_format=torch.channels_last)
+    elif layout == "strided":
+        x = _randn(3, 16, 5, 7)[:, ::2, :, 1:]
+    else:
+        x = base.transpose(1, 3)  # dense, permuted; channels now along dim 3
+    dim = 3 if layout == "transposed" else 1
+    make = ACTS[name][3]
+    p = make(x, dim, True) if make else None
+    g = _randn(*x.shape, seed=5)
+    y, grads = _run(name, x, p, dim, 0, g)
+    y_ref, grads_ref = _run(name, x, p, dim, 1, g)
+    assert torch.equal(y, y_ref)
+    assert torch.equal(grads[0], grads_ref[0])
+    if p is not None:
+        assert torch.allclose(grads[1], grads_ref[1], rtol=1e-5, atol=1e-5)
+    if layout != "strided":
+        assert y.stride() == x.stride(), "the output must keep the input's memory format"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", list(ACTS))
+def test_low_precision(name, dtype):
+    """Within twice the error plain PyTorch makes in the same dtype (against fp32), plus atol."""
+    shape = (2, 5, 9, 7)
+    x32 = _randn(*shape)
+    g32 = _randn(*shape, seed=9)
+    make = ACTS[name][3]
+    p = make(x32, 1, True) if make else None
+    y32, gr32 = _run(name, x32, p, 1, 1, g32)
+    y, gr = _run(name, x32.to(dtype), p, 1, 0, g32.to(dtype))
+    y_t, gr_t = _run(name, x32.to(dtype), p, 1, 1, g32.to(dtype))
+    assert y.dtype == dtype and gr[0].dtype == dtype
+    atol = 1e-3 if dtype == torch.float16 else 1e-2
+    for ours, theirs, exact in zip((y, *gr), (y_t, *gr_t), (y32, *gr32)):
+        err = (ours.double() - exact.double()).abs().max()
+        err_t = (theirs.double() - exact.double()).abs().max()
+        assert err <= 2 * err_t + atol * max(1.0, exact.abs().max().item()), (err, err_t)
+
+
+@pytest.mark.parametrize("name", list(ACTS))
+def test_float64(name):
+    x = _kinked(_randn(3, 4, 5, dtype=torch.float64))
+    make = ACTS[name][3]
+    p = make(x, 1, True).double() if make else None
+    g = _randn(3, 4, 5, dtype=torch.float64, seed=4)
+    y, grads = _run(name, x, p, 1, 0, g)
+    y_nn, grads_nn = _run(name, x, p, 1, 2, g)
+    assert torch.equal(torch.isnan(y), torch.isnan(y_nn))
+    assert torch.allclose(y, y_nn, equal_nan=True, rtol=0, atol=0)
+    assert torch.allclose(grads[0], grads_nn[0], equal_nan=True, rtol=0, atol=0)
+    if p is not None:
+        assert _nan_close(grads[1], grads_nn[1], 1e-12, 1e-12)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 31, 33, 64, 65, 200])
+def test_sizes(n):
+    x = _randn(n)
+    w = torch.tensor([0.2])
+    g = _randn(n, seed=1)
+    for name, p in (("leaky_relu", None), ("prelu", w), ("flexible_relu", w)):
+        y, grads = _run(name, x, p, 0, 0, g)
+        y_r, grads_r = _run(name, x, p, 0, 1, g)
+        assert torch.equal(y, y_r)
+        assert torch.equal(grads[0], grads_r[0])
+        if p is not None:
+            assert torch.allclose(grads[1], grads_r[1], rtol=1e-5, atol=1e-6)
+
+
+def test_zero_dim_input():
+    for v in (2.0, -2.0, 0.0):
+        x = torch.tensor(v)
+        y, (dx,) = _run("relu", x, None, 0, 0, torch.tensor(1.0))
+        assert y.shape == () and torch.equal(y, torch.relu(x)) and dx.item() == float(v > 0)
+
+
+def test_prelu_zero_and_negative_slopes():
+    """A zero slope: y = 0 cannot give x back, so the input is kept and dL/da stays exact."""
+    x = _randn(2, 4, 7, 3)
+    w = torch.tensor([0.0, -0.5, 0.3, 2.0])
+    g = _randn(2, 4, 7, 3, seed=2)
+    y, (dx, dw) = _run("prelu", x, w, 1, 0, g)
+    y_r, (dx_r, dw_r) = _run("prelu", x, w, 1, 1, g)
+    assert torch.equal(y, y_r) and torch.equal(dx, dx_r)
+    assert torch.allclose(dw, dw_r, rtol=1e-5, atol=1e-6)
+    assert dw[0] != 0  # the zero slope's channel still gets its gradient
+
+
+def test_prelu_weight_dtype_differs():
+    """An fp64 weight on a bf16 input: the weight is cast to bf16 (as torch_ops does), the
+    output is bf16, the weight's gradient fp64."""
+    x = _randn(3, 4, 5).to(torch.bfloat16)
+    w = torch.tensor([0.3, 0.7, 0.1, 1.2], dtype=torch.float64)
+    g = _randn(3, 4, 5, seed=3).to(torch.bfloat16)
+    y, (dx, dw) = _run("prelu", x, w, 1, 0, g)
+    xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+    y_r = ref.prelu(xr, wr.to(torch.bfloat16), 1)
+    dx_r, dw_r = torch.autograd.grad(y_r, (xr, wr), g)
+    assert y.dtype == torch.bfloat16 and dw.dtype == torch.float64
+    # Within one bf16 ulp: Triton 3.9's interpreter rounds fp32 -> bf16 toward zero where the
+    # compiled kernels (and torch) round to nearest even.
+    ulp = 2.0**-7
+    assert torch.allclose(y.float(), y_r.float(), rtol=ulp, atol=0)
+    assert torch.allclose(dx.float(), dx_r.float(), rtol=ulp, atol=0)
+    assert torch.allclose(dw, dw_r, rtol=2e-2, atol=2e-2)
+
+
+# --- memory: what is kept for backward --------------------------------------------------------
+
+
+def _saved(fn):
+    """Bytes of the distinct storages saved for backward, by dtype, while running ``fn``."""
+    seen = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = (t.dtype, t.untyped_storage().nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, list(seen.values())
+
+
+def test_mask_is_bit_packed():
+    n = 4 * 16 * 7 * 9  # 4032 elements
+    x = _randn(4, 16, 7, 9).requires_grad_()
+    h = x * 1.0  # a non-leaf, so that only the activation's saves are counted
+    # relu / leaky: the mask alone, 1 bit per element
+    for fn in (lambda: RF.relu(h, backend="triton"), lambda: RF.leaky_relu(h, 0.1, backend="triton")):
+        _, saved = _saved(fn)
+        assert saved == [(torch.int32, 4 * ((n + 31) // 32))], saved
+    # frelu: mask + the bias
+    b = torch.zeros(16, requires_grad=True)
+    _, saved = _saved(lambda: RF.flexible_relu(h, b, backend="triton"))
+    assert sorted(saved, key=str) == sorted([(torch.int32, n // 8), (torch.float32, 64)], key=str)
+    # prelu: mask + weight + the output (which the next layer keeps anyway)
+    w = torch.full((16,), 0.25, requires_grad=True)
+    y, saved = _saved(lambda: RF.prelu(h, w, backend="triton"))
+    full = [s for s in saved if s[1] >= 4 * n]
+    assert full == [(torch.float32, 4 * n)] and (torch.int32, n // 8) in saved
+    # torch.nn.PReLU keeps x as a full tensor: ours keeps only 1/32 of it beyond y.
+    _, saved_nn = _saved(lambda: torch.prelu(h, w))
+    assert sum(s for _, s in saved_nn if s >= 4 * n) == 4 * n
+
+
+def test_funnel_keeps_little():
+    x = _randn(2, 8, 9, 7).requires_grad_()
+    h = x * 1.0
+    cw = (_randn(8, 1, 3, 3) * 0.3).requires_grad_()
+    bw = torch.ones(8, requires_grad=True)
+    bb = torch.zeros(8, requires_grad=True)
+    n = h.numel()
+    _, ours = _saved(lambda: RF.funnel_relu(h, cw, bw, bb, backend="triton"))
+    _, plain = _saved(lambda: RF.funnel_relu(h, cw, bw, bb, backend="torch"))
+    big = lambda s: sum(b for _, b in s if b >= n)  # noqa: E731
+    assert (torch.int32, 4 * ((n + 15) // 16)) in ours  # 2 bits per element
+    assert big(ours) <= 0.4 * big(plain) + n // 4, (ours, plain)
+
+
+# --- in-place, compile, custom-op registrations -----------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["relu", "leaky_relu", "flexible_relu"])
+def test_inplace(name):
+    x0 = _kinked(_randn(3, 4, 5, 6))
+    b = torch.full((1,), 0.5)
+    call = {
+        "relu": lambda t: RF.relu(t, inplace=True, backend="triton"),
+        "leaky_relu": lambda t: RF.leaky_relu(t, 0.2, inplace=True, backend="triton"),
+        "flexible_relu": lambda t: RF.flexible_relu(t, b, inplace=True, backend="triton"),
+    }[name]
+    plain = {
+        "relu": lambda t: torch.relu(t),
+        "leaky_relu": lambda t: F.leaky_relu(t, 0.2),
+        "flexible_relu": lambda t: torch.relu(t) + 0.5,
+    }[name]
+    expected = plain(x0)
+    # no grad: the kernel writes into x (dense) or through a copy (strided)
+    for x in (x0.clone(), x0.clone().transpose(0, 2)):
+        out = call(x)
+        assert out is x and _bits_equal(out.contiguous(), expected.transpose(0, 2).contiguous()
+                                        if x.stride() != x0.stride() else expected)
+    # with grad, on a non-leaf
+    leaf = x0.clone().requires_grad_()
+    h = leaf * 1.0
+    out = call(h)
+    assert out is h
+    (dx,) = torch.autograd.grad(out, leaf, torch.ones_like(out))
+    leaf2 = x0.clone().requires_grad_()
+    (dx2,) = torch.autograd.grad(plain(leaf2 * 1.0), leaf2, torch.ones_like(out))
+    assert _bits_equal(dx, dx2)
+
+
+def _compiled_step(fn, *args):
+    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    ins = [a.detach().clone().requires_grad_() for a in args]
+    out = compiled(*ins)
+    return out.detach(), torch.autograd.grad(out, ins, torch.ones_like(out))
+
+
+def test_compile_fullgraph_backend_functions():
+    """torch.compile(fullgraph=True) traces the custom ops (no graph break) with the same
+    forward and gradients as eager."""
+    x = _randn(2, 3, 5, 4)
+    w = torch.tensor([0.1, 0.5, 0.0])
+
+    def f(x, w):
+        a = T.prelu(x, w, 1)
+        b = T.flexible_relu(a, w, 1, False)
+        return T.leaky_relu(T.relu(b, False), 0.05, False) * 2
+
+    torch._dynamo.reset()
+    out_c, grads_c = _compiled_step(f, x, w)
+    ins = [x.clone().requires_grad_(), w.clone().requires_grad_()]
+    out_e = f(*ins)
+    grads_e = torch.autograd.grad(out_e, ins, torch.ones_like(out_e))
+    assert torch.equal(out_c, out_e.detach())
+    for a, b in zip(grads_c, grads_e):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_compile_fullgraph_funnel():
+    x = _randn(2, 3, 6, 5)
+    cw = _randn(3, 1, 3, 3) * 0.3
+    bw, bb = torch.ones(3), torch.zeros(3)
+
+    def f(x, cw, bw, bb):
+        return T.funnel_relu(x, cw, None, bw, bb, None, None, True, 0.1, 1e-5)
+
+    torch._dynamo.reset()
+    out_c, grads_c = _compiled_step(f, x, cw, bw, bb)
+    ins = [t.clone().requires_grad_() for t in (x, cw, bw, bb)]
+    out_e = f(*ins)
+    grads_e = torch.autograd.grad(out_e, ins, torch.ones_like(out_e))
+    assert torch.equal(out_c, out_e.detach())
+    for a, b in zip(grads_c, grads_e):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="rectifiers.ops.get_backend calls importlib.import_module on every call, which "
+    "dynamo cannot trace (a graph break); fix requested in ops/__init__.py",
+)
+def test_compile_fullgraph_through_functional():
+    torch._dynamo.reset()
+    _compiled_step(lambda x: RF.relu(x, backend="triton"), _randn(2, 3, 4))
+
+
+def test_custom_op_registrations():
+    """torch.library.opcheck: schema, fake tensors, autograd registration, AOT dispatch."""
+    x = _randn(2, 3, 4, 5)
+    w = torch.tensor([0.2, 0.0, 0.7], requires_grad=True)
+    xg = x.clone().requires_grad_()
+    ops = torch.ops.rectifiers_triton
+    torch.library.opcheck(ops.act_fwd, (xg, w, T.PRELU, 0.0, 1, True, True))
+    torch.library.opcheck(ops.act_fwd, (xg, None, T.LEAKY, 0.1, -1, True, False))
+    torch.library.opcheck(ops.act_fwd_, (x.clone(), None, T.RELU, 0.0, -1))
+    cw = (_randn(3, 1, 3, 3) * 0.3).requires_grad_()
+    torch.library.opcheck(
+        ops.funnel_fwd, (xg, cw, None, torch.ones(3, requires_grad=True), None, None, None, True, 1e-5, True)
+    )
+
+
+# --- funnel -----------------------------------------------------------------------------------
+
+
+FUNNEL = [
+    ((2, 4, 6, 5), 3, False, True),
+    ((2, 4, 6, 5), 3, True, True),   # channels_last
+    ((2, 4, 6, 5), 5, False, False),  # eval: running statistics
+    ((3, 5, 17), 3, False, True),     # 1-D sequences
+    ((2, 3, 3, 4, 5), 3, False, True),  # 3-D
+]
+
+
+@pytest.mark.parametrize("shape,k,channels_last,training", FUNNEL, ids=[str(f) for f in FUNNEL])
+def test_funnel_matches_reference(shape, k, channels_last, training):
+    c = shape[1]
+    x = _randn(*shape)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    cw = _randn(c, 1, *([k] * (len(shape) - 2)), seed=1) * 0.3
+    cb = _randn(c, seed=2) * 0.1
+    bw = torch.rand(c, generator=_gen(3)) + 0.5
+    bb = _randn(c, seed=4) * 0.1
+    rm, rv = _randn(c, seed=5) * 0.1, torch.rand(c, generator=_gen(6)) + 0.5
+    rm2, rv2 = rm.clone(), rv.clone()
+    g = _randn(*shape, seed=8)
+    ins = [t.clone().requires_grad_() for t in (x, cw, cb, bw, bb)]
+    y = RF.funnel_relu(ins[0], ins[1], ins[3], ins[4], rm, rv, training, 0.1, 1e-5,
+                       conv_bias=ins[2], backend="triton")
+    ins2 = [t.clone().requires_grad_() for t in (x, cw, cb, bw, bb)]
+    y2 = ref.funnel_relu(ins2[0], ins2[1], ins2[2], ins2[3], ins2[4], rm2, rv2, training, 0.1, 1e-5)
+    assert torch.allclose(y, y2, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(rm, rm2, rtol=1e-5, atol=1e-6) and torch.allclose(rv, rv2, rtol=1e-5, atol=1e-6)
+    if channels_last:
+        assert y.is_contiguous(memory_format=torch.channels_last)
+    for a, b in zip(torch.autograd.grad(y, ins, g), torch.autograd.grad(y2, ins2, g)):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_funnel_ties_and_nan():
+    """Ties split the gradient and NaN passes it to both branches, as torch.maximum's backward."""
+    c = 2
+    x = torch.zeros(2, c, 3, 3)
+    x[0, 0, 0, 0] = float("nan")
+    cw = torch.zeros(c, 1, 3, 3, requires_grad=True)  # T(x) = bias = 0 on the zeros: a tie
+    bw = torch.ones(c, requires_grad=True)
+    bb = torch.zeros(c, requires_grad=True)
+    xx = x.clone().requires_grad_()
+    rm, rv = torch.zeros(c), torch.ones(c)
+    y = RF.funnel_relu(xx, cw, bw, bb, rm, rv, False, backend="triton")
+    xr = x.clone().requires_grad_()
+    cwr, bwr, bbr = (t.detach().clone().requires_grad_() for t in (cw, bw, bb))
+    yr = ref.funnel_relu(xr, cwr, None, bwr, bbr, rm, rv, False)
+    assert torch.equal(torch.isnan(y), torch.isnan(yr))
+    g = torch.ones_like(y)
+    for a, b in zip(torch.autograd.grad(y, (xx, bb), g), torch.autograd.grad(yr, (xr, bbr), g)):
+        assert _nan_close(a, b, 1e-6, 1e-6)
