@@ -337,3 +337,27 @@ def test_bad_arguments():
         convert(TinyResNet(), "prelu", source=[3])
     with pytest.raises(TypeError, match="slope"):
         convert(TinyResNet(), "prelu", slope=0.1)
+
+
+def test_instance_registered_at_two_paths_gets_two_learnable_modules():
+    act = nn.ReLU()
+    model = nn.Sequential(nn.Linear(3, 3), act, nn.Linear(3, 3), act)
+    s = convert(model, "prelu")
+    assert [c.path for c in s.changed] == ["1", "3"]
+    assert model[1] is not model[3] and model[1].weight is not model[3].weight
+
+
+def test_second_conversion_finds_nothing_left():
+    model = TinyResNet()
+    convert(model, "prelu")
+    s = convert(model, "prelu")
+    assert s.count() == 0 and s.complete
+
+
+def test_library_code_relu_is_reported_not_rewritten():
+    # nn.TransformerEncoderLayer calls F.relu inside torch.nn code (training mode: no fast path)
+    layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, batch_first=True)
+    model = nn.Sequential(nn.Linear(4, 8), layer)
+    s = convert(model, "prelu", sample_input=torch.randn(2, 5, 4))
+    found = dict(s.not_converted)
+    assert "1" in found and "torch.nn" in found["1"], str(s)

@@ -280,7 +280,9 @@ def convert(
     if convert_functional or (stateful and split_shared):
         owners: dict[int, tuple[nn.Module, list[str]]] = {}
         for path, m in model.named_modules(remove_duplicate=False):
-            if isinstance(m, sources) or (path and _is_library_module(m)):
+            if isinstance(m, sources) or _is_library_module(m):
+                # torch.nn / rectifiers code has no user relu calls to rewrite, and containers
+                # such as nn.Sequential call each registered child once (step 2 handles them)
                 continue
             if type(m).forward is nn.Module.forward:  # containers without a forward
                 continue
@@ -492,9 +494,12 @@ def _check_with_sample(
                     new_modules[i],
                     f"runs {n} times per forward: its parameters are shared by {n} call sites",
                 ))
+    untraced = {p for p, _ in summary.untraced}
     for where, n in leftovers.items():
         if where in traced:
             why = "left as they are (excluded, or a form convert does not rewrite)"
-        else:
+        elif where in untraced:
             why = "not converted (its forward could not be traced)"
+        else:
+            why = "not converted (convert does not rewrite torch.nn or rectifiers code)"
         summary.not_converted.append((where, f"{n} relu call(s) per forward in its code {why}"))
