@@ -197,29 +197,34 @@ def prelu(x: torch.Tensor, weight: torch.Tensor, dim: int | None) -> torch.Tenso
 
 
 class _FlexibleReLU(torch.autograd.Function):
-    """``max(0, x) + b`` keeping a 1-byte mask ``x > 0`` (y > b is not exact for tiny x).
+    """``max(0, x) + b`` keeping a 1-byte mask (y > b is not exact for tiny x).
 
-    The mask is taken by the caller, before an in-place forward overwrites ``x``.
+    The mask is ``relu(x) != 0``: true where ``x > 0`` and where ``x`` is NaN, where torch's
+    ReLU (whose backward tests its result) passes the gradient too. Forward returns it as a
+    second, non-differentiable output so that ``setup_context`` can keep it.
     """
 
     @staticmethod
-    def forward(x, bias, mask, dim, inplace):  # type: ignore[no-untyped-def]
+    def forward(x, bias, dim, inplace, keep_mask):  # type: ignore[no-untyped-def]
         b = ref.channel_view(bias.to(x.dtype), x, dim if dim is not None else 0)
-        if inplace:
-            return torch.relu_(x).add_(b)
-        return torch.relu(x).add_(b)
+        r = torch.relu_(x) if inplace else torch.relu(x)
+        mask = r != 0 if keep_mask else None
+        return r.add_(b), mask
 
     @staticmethod
     def setup_context(ctx, inputs, output):  # type: ignore[no-untyped-def]
-        x, bias, mask, dim, inplace = inputs
+        x, bias, dim, inplace, _ = inputs
+        y, mask = output
         if inplace:
             ctx.mark_dirty(x)
+        if mask is not None:
+            ctx.mark_non_differentiable(mask)
         ctx.dim = dim
         ctx.bias_shape, ctx.bias_dtype = bias.shape, bias.dtype
         ctx.save_for_backward(mask)
 
     @staticmethod
-    def backward(ctx, g):  # type: ignore[no-untyped-def]
+    def backward(ctx, g, _gmask=None):  # type: ignore[no-untyped-def]
         (mask,) = ctx.saved_tensors
         dx = db = None
         if ctx.needs_input_grad[0]:
@@ -243,8 +248,8 @@ def flexible_relu(x: torch.Tensor, bias: torch.Tensor, dim: int | None, inplace:
         if compiling():
             return torch.relu(x) + b
         return torch.relu(x).add_(b)
-    mask = x.detach() > 0 if x.requires_grad else None
-    return _FlexibleReLU.apply(x, bias, mask, dim, inplace)
+    y, _ = _FlexibleReLU.apply(x, bias, dim, inplace, x.requires_grad)
+    return y
 
 
 # --------------------------------------------------------------------------------------------

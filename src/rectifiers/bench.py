@@ -1,0 +1,479 @@
+"""``rectifiers bench`` / ``python -m rectifiers.bench``: time and memory of every activation.
+
+For each activation x implementation x shape x dtype it measures, as medians over repetitions:
+
+* ``fwd``: forward with autograd recording (training), ``bwd``: backward alone,
+  ``fwdbwd``: forward + backward, ``nograd``: forward under ``torch.no_grad()``;
+* the same figures for ``torch.nn`` (or the plain formula where torch has no such module) and
+  for a plain copy ``x.clone()``, timed in the same repetitions, and the ratios to both;
+* the extra bytes kept for backward per activation element, as in a conv -> act -> conv block:
+  distinct storages saved by the activation, except its output (the next layer keeps that).
+
+Implementations: ``torch`` (``torch.nn.ReLU`` / ``LeakyReLU`` / ``PReLU``; FReLU as
+``relu(x) + b``; the funnel as ``nn.Conv2d`` + ``nn.BatchNorm2d`` + ``torch.maximum``),
+``eager`` (rectifiers' eager backend) and ``compiled`` (the rectifiers module under
+``torch.compile(fullgraph=True)``). Within each repetition every implementation runs once, in
+turn, so that the noise of a shared machine hits all of them alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+__all__ = [
+    "ACTIVATIONS",
+    "IMPLEMENTATIONS",
+    "DEFAULT_SHAPES",
+    "QUICK_SHAPES",
+    "saved_bytes",
+    "extra_bytes_per_element",
+    "block_extra_bytes_per_element",
+    "make_module",
+    "run_benchmark",
+    "register",
+    "main",
+]
+
+#: Activation names of the benchmark (``prelu``/``frelu`` per channel; ``*_scalar`` shared).
+ACTIVATIONS = ("relu", "leaky_relu", "prelu", "prelu_scalar", "frelu", "frelu_channel", "funnel")
+IMPLEMENTATIONS = ("torch", "eager", "compiled")
+DEFAULT_SHAPES: tuple[tuple[int, ...], ...] = ((32, 64, 56, 56), (16, 512, 768))
+QUICK_SHAPES: tuple[tuple[int, ...], ...] = ((8, 16, 24, 24),)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory: bytes kept for backward, counted per distinct storage
+
+
+def saved_bytes(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, dict[int, int]]:
+    """Run ``fn`` recording every tensor autograd saves; returns (output, {storage ptr: bytes})."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        s = t.untyped_storage()
+        seen[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, seen
+
+
+def extra_bytes_per_element(act: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> float:
+    """Bytes the activation keeps for backward per element of ``x``, beyond its own output.
+
+    ``x`` is taken as the output of a previous layer that does not keep it (a conv keeps its
+    input, not its output), so keeping ``x`` counts; the output is kept by the next layer anyway,
+    so keeping it does not.
+    """
+    h = x.detach().clone().requires_grad_(x.is_floating_point())
+    h2 = h * 1.0  # a non-leaf, as the output of a previous layer would be
+    y, seen = saved_bytes(lambda: act(h2))
+    seen.pop(y.untyped_storage().data_ptr(), None)
+    seen.pop(h.untyped_storage().data_ptr(), None)  # h2 = h * 1.0 saves nothing, but be safe
+    return sum(seen.values()) / x.numel()
+
+
+def block_extra_bytes_per_element(act: nn.Module, x: torch.Tensor) -> float:
+    """Extra bytes per activation element kept by conv -> act -> conv, over conv -> conv.
+
+    ``x`` is (N, C, H, W); both convs are 1x1 ``nn.Conv2d(C, C)`` in x's dtype.
+    """
+    c = x.shape[1]
+    conv1 = nn.Conv2d(c, c, 1).to(x.dtype)
+    conv2 = nn.Conv2d(c, c, 1).to(x.dtype)
+    xin = x.detach().requires_grad_()
+    _, with_act = saved_bytes(lambda: conv2(act(conv1(xin))))
+    _, without = saved_bytes(lambda: conv2(conv1(xin)))
+    act_elems = x.numel()
+    return (sum(with_act.values()) - sum(without.values())) / act_elems
+
+
+# ---------------------------------------------------------------------------------------------
+# The implementations
+
+
+class _PlainFReLU(nn.Module):
+    """FReLU written plainly: ``relu(x) + b`` (two passes, autograd keeps a full tensor)."""
+
+    def __init__(self, c: int, dim: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.full((c,), -1.0))
+        self.dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = [1] * x.dim()
+        if self.bias.numel() > 1:
+            shape[self.dim] = -1
+        return torch.relu(x) + self.bias.to(x.dtype).reshape(shape)
+
+
+class _PlainFunnel(nn.Module):
+    """The funnel's plain formula: depthwise conv + BatchNorm + ``torch.maximum``."""
+
+    def __init__(self, c: int, spatial: int) -> None:
+        super().__init__()
+        conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[spatial - 1]
+        bn = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)[spatial - 1]
+        self.conv = conv(c, c, 3, padding=1, groups=c, bias=False)
+        self.bn = bn(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.maximum(x, self.bn(self.conv(x)))
+
+
+def make_module(activation: str, impl: str, shape: Sequence[int], dtype: torch.dtype) -> nn.Module:
+    """The module of ``activation`` for implementation ``torch`` or ``eager`` (channels at dim 1)."""
+    import rectifiers as R
+
+    c = shape[1] if len(shape) > 1 else 1
+    backend = "eager"
+    if activation == "relu":
+        m: nn.Module = nn.ReLU() if impl == "torch" else R.ReLU(backend=backend)
+    elif activation == "leaky_relu":
+        m = nn.LeakyReLU(0.01) if impl == "torch" else R.LeakyReLU(0.01, backend=backend)
+    elif activation in ("prelu", "prelu_scalar"):
+        n = c if activation == "prelu" else 1
+        m = nn.PReLU(n) if impl == "torch" else R.PReLU(n, backend=backend)
+        if n > 1:  # trained slopes differ per channel: do not let a constant init flatter anyone
+            with torch.no_grad():
+                m.weight.copy_(torch.linspace(0.05, 0.5, n))
+    elif activation in ("frelu", "frelu_channel"):
+        n = c if activation == "frelu_channel" else 1
+        m = _PlainFReLU(n, 1) if impl == "torch" else R.FReLU(n, backend=backend)
+    elif activation == "funnel":
+        spatial = len(shape) - 2
+        if spatial not in (1, 2, 3):
+            raise ValueError(f"funnel needs a 3-D to 5-D shape, got {tuple(shape)}")
+        if impl == "torch":
+            m = _PlainFunnel(c, spatial)
+        else:
+            cls = {1: R.FunnelReLU1d, 2: R.FunnelReLU, 3: R.FunnelReLU3d}[spatial]
+            m = cls(c, backend=backend)
+    else:
+        raise ValueError(f"unknown activation {activation!r}; expected one of {', '.join(ACTIVATIONS)}")
+    return m.to(dtype).train()
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+
+
+@dataclass
+class _Case:
+    name: str
+    module: nn.Module
+    times: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in _METRICS})
+    extra_bytes: float = float("nan")
+    error: str = ""
+
+
+_METRICS = ("fwd", "bwd", "fwdbwd", "nograd")
+
+
+def _now() -> float:
+    return time.perf_counter()
+
+
+def _zero(m: nn.Module, x: torch.Tensor) -> None:
+    x.grad = None
+    for p in m.parameters():
+        p.grad = None
+
+
+def _measure_once(m: nn.Module, x: torch.Tensor, g: torch.Tensor) -> dict[str, float]:
+    out: dict[str, float] = {}
+    _zero(m, x)
+    t0 = _now()
+    y = m(x)
+    out["fwd"] = _now() - t0
+    t0 = _now()
+    y.backward(g)
+    out["bwd"] = _now() - t0
+    del y
+    _zero(m, x)
+    t0 = _now()
+    m(x).backward(g)
+    out["fwdbwd"] = _now() - t0
+    with torch.no_grad():
+        t0 = _now()
+        y = m(x)
+        out["nograd"] = _now() - t0
+    del y
+    return out
+
+
+def _clone_times(x: torch.Tensor) -> float:
+    t0 = _now()
+    y = x.clone()
+    dt = _now() - t0
+    del y
+    return dt
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_benchmark(
+    activations: Sequence[str] = ACTIVATIONS,
+    shapes: Sequence[Sequence[int]] = DEFAULT_SHAPES,
+    dtypes: Sequence[str] = ("fp32", "bf16"),
+    impls: Sequence[str] = IMPLEMENTATIONS,
+    repeats: int = 15,
+    warmup: int = 2,
+    compile_backend: str = "inductor",
+    seed: int = 0,
+    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+) -> list[dict[str, object]]:
+    """Run the benchmark; returns one row (a dict, the CSV columns) per case."""
+    rows: list[dict[str, object]] = []
+    meta = {
+        "device": "cpu",
+        "cpu": _cpu_name(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    for dname in dtypes:
+        dtype = DTYPES[dname]
+        for shape in shapes:
+            shape = tuple(int(s) for s in shape)
+            gen = torch.Generator().manual_seed(seed)
+            x = torch.randn(shape, generator=gen).to(dtype).requires_grad_()
+            g = torch.randn(shape, generator=gen).to(dtype)
+            cases: list[tuple[str, _Case]] = []
+            for act in activations:
+                if act == "funnel" and len(shape) not in (3, 4, 5):
+                    continue
+                for impl in impls:
+                    label = f"{act}/{impl}"
+                    try:
+                        if impl == "compiled":
+                            base = make_module(act, "eager", shape, dtype)
+                            mod: nn.Module = torch.compile(base, fullgraph=True, backend=compile_backend)
+                        else:
+                            base = mod = make_module(act, impl, shape, dtype)
+                        case = _Case(label, mod)
+                        log(f"[bench] {dname} {shape} {label}: warm-up")
+                        for _ in range(warmup):
+                            _measure_once(mod, x, g)
+                        case.extra_bytes = _extra_bytes_of(mod, x)
+                    except Exception as e:  # noqa: BLE001 - a failing case is reported, not fatal
+                        case = _Case(label, nn.Identity(), error=f"{type(e).__name__}: {e}"[:200])
+                        log(f"[bench] {label} failed: {case.error}")
+                    cases.append((act, case))
+            clone_t: list[float] = []
+            for r in range(repeats):
+                clone_t.append(_clone_times(x.detach()))
+                for _, case in cases:
+                    if case.error:
+                        continue
+                    for k, v in _measure_once(case.module, x, g).items():
+                        case.times[k].append(v)
+                clone_t.append(_clone_times(x.detach()))
+            clone_ms = statistics.median(clone_t) * 1e3
+            med = {
+                case.name: {k: statistics.median(v) * 1e3 for k, v in case.times.items() if v}
+                for _, case in cases
+            }
+            leaky_nn = med.get("leaky_relu/torch", {}).get("fwdbwd")
+            for act, case in cases:
+                impl = case.name.split("/", 1)[1]
+                row: dict[str, object] = dict(meta)
+                row.update(
+                    dtype=dname, shape="x".join(map(str, shape)), activation=act, impl=impl,
+                    repeats=repeats, clone_ms=round(clone_ms, 4), error=case.error,
+                    extra_bytes_per_elem=round(case.extra_bytes, 3),
+                )
+                ref_t = med.get(f"{act}/torch", {})
+                for k in _METRICS:
+                    t = med.get(case.name, {}).get(k)
+                    row[f"{k}_ms"] = None if t is None else round(t, 4)
+                    row[f"{k}_vs_torch"] = None if t is None or not ref_t.get(k) else round(t / ref_t[k], 3)
+                    row[f"{k}_vs_clone"] = None if t is None else round(t / clone_ms, 3)
+                t = med.get(case.name, {}).get("fwdbwd")
+                row["fwdbwd_vs_nn_leaky"] = None if t is None or not leaky_nn else round(t / leaky_nn, 3)
+                rows.append(row)
+            log(f"[bench] {dname} {shape}: done")
+    return rows
+
+
+def _extra_bytes_of(mod: nn.Module, x: torch.Tensor) -> float:
+    try:
+        return extra_bytes_per_element(mod, x)
+    except Exception:  # noqa: BLE001 - a compiled graph may refuse saved-tensor hooks
+        return float("nan")
+
+
+COLUMNS = (
+    "device", "cpu", "threads", "torch", "dtype", "shape", "activation", "impl", "repeats",
+    "fwd_ms", "bwd_ms", "fwdbwd_ms", "nograd_ms", "clone_ms",
+    "fwd_vs_torch", "bwd_vs_torch", "fwdbwd_vs_torch", "nograd_vs_torch",
+    "fwd_vs_clone", "bwd_vs_clone", "fwdbwd_vs_clone", "nograd_vs_clone",
+    "fwdbwd_vs_nn_leaky", "extra_bytes_per_elem", "error",
+)
+
+
+def _fmt(v: object) -> str:
+    if v is None or v == "":
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+    return str(v)
+
+
+def format_table(rows: Sequence[dict[str, object]], markdown: bool = False) -> str:
+    """The rows as a text (or Markdown) table of the main columns."""
+    cols = ("dtype", "shape", "activation", "impl", "fwd_ms", "bwd_ms", "fwdbwd_ms", "nograd_ms",
+            "fwdbwd_vs_torch", "nograd_vs_torch", "fwdbwd_vs_clone", "fwdbwd_vs_nn_leaky",
+            "extra_bytes_per_elem")
+    heads = ("dtype", "shape", "activation", "impl", "fwd ms", "bwd ms", "f+b ms", "no_grad ms",
+             "f+b / torch", "no_grad / torch", "f+b / clone", "f+b / nn.Leaky", "extra B/elem")
+    body = [[_fmt(r.get(c)) if not (c == "impl" and r.get("error")) else f"{r['impl']} (failed)"
+             for c in cols] for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+        lines += ["| " + " | ".join(b) + " |" for b in body]
+        return "\n".join(lines)
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(heads)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(heads, widths))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(b, widths)) for b in body]
+    return "\n".join(lines)
+
+
+def write_csv(rows: Sequence[dict[str, object]], path: str) -> None:
+    d = os.path.dirname(path)
+    if d:
+        os.makedirs(d, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in COLUMNS})
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def _parse_shape(s: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(p) for p in s.lower().replace(",", "x").split("x") if p)
+    except ValueError:
+        shape = ()
+    if not shape or any(v < 1 for v in shape):
+        raise argparse.ArgumentTypeError(f"a shape like 32x64x56x56, got {s!r}")
+    return shape
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--activations", nargs="+", default=list(ACTIVATIONS), metavar="NAME",
+                   help=f"activations (default: all of {', '.join(ACTIVATIONS)})")
+    p.add_argument("--impls", nargs="+", default=list(IMPLEMENTATIONS), metavar="IMPL",
+                   help="implementations: torch (torch.nn or the plain formula), eager, compiled "
+                   "(default: all; 'torch' is always added, the ratios need it)")
+    p.add_argument("--shapes", nargs="+", type=_parse_shape, default=None, metavar="SHAPE",
+                   help="shapes like 32x64x56x56, channels at dim 1 (default: 32x64x56x56 16x512x768)")
+    p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], metavar="DTYPE",
+                   help=f"dtypes among {', '.join(DTYPES)} (default: fp32 bf16)")
+    p.add_argument("--repeats", type=int, default=15, help="timed repetitions (default 15)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed repetitions first (default 2)")
+    p.add_argument("--compile-backend", default="inductor",
+                   help="torch.compile backend of the 'compiled' implementation (default inductor)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: as is)")
+    p.add_argument("--quick", action="store_true",
+                   help="a small shape (8x16x24x24), fp32 only, 5 repeats: a smoke run")
+    p.add_argument("--csv", default=None, metavar="PATH", help="write every row to this CSV file")
+    p.add_argument("--markdown", default=None, metavar="PATH", help="also write the table as Markdown")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="time and measure the memory of every activation against torch.nn",
+        description="Benchmark forward, backward, forward+backward and no_grad forward of each "
+        "activation (torch.nn or the plain formula, rectifiers eager, rectifiers compiled); "
+        "print a table and optionally write CSV.",
+    )
+    _add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .cli import UsageError, closest
+
+    for a in args.activations:
+        if a not in ACTIVATIONS:
+            raise UsageError(f"rectifiers bench: unknown activation {a!r}{closest(a, ACTIVATIONS)}")
+    for i in args.impls:
+        if i not in IMPLEMENTATIONS:
+            raise UsageError(f"rectifiers bench: unknown implementation {i!r}{closest(i, IMPLEMENTATIONS)}")
+    for d in args.dtypes:
+        if d not in DTYPES:
+            raise UsageError(f"rectifiers bench: unknown dtype {d!r}; expected one of {', '.join(DTYPES)}")
+    if args.repeats < 1 or args.warmup < 0:
+        raise UsageError("rectifiers bench: --repeats must be >= 1 and --warmup >= 0")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"rectifiers bench: --threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    impls = ["torch"] + [i for i in args.impls if i != "torch"]
+    shapes = args.shapes
+    dtypes, repeats = args.dtypes, args.repeats
+    if args.quick:
+        shapes = shapes or list(QUICK_SHAPES)
+        dtypes = ["fp32"] if args.dtypes == ["fp32", "bf16"] else dtypes
+        repeats = min(repeats, 5)
+    shapes = shapes or list(DEFAULT_SHAPES)
+    acts = list(args.activations)
+    if any(a == "frelu" or a == "frelu_channel" for a in acts) and "leaky_relu" not in acts:
+        acts.insert(0, "leaky_relu")  # the FReLU goal is measured against torch.nn.LeakyReLU
+    rows = run_benchmark(acts, shapes, dtypes, impls, repeats, args.warmup, args.compile_backend)
+    print(format_table(rows))
+    if args.csv:
+        write_csv(rows, args.csv)
+        print(f"wrote {args.csv}")
+    if args.markdown:
+        d = os.path.dirname(args.markdown)
+        if d:
+            os.makedirs(d, exist_ok=True)
+        with open(args.markdown, "w") as f:
+            f.write(format_table(rows, markdown=True) + "\n")
+        print(f"wrote {args.markdown}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m rectifiers.bench``."""
+    from .cli import _Parser, UsageError
+
+    p = _Parser(prog="python -m rectifiers.bench", description=__doc__.splitlines()[0])
+    _add_arguments(p)
+    try:
+        return run(p.parse_args(argv))
+    except UsageError as e:
+        print(str(e).splitlines()[0], file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
