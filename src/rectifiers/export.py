@@ -181,6 +181,7 @@ def export_onnx(
     ``kwargs`` go to ``torch.onnx.export`` (``dynamic_shapes=...``, ``input_names=...``).
     """
     _need_onnx()
+    kwargs.setdefault("verbose", False)  # the dynamo exporter prints its progress otherwise
     m = _prepared(model, backend, fuse_funnel)
     with torch.no_grad():
         prog = torch.onnx.export(
