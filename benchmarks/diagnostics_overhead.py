@@ -11,7 +11,8 @@ are printed beside it.
 
     python3 benchmarks/diagnostics_overhead.py            # prints a table, writes
                                                           # benchmarks/results/diagnostics-overhead.{csv,md}
-    python3 benchmarks/diagnostics_overhead.py --rounds 5 --steps 3 --acts relu   # quick
+    python3 benchmarks/diagnostics_overhead.py --width 16 --out benchmarks/results/diagnostics-overhead-w16
+    python3 benchmarks/diagnostics_overhead.py --rounds 5 --acts relu   # quick
 """
 
 from __future__ import annotations
@@ -108,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"comma-separated, from {', '.join(ACTS)}")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--size", type=int, default=16, help="input height = width")
-    p.add_argument("--width", type=int, default=16, help="channels of the first conv")
+    p.add_argument("--width", type=int, default=32,
+                   help="channels of the first conv (16 is a worst case: activations are then a "
+                        "large share of the step)")
     p.add_argument("--rounds", type=int, default=40)
     p.add_argument("--steps", type=int, default=2, help="timed steps per variant per round")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: steadier)")
@@ -126,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "dtype": "float32",
         "input": f"({args.batch}, 1, {args.size}, {args.size})",
+        "width": args.width,
         "torch": torch.__version__,
     }
     rows = []
@@ -149,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     widths = [max(len(h), *(len(str(r[h])) for r in rows)) for h in head]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
     lines += ["  ".join(str(r[h]).ljust(w) for h, w in zip(head, widths)) for r in rows]
-    print(f"training step of a small CNN, {meta['input']} fp32 on CPU, {args.threads} thread(s), "
+    print(f"training step of a small CNN (width {args.width}), {meta['input']} fp32 on CPU, {args.threads} thread(s), "
           f"torch {torch.__version__}; {args.rounds} interleaved rounds x {args.steps} steps; overhead_cpu_pct: "
           "median over rounds of (variant CPU time / no-monitor CPU time) - 1")
     print("\n".join(lines))
@@ -165,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     md += [f"| {r['activation']} | {r['monitor']} | {r['cpu_ms']:.2f} | {r['wall_ms']:.2f} | "
            f"{r['overhead_cpu_pct']:+.1f}% | {r['overhead_wall_pct']:+.1f}% |" for r in rows]
     md.append("")
-    md.append(f"CPU ({meta['cpu']}), {args.threads} thread(s), fp32, input {meta['input']}, torch "
+    md.append(f"Small CNN of width {args.width}; CPU ({meta['cpu']}), {args.threads} thread(s), fp32, "
+              f"input {meta['input']}, load average {os.getloadavg()[0]:.1f} at the end, torch "
               f"{torch.__version__}; `python3 benchmarks/diagnostics_overhead.py "
               f"{' '.join(sys.argv[1:])}`".rstrip())
     with open(tmp, "w") as f:

@@ -32,6 +32,9 @@ def _inputs(n: int = 40, seed: int = 0, batches: int = 1) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     offsets = torch.tensor([-200.0, -20.0, -2.5, 0.0, 0.3, 2.5, 20.0] * 3)[:15].reshape(3, 5)
     x = torch.randn(n * batches, 3, 5, generator=g) + offsets
+    x[3, 0, 3] = float("nan")  # NaN in a mixed unit, and infinities, in the first batch
+    x[5, 1, 1] = float("inf")
+    x[6, 2, 4] = -float("inf")
     return list(x.split(n))
 
 
@@ -499,3 +502,28 @@ def test_empty_reports_render():
     frep = GradientFlowMonitor(nn.Linear(2, 2)).report()
     assert frep.num_steps == 0 and "no step" in frep.to_table()
     assert json.dumps(frep.to_dict(), allow_nan=False)
+
+
+def test_count_above_exact_with_nan_and_fallback(monkeypatch):
+    """The fast count equals the comparison count, NaN and infinities included; on a build
+    whose sign(NaN) were NaN, the NaN check recounts the batch with the comparison."""
+    from rectifiers import diagnostics as D
+
+    x = torch.randn(50, 7)
+    x[0, 0], x[1, 1], x[2, 2], x[3, 3] = float("nan"), float("inf"), -float("inf"), 0.5
+    for c in (0.0, 0.5, -1.0):
+        want = (x > c).sum(0).double()
+        torch.testing.assert_close(D._count_above(x, c, True).double(), want)
+    torch.testing.assert_close(D._count_above(torch.relu(x), None, True).double(), (x > 0).sum(0).double())
+    real = torch.Tensor.sign_
+
+    def nan_sign_(t):
+        nan = t.isnan()
+        real(t)
+        return t.masked_fill_(nan, float("nan"))
+
+    monkeypatch.setattr(D, "_SIGN_NAN_IS_ZERO", False)
+    monkeypatch.setattr(torch.Tensor, "sign_", nan_sign_)
+    y = x.clamp(min=0.5).sub_(0.5)
+    assert torch.isnan(y.sign_()).any()  # the patched sign propagates NaN
+    torch.testing.assert_close(D._count_above(x, 0.5, True).double(), (x > 0.5).sum(0).double())

@@ -170,7 +170,8 @@ def _r_rrelu(m: nn.Module, x: torch.Tensor, out: Any) -> tuple[torch.Tensor, Any
 
 
 def _r_hardtanh(m: nn.Module, x: torch.Tensor, out: Any) -> tuple[torch.Tensor, Any]:
-    return float(m.min_val), (x > m.min_val) & (x < m.max_val)
+    # torch's convention: the gradient is cut where x <= min or x >= max (so it passes at NaN)
+    return float(m.min_val), ~((x <= m.min_val) | (x >= m.max_val))
 
 
 def _r_threshold(m: nn.Module, x: torch.Tensor, out: Any) -> tuple[torch.Tensor, Any]:
@@ -480,14 +481,28 @@ class DeadUnitReport:
         return _save(fig, path)
 
 
+def _sign_nan_is_zero() -> bool:
+    """Whether this build's CPU ``torch.sign`` maps NaN to 0 (scalar and vectorised paths)."""
+    for dt in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+        for n in (1, 67):
+            if not bool((torch.sign(torch.full((n,), math.nan, dtype=dt)) == 0).all()):
+                return False
+    return True
+
+
+_SIGN_NAN_IS_ZERO = _sign_nan_is_zero()
+
+
 def _count_above(x: torch.Tensor, c: float | None, batched: bool) -> torch.Tensor:
     """Per-unit count of ``x > c`` over the batch (dim 0), without a bool mask on CPU.
 
     ``c=None`` says that ``x`` is non-negative already (a ReLU's output): then ``x > 0`` is
     counted. ``sign(max(x, c) - c)`` is 1 exactly where ``x > c`` (gradual underflow keeps ``x - c`` non-zero)
     and 0 elsewhere, and its float32 sum over the batch is exact below 2**24 samples; on CPU that
-    is about twice as fast as comparing and summing a bool tensor. A NaN input makes its unit's
-    sum NaN: then the batch is counted again with the comparison (where NaN > c is false).
+    is about twice as fast as comparing and summing a bool tensor. ``torch.sign(nan)`` is 0 on
+    current builds (NaN > c is false, as wanted; checked once at import); on a build where it is
+    not, a NaN input makes its unit's sum NaN, and the batch is then counted again with the
+    comparison.
     """
     if not batched:
         return (x > (c or 0.0)).to(torch.float64)
@@ -500,7 +515,7 @@ def _count_above(x: torch.Tensor, c: float | None, batched: bool) -> torch.Tenso
                 y.sub_(c)
             y.sign_()
         s = y.sum(0, dtype=torch.float32)
-        if not bool(torch.isnan(s).any()):  # CPU: no device sync to fear
+        if _SIGN_NAN_IS_ZERO or not bool(torch.isnan(s).any()):  # CPU: no device sync to fear
             return s
     return (x > (c or 0.0)).sum(0, dtype=torch.int32)
 
