@@ -15,6 +15,10 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	# timm without its torchvision dependency (which would pull another torch): the timm
+	# integration is tested against the real timm code with a stand-in torchvision.
+	$(BIN)/python -m pip install -q --no-deps "timm==1.0.31"
+	$(BIN)/python -m pip install -q huggingface_hub safetensors pyyaml
 	touch $@
 
 install: $(BIN)/.installed

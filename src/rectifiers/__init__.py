@@ -5,6 +5,8 @@ funnel activation (``max(x, BN(depthwise conv(x)))``), as modules and functions.
 """
 
 from . import functional, reference
+from .convert import ConversionSummary, convert
+from .export import fuse
 from .functional import flexible_relu, frelu, funnel_relu, leaky_relu, prelu, relu
 from .modules import (
     FlexibleReLU,
@@ -16,6 +18,8 @@ from .modules import (
     PReLU,
     ReLU,
 )
+from .optim import param_groups
+from .registry import create, get, names, register, unregister
 
 __version__ = "0.1.0"
 
@@ -37,4 +41,13 @@ __all__ = [
     "FunnelReLU",
     "FunnelReLU1d",
     "FunnelReLU3d",
+    "get",
+    "create",
+    "register",
+    "unregister",
+    "names",
+    "convert",
+    "ConversionSummary",
+    "param_groups",
+    "fuse",
 ]

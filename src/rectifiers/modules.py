@@ -410,6 +410,13 @@ class _FunnelReLUNd(LazyModuleMixin, nn.Module):
         m.train(bn.training)
         return m
 
+    def fuse(self) -> nn.Module:
+        """For inference: a module computing ``max(x, conv'(x))`` with the eval-mode BatchNorm
+        folded into the depthwise conv (see :func:`rectifiers.export.fuse`)."""
+        from .export import fuse
+
+        return fuse(self)
+
     def extra_repr(self) -> str:
         s = f"{self.channels}, kernel_size={self.kernel_size}"
         if self.bias is not None:
