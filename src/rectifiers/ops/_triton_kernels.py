@@ -97,7 +97,8 @@ def act_bwd_flat(
     widx = pid * WORDS + tl.arange(0, WORDS)
     words = tl.load(M + widx, mask=widx < (N + 31) // 32, other=0)
     shifts = tl.arange(0, 32)
-    bit = tl.reshape((words[:, None] >> shifts[None, :]) & 1, (BLOCK,)) != 0
+    bitv = tl.reshape((words[:, None] >> shifts[None, :]) & 1, (BLOCK,))
+    bit = bitv != 0
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     valid = offs < N
     g0 = tl.load(G + offs, mask=valid, other=0.0)
@@ -123,7 +124,7 @@ def act_bwd_flat(
             else:
                 # y = a*x where x <= 0, and a is finite and non-zero here (else x is saved).
                 xn = s / a
-            contrib = tl.where(valid & (bit == 0), g * xn, 0.0)
+            contrib = tl.where(valid & (bitv == 0), g * xn, 0.0)
         else:
             contrib = g
         if FP64:
@@ -168,7 +169,8 @@ def act_bwd_tiled(
         else:
             g = g0.to(tl.float32)
         words = tl.load(M + offs // 32, mask=valid, other=0)
-        bit = ((words >> (offs % 32).to(tl.int32)) & 1) != 0
+        bitv = (words >> (offs % 32).to(tl.int32)) & 1
+        bit = bitv != 0
         if KIND == 2:
             a = p.to(g.dtype)[None, :, None]
             dx = tl.where(bit, g, a * g)
@@ -182,7 +184,7 @@ def act_bwd_tiled(
                     xn = sv
                 else:
                     xn = sv / a
-                acc += tl.where(valid & (bit == 0), g * xn, 0.0)
+                acc += tl.where(valid & (bitv == 0), g * xn, 0.0)
             else:
                 acc += g
     if NEED_WGRAD:

@@ -92,6 +92,13 @@ def _to_layout(t: Tensor, shape, stride) -> Tensor:
     return out.copy_(t)
 
 
+def _opts() -> dict:
+    # No FMA contraction: the interpreter has none either, and torch's element-wise kernels
+    # round each product, so fp32 results stay bit-identical (this also states Triton 3.9's
+    # changing default explicitly).
+    return {"num_warps": NUM_WARPS, "enable_fp_fusion": False}
+
+
 def _pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
@@ -126,7 +133,7 @@ def _launch_fwd(x: Tensor, y: Tensor, mask: Tensor, w: Optional[Tensor], kind: i
     K.kernel("act_fwd", x.device.type)[grid](
         x, y, mask, w.to(x.dtype) if w is not None else x, n, c, inner, float(slope),
         KIND=kind, PER_CHANNEL=per, WRITE_MASK=write_mask, FP64=x.dtype == torch.float64,
-        BLOCK=BLOCK, num_warps=NUM_WARPS,
+        BLOCK=BLOCK, **_opts(),
     )
 
 
@@ -168,7 +175,7 @@ def _launch_bwd(g: Tensor, mask: Tensor, w: Optional[Tensor], saved: Optional[Te
         K.kernel("act_bwd_tiled", g.device.type)[(ncb * nib, split)](
             g, mask, wp, sp, dx, part, c, inner, outer, nib, nob, split,
             KIND=kind, SAVED_IS_X=saved_is_x, NEED_WGRAD=need_wgrad, FP64=fp64,
-            BO=bo, BC=bc, BI=bi, num_warps=NUM_WARPS,
+            BO=bo, BC=bc, BI=bi, **_opts(),
         )
         return part.sum(0).reshape(w.shape) if need_wgrad else None
     nblocks = triton.cdiv(n, BLOCK)
@@ -176,7 +183,7 @@ def _launch_bwd(g: Tensor, mask: Tensor, w: Optional[Tensor], saved: Optional[Te
     K.kernel("act_bwd_flat", g.device.type)[(nblocks,)](
         g, mask, wp, sp, dx, part, n, float(slope),
         KIND=kind, SAVED_IS_X=saved_is_x, NEED_WGRAD=need_wgrad, FP64=fp64,
-        BLOCK=BLOCK, num_warps=NUM_WARPS,
+        BLOCK=BLOCK, **_opts(),
     )
     return part.sum().reshape(w.shape) if need_wgrad else None
 
@@ -291,6 +298,11 @@ def relu(x: Tensor, inplace: bool) -> Tensor:
 
 def leaky_relu(x: Tensor, negative_slope: float, inplace: bool) -> Tensor:
     """``x if x > 0 else a*x``; keeps a 1-bit mask for backward."""
+    if x.dtype == torch.float64:
+        # A Python float reaches a kernel as fp32; torch multiplies fp64 inputs by the slope in
+        # fp64. Hand it over as a constant one-element weight instead (same formula as prelu).
+        w = torch.tensor([negative_slope], dtype=torch.float64, device=x.device)
+        return _pointwise(x, w, PRELU, 0.0, None, inplace)
     return _pointwise(x, None, LEAKY, negative_slope, None, inplace)
 
 
@@ -343,7 +355,7 @@ def _funnel_fwd(x: Tensor, conv_w: Tensor, conv_b: Optional[Tensor], bn_w: Optio
     if n:
         K.kernel("funnel_fwd", x.device.type)[(triton.cdiv(n, BLOCK),)](
             x, t, y, mask, mean.contiguous(), scale.contiguous(), bias.contiguous(), n, c,
-            x.stride(1), WRITE_MASK=write_mask, BLOCK=BLOCK, num_warps=NUM_WARPS,
+            x.stride(1), WRITE_MASK=write_mask, BLOCK=BLOCK, **_opts(),
         )
     return y, mask, mean.clone() if not use_batch else mean, var.clone() if not use_batch else var
 
@@ -368,7 +380,7 @@ def _funnel_bwd(g: Tensor, mask: Tensor, x: Tensor, conv_w: Tensor, conv_b: Opti
     gt = torch.empty_like(x, dtype=torch.float32)
     if n:
         K.kernel("funnel_bwd", x.device.type)[(triton.cdiv(n, BLOCK),)](
-            g, mask, gx, gt, n, BLOCK=BLOCK, num_warps=NUM_WARPS,
+            g, mask, gx, gt, n, BLOCK=BLOCK, **_opts(),
         )
     # Recompute T's input instead of keeping it, then BatchNorm's backward with the statistics
     # of the forward, then the depthwise conv's.
