@@ -515,6 +515,12 @@ def test_count_above_exact_with_nan_and_fallback(monkeypatch):
         want = (x > c).sum(0).double()
         torch.testing.assert_close(D._count_above(x, c, True).double(), want)
     torch.testing.assert_close(D._count_above(torch.relu(x), None, True).double(), (x > 0).sum(0).double())
+    big = torch.randn(600, 4) + torch.tensor([-3.0, 0.0, 3.0, 0.0])  # > 255 samples: chunked
+    big[:, 3] = 1.0
+    for t in (big, x):
+        got = D._count_nonzero_output(torch.relu(t), True)
+        torch.testing.assert_close(got.double(), (t > 0).sum(0).double())
+    assert D._count_nonzero_output(torch.relu(big), True).tolist()[3] == 600
     real = torch.Tensor.sign_
 
     def nan_sign_(t):

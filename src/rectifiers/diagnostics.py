@@ -493,6 +493,28 @@ def _sign_nan_is_zero() -> bool:
 _SIGN_NAN_IS_ZERO = _sign_nan_is_zero()
 
 
+def _count_nonzero_output(o: torch.Tensor, batched: bool) -> torch.Tensor:
+    """Per-unit count of ``o > 0`` over the batch, for a ReLU's output ``o = max(0, x)`` (so
+    ``o > 0`` exactly where ``x > 0``).
+
+    On CPU, ``o != 0`` as bytes summed in uint8 over chunks of 255 samples is the fastest exact
+    count torch offers (about twice as fast as sign-and-sum). ``bool(nan)`` is true, so a NaN
+    output (found through the NaN-propagating ``o.sum()``) sends the batch to the comparison.
+    """
+    if not batched or o.device.type != "cpu":
+        return _count_above(o, 0.0, batched)
+    if bool(torch.isnan(o.sum())):
+        return (o > 0).sum(0, dtype=torch.int32)
+    b = o.bool().view(torch.uint8)
+    n = b.shape[0]
+    if n <= 255:
+        return b.sum(0, dtype=torch.uint8)
+    total = torch.zeros(b.shape[1:], dtype=torch.int32, device=b.device)
+    for start in range(0, n, 255):
+        total += b[start:start + 255].sum(0, dtype=torch.uint8)
+    return total
+
+
 def _count_above(x: torch.Tensor, c: float | None, batched: bool) -> torch.Tensor:
     """Per-unit count of ``x > c`` over the batch (dim 0), without a bool mask on CPU.
 
@@ -715,7 +737,7 @@ class DeadUnitMonitor:
             if isinstance(active, torch.Tensor):
                 act_sum = active.sum(0, dtype=torch.int32) if batched else active.to(torch.float64)
             elif kind.count_output and isinstance(out, torch.Tensor) and out.shape == x.shape:
-                act_sum = _count_above(out, None, batched)
+                act_sum = _count_nonzero_output(out, batched)
             else:
                 act_sum = _count_above(x, float(active), batched)
             grad_sum: torch.Tensor | int | None
