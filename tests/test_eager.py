@@ -113,7 +113,7 @@ def test_matches_reference(name: str, layout: str, dtype: torch.dtype) -> None:
 
 
 def _lowp_tol(lowp: torch.Tensor, exact: torch.Tensor) -> float:
-    return 2 * float((lowp.double() - exact.double()).abs().max()) + 1e-3
+    return 2 * float((lowp.detach().double() - exact.detach().double()).abs().max()) + 1e-3
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -312,8 +312,8 @@ def test_funnel_matches_reference(nsp, layout, how, training, k, bias) -> None:
 @pytest.mark.parametrize("nsp", [1, 2])
 def test_funnel_gradcheck(training: bool, nsp: int) -> None:
     torch.manual_seed(4)
-    c = 3
-    shape = (2, c) + (5, 4)[:nsp]
+    c = 2
+    shape = (2, c) + (4, 3)[:nsp]
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     w = torch.randn((c, 1) + (3,) * nsp, dtype=torch.float64, requires_grad=True)
     cb = torch.randn(c, dtype=torch.float64, requires_grad=True)
@@ -328,7 +328,7 @@ def test_funnel_gradcheck(training: bool, nsp: int) -> None:
 
     ins = (x, w, cb, bw, bb)
     assert torch.autograd.gradcheck(f, ins)
-    assert torch.autograd.gradgradcheck(f, ins)
+    assert torch.autograd.gradgradcheck(f, ins, fast_mode=True)
 
 
 @pytest.mark.parametrize("training", [True, False])

@@ -1,0 +1,75 @@
+"""Every module under torch.compile(fullgraph=True) and torch.export, against eager."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import rectifiers as R
+
+C = 4
+
+MODULES = {
+    "relu": lambda: R.ReLU(),
+    "leaky": lambda: R.LeakyReLU(0.1),
+    "leaky_negative": lambda: R.LeakyReLU(-0.2),
+    "prelu1": lambda: R.PReLU(),
+    "prelu_c": lambda: R.PReLU(C, init=0.3),
+    "prelu_fallback": lambda: R.PReLU(C, init=-0.5),
+    "frelu1": lambda: R.FReLU(),
+    "frelu_c": lambda: R.FReLU(C, init=0.2),
+    "funnel": lambda: R.FunnelReLU(C),
+    "funnel_eval": lambda: R.FunnelReLU(C).eval(),
+    "funnel1d": lambda: R.FunnelReLU1d(C, 5),
+}
+
+
+def _input(name: str) -> torch.Tensor:
+    torch.manual_seed(0)
+    shape = (2, C, 9) if name == "funnel1d" else (2, C, 5, 6)
+    return torch.randn(shape)
+
+
+def _step(m: torch.nn.Module, x: torch.Tensor, g: torch.Tensor):
+    x = x.clone().requires_grad_()
+    y = m(x)
+    grads = torch.autograd.grad(y, [x] + list(m.parameters()), g)
+    return y.detach(), grads
+
+
+@pytest.mark.parametrize("name", list(MODULES))
+def test_compile_fullgraph_same_as_eager(name: str) -> None:
+    torch._dynamo.reset()
+    m = MODULES[name]()
+    mc = copy.deepcopy(m)
+    x = _input(name)
+    g = torch.randn(x.shape)
+    compiled = torch.compile(mc, fullgraph=True, backend="aot_eager")
+    for _ in range(2):  # the second call reuses the graph (running statistics moved on)
+        y, grads = _step(m, x, g)
+        yc, grads_c = _step(compiled, x, g)
+        torch.testing.assert_close(yc, y)
+        for a, b in zip(grads_c, grads):
+            torch.testing.assert_close(a, b)
+    for (k, a), b in zip(m.state_dict().items(), mc.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=f"buffer {k}")
+
+
+@pytest.mark.parametrize("name", list(MODULES))
+def test_export(name: str) -> None:
+    m = MODULES[name]().eval()
+    x = _input(name)
+    ep = torch.export.export(m, (x,))
+    torch.testing.assert_close(ep.module()(x), m(x))
+
+
+@pytest.mark.parametrize("name", ["leaky", "prelu_c", "frelu1"])
+def test_export_sees_plain_aten_ops(name: str) -> None:
+    """Export traces the plain kernels (no opaque Function), so ONNX and friends understand it."""
+    m = MODULES[name]().eval()
+    ep = torch.export.export(m, (_input(name),))
+    targets = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+    want = {"leaky": "aten.leaky_relu.default", "prelu_c": "aten.prelu.default", "frelu1": "aten.relu.default"}[name]
+    assert want in targets, targets
