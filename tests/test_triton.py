@@ -459,6 +459,7 @@ def test_custom_op_registrations():
 
 FUNNEL = [
     ((2, 4, 6, 5), 3, False, True),
+    ((2, 3, 9, 8), 3, False, True),  # a channel (72 elements) wider than the test block (64)
     ((2, 4, 6, 5), 3, True, True),   # channels_last
     ((2, 4, 6, 5), 5, False, False),  # eval: running statistics
     ((3, 5, 17), 3, False, True),     # 1-D sequences
@@ -539,8 +540,9 @@ def test_kernels_compile_for_sm90():
     cases = [
         ("act_fwd", {"X": ptr["bf16"], "Y": ptr["bf16"], "M": "*i32", "W": ptr["bf16"], "N": "i64",
                      "C": "i32", "INNER": "i64", "slope": "fp32", "KIND": c, "PER_CHANNEL": c,
-                     "WRITE_MASK": c, "FP64": c, "BLOCK": c},
-         {"KIND": 2, "PER_CHANNEL": True, "WRITE_MASK": True, "FP64": False, "BLOCK": 2048}),
+                     "WIDE": c, "WRITE_MASK": c, "FP64": c, "BLOCK": c},
+         {"KIND": 2, "PER_CHANNEL": True, "WIDE": False, "WRITE_MASK": True, "FP64": False,
+          "BLOCK": 2048}),
         ("act_bwd_flat", {"G": ptr["fp32"], "M": "*i32", "W": ptr["fp32"], "S": ptr["fp32"],
                           "DX": ptr["fp32"], "PART": "*fp32", "N": "i64", "slope": "fp32",
                           "KIND": c, "SAVED_IS_X": c, "NEED_WGRAD": c, "FP64": c, "BLOCK": c},
@@ -553,8 +555,8 @@ def test_kernels_compile_for_sm90():
           "BI": 256}),
         ("funnel_fwd", {"X": ptr["fp32"], "T": ptr["fp32"], "Y": ptr["fp32"], "M": "*i32",
                         "MEAN": "*fp32", "SCALE": "*fp32", "BIAS": "*fp32", "N": "i64", "C": "i32",
-                        "INNER": "i64", "WRITE_MASK": c, "BLOCK": c},
-         {"WRITE_MASK": True, "BLOCK": 2048}),
+                        "INNER": "i64", "WIDE": c, "WRITE_MASK": c, "BLOCK": c},
+         {"WIDE": True, "WRITE_MASK": True, "BLOCK": 2048}),
         ("funnel_bwd", {"G": ptr["bf16"], "M": "*i32", "GX": ptr["bf16"], "GT": "*fp32", "N": "i64",
                         "BLOCK": c}, {"BLOCK": 2048}),
     ]

@@ -42,7 +42,7 @@ _sum_combine = tl.standard._sum_combine
 
 def act_fwd(
     X, Y, M, W, N, C, INNER, slope,
-    KIND: tl.constexpr, PER_CHANNEL: tl.constexpr, WRITE_MASK: tl.constexpr,
+    KIND: tl.constexpr, PER_CHANNEL: tl.constexpr, WIDE: tl.constexpr, WRITE_MASK: tl.constexpr,
     FP64: tl.constexpr, BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0).to(tl.int64)
@@ -61,7 +61,18 @@ def act_fwd(
         bit = xf > 0
     else:
         if PER_CHANNEL:
-            c = (offs // INNER) % C
+            # The channel of offset k is (k // INNER) % C. One 64-bit division per program,
+            # then 32-bit work per element: with WIDE (INNER >= BLOCK) a block crosses at most
+            # one channel boundary, so a comparison replaces the division.
+            base = pid * BLOCK
+            r0 = (base % INNER).to(tl.int32)
+            c0 = ((base // INNER) % C).to(tl.int32)
+            local = r0 + tl.arange(0, BLOCK)
+            if WIDE:
+                c = c0 + (local >= INNER).to(tl.int32)
+                c = tl.where(c >= C, c - C, c)
+            else:
+                c = (c0 + local // INNER.to(tl.int32)) % C
             p = tl.load(W + c, mask=valid, other=0.0)
         else:
             p = tl.load(W)
@@ -194,7 +205,7 @@ def act_bwd_tiled(
 
 def funnel_fwd(
     X, T, Y, M, MEAN, SCALE, BIAS, N, C, INNER,
-    WRITE_MASK: tl.constexpr, BLOCK: tl.constexpr,
+    WIDE: tl.constexpr, WRITE_MASK: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """``y = max(x, (t - mean[c]) * scale[c] + bias[c])`` (BatchNorm applied with fixed
     per-channel statistics, ``scale = weight / sqrt(var + eps)``), with a 2-bit code per element for backward:
@@ -203,7 +214,15 @@ def funnel_fwd(
     pid = tl.program_id(0).to(tl.int64)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     valid = offs < N
-    c = (offs // INNER) % C
+    base = pid * BLOCK  # the channel as in act_fwd
+    r0 = (base % INNER).to(tl.int32)
+    c0 = ((base // INNER) % C).to(tl.int32)
+    local = r0 + tl.arange(0, BLOCK)
+    if WIDE:
+        c = c0 + (local >= INNER).to(tl.int32)
+        c = tl.where(c >= C, c - C, c)
+    else:
+        c = (c0 + local // INNER.to(tl.int32)) % C
     x0 = tl.load(X + offs, mask=valid, other=0.0)
     x = x0.to(tl.float32)
     t = tl.load(T + offs, mask=valid, other=0.0).to(tl.float32)

@@ -132,7 +132,7 @@ def _launch_fwd(x: Tensor, y: Tensor, mask: Tensor, w: Optional[Tensor], kind: i
     grid = (triton.cdiv(n, BLOCK),)
     K.kernel("act_fwd", x.device.type)[grid](
         x, y, mask, w.to(x.dtype) if w is not None else x, n, c, inner, float(slope),
-        KIND=kind, PER_CHANNEL=per, WRITE_MASK=write_mask, FP64=x.dtype == torch.float64,
+        KIND=kind, PER_CHANNEL=per, WIDE=inner >= BLOCK, WRITE_MASK=write_mask, FP64=x.dtype == torch.float64,
         BLOCK=BLOCK, **_opts(),
     )
 
@@ -355,7 +355,7 @@ def _funnel_fwd(x: Tensor, conv_w: Tensor, conv_b: Optional[Tensor], bn_w: Optio
     if n:
         K.kernel("funnel_fwd", x.device.type)[(triton.cdiv(n, BLOCK),)](
             x, t, y, mask, mean.contiguous(), scale.contiguous(), bias.contiguous(), n, c,
-            x.stride(1), WRITE_MASK=write_mask, BLOCK=BLOCK, **_opts(),
+            x.stride(1), WIDE=x.stride(1) >= BLOCK, WRITE_MASK=write_mask, BLOCK=BLOCK, **_opts(),
         )
     return y, mask, mean.clone() if not use_batch else mean, var.clone() if not use_batch else var
 
