@@ -69,11 +69,12 @@ def act_fwd(
             c0 = ((base // INNER) % C).to(tl.int32)
             local = r0 + tl.arange(0, BLOCK)
             if WIDE:
-                c = c0 + (local >= INNER).to(tl.int32)
-                c = tl.where(c >= C, c - C, c)
+                # two scalar loads and a select instead of a gather
+                c1 = tl.where(c0 + 1 >= C, 0, c0 + 1)
+                p = tl.where(local >= INNER, tl.load(W + c1), tl.load(W + c0))
             else:
                 c = (c0 + local // INNER.to(tl.int32)) % C
-            p = tl.load(W + c, mask=valid, other=0.0)
+                p = tl.load(W + c, mask=valid, other=0.0)
         else:
             p = tl.load(W)
         # The caller hands the parameter already cast to the input's dtype (as torch's
