@@ -563,3 +563,12 @@ def test_kernels_compile_for_sm90():
     for name, sig, consts in cases:
         k = _compile_for_sm90(name, sig, consts)
         assert k.asm.get("cubin"), name
+
+
+def test_environment_variable_selects_triton(monkeypatch):
+    """RECTIFIERS_BACKEND=triton routes a call without ``backend`` here: the bit-packed mask is
+    what gets saved."""
+    monkeypatch.setenv("RECTIFIERS_BACKEND", "triton")
+    h = _randn(4, 40).requires_grad_() * 1.0
+    _, saved = _saved(lambda: RF.leaky_relu(h, 0.1))
+    assert saved == [(torch.int32, 4 * 5)]
