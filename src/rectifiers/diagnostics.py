@@ -4,15 +4,18 @@ API (stable)::
 
     from rectifiers.diagnostics import DeadUnitMonitor, GradientFlowMonitor
 
-    with DeadUnitMonitor(model, near_dead_threshold=0.01, channel_dim=1) as dead:
+    with DeadUnitMonitor(model, near_dead_threshold=0.01, channel_dim=1, extra_rules=None) as dead:
         for x, _ in loader:
-            model(x)                      # any mode, with or without grad
-    rep = dead.report()                   # DeadUnitReport
+            model(x)                      # any mode, with or without grad, inference_mode too
+    rep = dead.report()                   # DeadUnitReport (works after the with-block too)
     rep.layers                            # list[LayerDeadUnits], in call order
+    rep.layer("act#1")                    # one use site by name
     rep.dead_fraction, rep.inactive_fraction, rep.near_dead_fraction, rep.activation_rate
-    rep.units, rep.dead, rep.inactive, rep.near_dead, rep.revived, rep.newly_dead
-    rep.to_table() -> str;  rep.plot(path) -> path;  rep.to_dict() -> dict (JSON-able)
+    rep.units, rep.dead, rep.inactive, rep.near_dead, rep.revived, rep.newly_dead, rep.window
+    rep.to_table() -> str;  rep.plot(path, title=None) -> path;  rep.to_dict() -> dict (JSON-able)
     dead.reset()                          # new measurement window (for revived / newly_dead)
+    dead.attach(); dead.detach()          # what `with` does; counters survive detach
+    activation_kind(module) -> "relu" | "prelu" | ... | None   # what the monitor recognises
 
     LayerDeadUnits: name (use site), module (path), call_index, kind, module_type,
         feature_shape, channel_dim, channels, samples, units, dead, inactive, near_dead,
@@ -30,8 +33,13 @@ API (stable)::
     frep.layers (names), frep.steps (S,), frep.norms (S x L), frep.first_last_ratio (S,),
     frep.first_last_ratio_median, frep.vanishing, frep.exploding (bools),
     frep.vanishing_steps, frep.exploding_steps (S,) bools, frep.reasons (list[str]),
-    frep.thresholds (dict), frep.params (dict name -> (S x numel) array)
-    frep.to_table() -> str;  frep.plot(path) -> path;  frep.to_dict() -> dict
+    frep.nonfinite_steps (S,) bools, frep.num_steps,
+    frep.thresholds (dict), frep.params (dict "module.attr" -> (S x numel) array)
+    frep.to_table() -> str;  frep.plot(path, title=None) -> path;  frep.to_dict() -> dict
+    flow.reset()                          # forget the recorded steps
+    GradientFlowMonitor(model, optimizer=None, every=1, vanish_ratio=1e-3, explode_ratio=1e3,
+                        norm_floor=1e-7, norm_ceiling=1e3, track_params=True,
+                        include_activations=False)
 
 Definitions
 -----------
@@ -45,7 +53,8 @@ For every unit the monitor streams two counters over all inputs seen, and the sa
 * ``active``: the input was in the positive region (``x > 0``; for ReLU6/Hardtanh/Threshold,
   above the lower threshold; for the funnel activation, ``x`` won ``max(x, T(x))``);
 * ``grad``: the local derivative ``d act / d x`` of the unit was non-zero, computed from the
-  layer's input and parameters (fp32, no grad).
+  layer's input and parameters under ``no_grad`` (sign tests are exact in the input's dtype;
+  slopes and ELU-type exponentials are evaluated in fp32).
 
 A unit is **dead** when ``grad`` is 0 (the derivative was zero on every input: it cannot learn
 through that input), **inactive** when ``active`` is 0 (never in the positive region), and
@@ -60,6 +69,12 @@ conv of its neighbours, which this count leaves out. A unit dead in the previous
 :meth:`DeadUnitMonitor.reset`) that had a non-zero derivative in the current one is
 **revived**; the reverse is **newly dead**.
 
+Rules by activation (d/dx non-zero where): ReLU, FReLU, Threshold: ``x > 0`` (threshold);
+LeakyReLU, PReLU, RReLU: everywhere unless the slope is 0 (per channel for PReLU); ReLU6 and
+Hardtanh: ``min < x < max`` (so a unit stuck above ``max`` is dead but active); ELU, CELU, SELU:
+``x > 0`` or ``exp`` not underflowing to 0 in fp32; funnel: ``x >= T(x)``. NaN inputs follow
+torch's backward conventions.
+
 A module instance called at several places in one forward pass (one call of the monitored
 model) gives one *use site* per place, named ``name#0``, ``name#1``, ... in call order (a
 module with one use site is just ``name``). Only activation *modules* are seen; functional
@@ -69,8 +84,10 @@ the recomputed forward is counted again.
 The gradient-flow monitor records, at each :meth:`GradientFlowMonitor.step` (after
 ``backward``), the L2 norm of the gradient of every *layer* -- every module with parameters of
 its own, activations aside, in the order of the first forward pass -- and the values of the
-activations' parameters (PReLU slopes, FReLU biases). The first/last ratio is the first
-layer's norm over the last's. Flags (thresholds in ``report().thresholds``):
+activations' parameters (PReLU slopes, FReLU biases) before the optimizer's update. The
+first/last ratio is the first layer's norm over the last's (the first and last that had a
+gradient at that step). Flags (thresholds in ``report().thresholds``, reasons in
+``report().reasons``):
 
 * vanishing: on at least half of the steps, the ratio was below ``vanish_ratio`` (1e-3) or a
   layer's norm below ``norm_floor`` (1e-7);
@@ -1079,7 +1096,7 @@ class GradientFlowMonitor:
                 out.append((name or type(m).__name__, m))
         return out
 
-    def _build_layout(self) -> None:
+    def _build_layout(self) -> tuple[list[str], list[torch.Tensor], torch.Tensor, list[str], list[torch.Tensor]]:
         found = self._candidates()
         rank = {n: i for i, n in enumerate(self._order)}
         keyed = sorted(enumerate(found), key=lambda im: rank.get(im[1][0], len(rank) + im[0]))
@@ -1102,7 +1119,7 @@ class GradientFlowMonitor:
                                 pnames.append(f"{name or type(m).__name__}.{attr}")
                                 pvals.append(p)
                         break
-        self._layout = (names, params, torch.tensor(index, dtype=torch.long), pnames, pvals)
+        return (names, params, torch.tensor(index, dtype=torch.long), pnames, pvals)
 
     # -- attaching ------------------------------------------------------------------------
     def attach(self) -> "GradientFlowMonitor":
@@ -1154,9 +1171,8 @@ class GradientFlowMonitor:
         self._count += 1
         if (self._count - 1) % self.every:
             return
-        if self._layout is None:
-            self._build_layout()
-        assert self._layout is not None
+        if self._layout is None:  # fixed at the first recorded step (lazy modules are built by then)
+            self._layout = self._build_layout()
         names, params, index, pnames, pvals = self._layout
         with torch.no_grad():
             present = [i for i, p in enumerate(params) if p.grad is not None]
@@ -1190,10 +1206,8 @@ class GradientFlowMonitor:
     def report(self) -> GradientFlowReport:
         """The recorded steps, the first/last ratio and the flags."""
         th = self.thresholds
-        if self._layout is None:
-            self._build_layout()
-        assert self._layout is not None
-        names, _, _, pnames, pvals = self._layout
+        layout = self._layout if self._layout is not None else self._build_layout()
+        names, _, _, pnames, pvals = layout
         L = len(names)
         S = len(self._rows)
         data = torch.stack(self._rows).numpy() if S else np.zeros((0, 2 * L + sum(p.numel() for p in pvals)))
