@@ -572,3 +572,11 @@ def test_environment_variable_selects_triton(monkeypatch):
     h = _randn(4, 40).requires_grad_() * 1.0
     _, saved = _saved(lambda: RF.leaky_relu(h, 0.1))
     assert saved == [(torch.int32, 4 * 5)]
+
+
+def test_double_backward_refused():
+    x = _randn(3, 4).requires_grad_()
+    w = torch.tensor([0.25], requires_grad=True)
+    y = RF.prelu(x, w, backend="triton")
+    with pytest.raises(RuntimeError, match="prelu: the Triton backend gives first derivatives only"):
+        torch.autograd.grad(y.sum(), (x, w), create_graph=True)

@@ -28,6 +28,9 @@ Layouts: the kernels work on the memory order of a dense tensor, so channels_las
 permuted layouts run without a copy and the output keeps the input's memory format; a
 non-dense input (a strided slice) is made contiguous first.
 
+First derivatives only: a backward with ``create_graph=True`` (double backward, gradgradcheck)
+is refused with a clear error; the ``"eager"`` and ``"torch"`` backends provide it.
+
 Every kernel launch sits inside a ``torch.library.custom_op`` with a fake implementation and a
 registered autograd formula, so ``torch.compile(fullgraph=True)`` traces through without a
 graph break.
@@ -258,7 +261,18 @@ def _act_setup(ctx, inputs, output) -> None:
     ctx.shape, ctx.stride = list(y.shape), list(y.stride())
 
 
+def _no_double_backward(name: str) -> None:
+    # The backward ops have no derivative of their own: refuse create_graph=True rather than
+    # hand back gradients that silently carry no graph.
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            f"{name}: the Triton backend gives first derivatives only, got a backward with "
+            "create_graph=True (double backward); use backend='eager' or backend='torch'"
+        )
+
+
 def _act_backward(ctx, gy, gmask):
+    _no_double_backward(("relu", "leaky_relu", "prelu", "flexible_relu")[ctx.kind])
     mask, w, saved = ctx.saved_tensors
     need_wgrad = w is not None and ctx.needs_input_grad[1]
     dx, dw = _act_bwd(gy, mask, w, saved, ctx.kind, ctx.slope, ctx.dim, ctx.shape, ctx.stride,
@@ -438,6 +452,7 @@ def _funnel_setup(ctx, inputs, output) -> None:
 
 
 def _funnel_backward(ctx, gy, gmask, gmean, gvar):
+    _no_double_backward("funnel_relu")
     mask, x, conv_w, conv_b, bn_w, bn_b, mean, var = ctx.saved_tensors
     dx, dcw, dcb, dbw, dbb = _funnel_bwd(gy, mask, x, conv_w, conv_b, bn_w, bn_b, mean, var,
                                          ctx.use_batch, ctx.eps)
