@@ -533,3 +533,19 @@ def test_count_above_exact_with_nan_and_fallback(monkeypatch):
     y = x.clamp(min=0.5).sub_(0.5)
     assert torch.isnan(y.sign_()).any()  # the patched sign propagates NaN
     torch.testing.assert_close(D._count_above(x, 0.5, True).double(), (x > 0.5).sum(0).double())
+
+
+def test_flow_with_lazy_and_torch_activation_params():
+    model = nn.Sequential(nn.Linear(3, 4), R.FReLU(None, dim=-1), nn.Linear(4, 4), nn.PReLU(4), nn.Linear(4, 1))
+    mon = GradientFlowMonitor(model)
+    assert set(mon.report().params) == {"3.weight"}  # the lazy FReLU bias does not exist yet
+    with mon:
+        for _ in range(2):
+            model.zero_grad()
+            model(torch.randn(5, 3)).sum().backward()
+            mon.step()
+    rep = mon.report()
+    assert rep.layers == ["0", "2", "4"]
+    assert set(rep.params) == {"1.bias", "3.weight"}
+    assert rep.params["1.bias"].shape == (2, 4) and rep.params["3.weight"].shape == (2, 4)
+    np.testing.assert_allclose(rep.params["3.weight"][0], 0.25)
