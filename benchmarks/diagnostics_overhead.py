@@ -196,8 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     md.append("")
     md.append(f"Small CNN of width {args.width}; CPU ({meta['cpu']}), {args.threads} thread(s), fp32, "
               f"input {meta['input']}, load average {os.getloadavg()[0]:.1f} at the end, torch "
-              f"{torch.__version__}; `python3 benchmarks/diagnostics_overhead.py "
-              f"{' '.join(sys.argv[1:])}`".rstrip())
+              f"{torch.__version__}; `{' '.join(['python3 benchmarks/diagnostics_overhead.py', *sys.argv[1:]])}`")
     with open(tmp, "w") as f:
         f.write("\n".join(md) + "\n")
     os.replace(tmp, args.out + ".md")
