@@ -557,8 +557,18 @@ def test_kernels_compile_for_sm90():
                         "MEAN": "*fp32", "SCALE": "*fp32", "BIAS": "*fp32", "N": "i64", "C": "i32",
                         "INNER": "i64", "WIDE": c, "WRITE_MASK": c, "BLOCK": c},
          {"WIDE": True, "WRITE_MASK": True, "BLOCK": 2048}),
-        ("funnel_bwd", {"G": ptr["bf16"], "M": "*i32", "GX": ptr["bf16"], "GT": "*fp32", "N": "i64",
-                        "BLOCK": c}, {"BLOCK": 2048}),
+        ("funnel_bwd", {"G": ptr["bf16"], "M": "*i32", "T": ptr["bf16"], "MEAN": "*fp32",
+                        "INVSTD": "*fp32", "SCALE": "*fp32", "K1": "*fp32", "K2": "*fp32",
+                        "OUT": ptr["bf16"], "PART1": "*fp32", "PART2": "*fp32", "C": "i32",
+                        "INNER": "i32", "OUTER": "i32", "NIB": "i32", "NOB": "i32", "SPLIT": "i32",
+                        "PHASE": c, "BATCH": c, "BO": c, "BC": c, "BI": c},
+         {"PHASE": 0, "BATCH": True, "BO": 1, "BC": 4, "BI": 512}),
+        ("funnel_bwd", {"G": ptr["fp32"], "M": "*i32", "T": ptr["fp32"], "MEAN": "*fp32",
+                        "INVSTD": "*fp32", "SCALE": "*fp32", "K1": "*fp32", "K2": "*fp32",
+                        "OUT": ptr["fp32"], "PART1": "*fp32", "PART2": "*fp32", "C": "i32",
+                        "INNER": "i32", "OUTER": "i32", "NIB": "i32", "NOB": "i32", "SPLIT": "i32",
+                        "PHASE": c, "BATCH": c, "BO": c, "BC": c, "BI": c},
+         {"PHASE": 1, "BATCH": True, "BO": 8, "BC": 256, "BI": 1}),
     ]
     for name, sig, consts in cases:
         k = _compile_for_sm90(name, sig, consts)
@@ -580,3 +590,26 @@ def test_double_backward_refused():
     y = RF.prelu(x, w, backend="triton")
     with pytest.raises(RuntimeError, match="prelu: the Triton backend gives first derivatives only"):
         torch.autograd.grad(y.sum(), (x, w), create_graph=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_funnel_low_precision(dtype):
+    """Within twice the error of the plain formula in the same dtype (against fp32), plus atol."""
+    shape, c = (2, 4, 7, 6), 4
+    x = _randn(*shape)
+    params = [_randn(c, 1, 3, 3, seed=1) * 0.3, torch.rand(c, generator=_gen(3)) + 0.5,
+              _randn(c, seed=4) * 0.1]
+    g = _randn(*shape, seed=8)
+
+    def run(dt, backend):
+        ins = [t.to(dt).requires_grad_() for t in [x] + params]
+        y = RF.funnel_relu(ins[0], ins[1], ins[2], ins[3], backend=backend)
+        return [y.detach()] + list(torch.autograd.grad(y, ins, g.to(dt)))
+
+    exact = run(torch.float32, "torch")
+    ours, theirs = run(dtype, "triton"), run(dtype, "torch")
+    for o, t, e in zip(ours, theirs, exact):
+        assert o.dtype == dtype
+        err = (o.double() - e.double()).abs().max()
+        err_t = (t.double() - e.double()).abs().max()
+        assert err <= 2 * err_t + 1e-2 * max(1.0, e.abs().max().item()), (err, err_t)

@@ -247,24 +247,67 @@ def funnel_fwd(
         tl.store(M + widx, words, mask=widx < (N + 15) // 16)
 
 
-def funnel_bwd(G, M, GX, GT, N, BLOCK: tl.constexpr):
-    """Split the incoming gradient by the 2-bit codes: ``gx`` (input's dtype) to ``x``, ``gt``
-    (fp32) to ``T`` (x won: (g, 0); T won: (0, g); tie: (g/2, g/2); NaN: (g, g))."""
-    pid = tl.program_id(0).to(tl.int64)
-    WORDS: tl.constexpr = BLOCK // 16
-    widx = pid * WORDS + tl.arange(0, WORDS)
-    words = tl.load(M + widx, mask=widx < (N + 15) // 16, other=0)
-    shifts = 2 * tl.arange(0, 16)
-    code = tl.reshape((words[:, None] >> shifts[None, :]) & 3, (BLOCK,))
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    valid = offs < N
-    g0 = tl.load(G + offs, mask=valid, other=0.0)
-    g = g0.to(tl.float32)
-    half = g * 0.5
-    gx = tl.where(code == 0, g, tl.where(code == 1, 0.0, tl.where(code == 2, half, g)))
-    gt = tl.where(code == 0, 0.0, tl.where(code == 1, g, tl.where(code == 2, half, g)))
-    tl.store(GX + offs, gx.to(g0.dtype), mask=valid)
-    tl.store(GT + offs, gt, mask=valid)
+def funnel_bwd(
+    G, M, T, MEAN, INVSTD, SCALE, K1, K2, OUT, PART1, PART2,
+    C, INNER, OUTER, NIB, NOB, SPLIT,
+    PHASE: tl.constexpr, BATCH: tl.constexpr,
+    BO: tl.constexpr, BC: tl.constexpr, BI: tl.constexpr,
+):
+    """Funnel backward over the (outer, C, inner) view, in two phases of the same walk.
+
+    The incoming gradient is split by the 2-bit codes into ``gx`` (to x) and ``gt`` (to T):
+    x won (g, 0); T won (0, g); tie (g/2, g/2); NaN (g, g), as ``torch.maximum``'s backward.
+    ``that = (t - mean) * invstd`` is rebuilt from the recomputed conv output ``t``.
+
+    PHASE 0 writes ``gx`` to OUT and per-channel partial sums of ``gt`` and ``gt * that``
+    (BatchNorm's bias and weight gradients) to PART1, PART2. PHASE 1 writes BatchNorm's input
+    gradient to OUT: ``scale * (gt - K1 - that * K2)`` with batch statistics (BATCH), else
+    ``scale * gt`` (fixed statistics: ``that`` does not enter, so a NaN there stays out).
+    """
+    pid = tl.program_id(0)
+    s = tl.program_id(1)
+    cb = pid // NIB
+    ib = pid % NIB
+    c = cb * BC + tl.arange(0, BC)
+    i = ib * BI + tl.arange(0, BI)
+    cmask = c < C
+    ci_off = c[None, :, None].to(tl.int64) * INNER + i[None, None, :]
+    ci_valid = cmask[None, :, None] & (i < INNER)[None, None, :]
+    mu = tl.load(MEAN + c, mask=cmask, other=0.0)[None, :, None]
+    inv = tl.load(INVSTD + c, mask=cmask, other=0.0)[None, :, None]
+    if PHASE == 1:
+        sc = tl.load(SCALE + c, mask=cmask, other=0.0)[None, :, None]
+        k1 = tl.load(K1 + c, mask=cmask, other=0.0)[None, :, None]
+        k2 = tl.load(K2 + c, mask=cmask, other=0.0)[None, :, None]
+    acc1 = tl.full((BO, BC, BI), 0.0, tl.float32)
+    acc2 = tl.full((BO, BC, BI), 0.0, tl.float32)
+    for ob in range(s, NOB, SPLIT):
+        o = ob * BO + tl.arange(0, BO)
+        offs = o[:, None, None].to(tl.int64) * C * INNER + ci_off
+        valid = (o < OUTER)[:, None, None] & ci_valid
+        g0 = tl.load(G + offs, mask=valid, other=0.0)
+        g = g0.to(tl.float32)
+        words = tl.load(M + offs // 16, mask=valid, other=0)
+        code = (words >> (2 * (offs % 16)).to(tl.int32)) & 3
+        half = g * 0.5
+        gt = tl.where(code == 0, 0.0, tl.where(code == 1, g, tl.where(code == 2, half, g)))
+        t = tl.load(T + offs, mask=valid, other=0.0).to(tl.float32)
+        that = (t - mu) * inv
+        if PHASE == 0:
+            gx = tl.where(code == 0, g, tl.where(code == 1, 0.0, tl.where(code == 2, half, g)))
+            tl.store(OUT + offs, gx.to(g0.dtype), mask=valid)
+            acc1 += tl.where(valid, gt, 0.0)
+            acc2 += tl.where(valid, gt * that, 0.0)
+        else:
+            if BATCH:
+                dt = sc * (gt - k1 - that * k2)
+            else:
+                dt = sc * gt
+            tl.store(OUT + offs, dt.to(g0.dtype), mask=valid)
+    if PHASE == 0:
+        part = (s * NIB + ib) * C + c
+        tl.store(PART1 + part, tl.reduce(tl.reduce(acc1, 2, _sum_combine), 0, _sum_combine), mask=cmask)
+        tl.store(PART2 + part, tl.reduce(tl.reduce(acc2, 2, _sum_combine), 0, _sum_combine), mask=cmask)
 
 
 _RAW = {

@@ -390,34 +390,47 @@ def _funnel_bwd(g: Tensor, mask: Tensor, x: Tensor, conv_w: Tensor, conv_b: Opti
     x = _prep(x)
     g = _to_layout(g, x.shape, x.stride())
     n, c = x.numel(), x.shape[1]
-    gx = torch.empty_like(x)
-    gt = torch.empty_like(x, dtype=torch.float32)
-    if n:
-        K.kernel("funnel_bwd", x.device.type)[(triton.cdiv(n, BLOCK),)](
-            g, mask, gx, gt, n, BLOCK=BLOCK, **_opts(),
-        )
-    # Recompute T's input instead of keeping it, then BatchNorm's backward with the statistics
-    # of the forward, then the depthwise conv's.
-    t = _conv(x, conv_w, conv_b).to(torch.float32)
+    # Recompute the conv output instead of keeping it; BatchNorm's backward with the forward's
+    # statistics is fused into two walks over (g, codes, t): sums, then the input gradient.
+    t = _to_layout(_conv(x, conv_w, conv_b), x.shape, x.stride())
     invstd = torch.rsqrt(var + eps)
-    that = (t - _chan(mean, x)) * _chan(invstd, x)
-    dims = _reduce_dims(x)
-    dbb = gt.sum(dims)
-    dbw = (gt * that).sum(dims)
     scale = invstd * (bn_w.to(torch.float32) if bn_w is not None else 1.0)
+    gx = torch.empty_like(x)
+    dt = torch.empty_like(x)
+    inner = x.stride(1)
+    outer = n // (c * inner) if n else 0
+    bo, bc, bi = _tile_shape(max(outer, 1), c, inner)
+    nib, ncb, nob = triton.cdiv(inner, bi), triton.cdiv(c, bc), triton.cdiv(max(outer, 1), bo)
+    split = max(1, min(nob, 65535, triton.cdiv(PROGRAMS_PER_SM * _sm_count(x.device), ncb * nib)))
+    p1 = torch.zeros((split * nib, c), dtype=torch.float32, device=x.device)
+    p2 = torch.zeros_like(p1)
+    mean, invstd, scale = mean.contiguous(), invstd.contiguous(), scale.contiguous()
+    kern = K.kernel("funnel_bwd", x.device.type) if n else None
+    if n:
+        kern[(ncb * nib, split)](
+            g, mask, t, mean, invstd, scale, scale, scale, gx, p1, p2,
+            c, inner, outer, nib, nob, split, PHASE=0, BATCH=use_batch, BO=bo, BC=bc, BI=bi,
+            **_opts(),
+        )
+    dbb, dbw = p1.sum(0), p2.sum(0)
     if use_batch:
         m = n // c
-        dt = _chan(scale, x) * (gt - _chan(dbb / m, x) - that * _chan(dbw / m, x))
+        k1, k2 = (dbb / m).contiguous(), (dbw / m).contiguous()
     else:
-        dt = gt * _chan(scale, x)
-    dt = dt.to(x.dtype)
+        k1 = k2 = torch.zeros_like(dbb)
+    if n:
+        kern[(ncb * nib, split)](
+            g, mask, t, mean, invstd, scale, k1, k2, dt, p1, p2,
+            c, inner, outer, nib, nob, split, PHASE=1, BATCH=use_batch, BO=bo, BC=bc, BI=bi,
+            **_opts(),
+        )
     nsp = x.dim() - 2
     k = conv_w.shape[-1]
     dxc, dcw, dcb = torch.ops.aten.convolution_backward(
         dt, x, conv_w.to(x.dtype), [c] if conv_b is not None else None, [1] * nsp, [k // 2] * nsp,
         [1] * nsp, False, [0] * nsp, c, [True, True, conv_b is not None],
     )
-    dx = gx + dxc
+    dx = dxc.add_(gx) if _same_layout(dxc, x.shape, x.stride()) else gx.add_(dxc)
     empty = x.new_empty((0,))
     return (
         dx,
