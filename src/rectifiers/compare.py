@@ -76,7 +76,7 @@ class Config:
     activations: list[str] = field(default_factory=lambda: list(ACTIVATIONS))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     models: list[str] = field(default_factory=lambda: list(MODELS))
-    epochs: int = 8
+    epochs: int = 10
     depth: int = 4
     width: int | None = None
     lr: float = 0.05
@@ -610,6 +610,7 @@ def run_compare(cfg: Config, out_dir: str, *, resume: bool = False, device: str 
             bar.close()
     meta = {
         "data": ds.describe(),
+        "num_classes": ds.num_classes,
         "device": str(dev),
         "world_size": dist.world,
         "torch": torch.__version__,
@@ -648,7 +649,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="seeds, one run each (default: 0 1 2)")
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS),
                    help="models (default: cnn mlp)")
-    p.add_argument("--epochs", type=int, default=8, help="epochs per run (default: 8)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs per run (default: 10)")
     p.add_argument("--depth", type=int, default=4,
                    help="conv blocks of the CNN and hidden layers of the MLP (default: 4); "
                    "try 12 to see a deep plain network fail to train with --init torch")
