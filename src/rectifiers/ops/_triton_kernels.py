@@ -65,14 +65,14 @@ def act_fwd(
             # then 32-bit work per element: with WIDE (INNER >= BLOCK) a block crosses at most
             # one channel boundary, so a comparison replaces the division.
             base = pid * BLOCK
-            r0 = (base % INNER).to(tl.int32)
+            r0 = base % INNER
             c0 = ((base // INNER) % C).to(tl.int32)
-            local = r0 + tl.arange(0, BLOCK)
             if WIDE:
                 # two scalar loads and a select instead of a gather
                 c1 = tl.where(c0 + 1 >= C, 0, c0 + 1)
-                p = tl.where(local >= INNER, tl.load(W + c1), tl.load(W + c0))
+                p = tl.where(r0 + tl.arange(0, BLOCK) >= INNER, tl.load(W + c1), tl.load(W + c0))
             else:
+                local = r0.to(tl.int32) + tl.arange(0, BLOCK)  # INNER < BLOCK here
                 c = (c0 + local // INNER.to(tl.int32)) % C
                 p = tl.load(W + c, mask=valid, other=0.0)
         else:
@@ -216,13 +216,13 @@ def funnel_fwd(
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     valid = offs < N
     base = pid * BLOCK  # the channel as in act_fwd
-    r0 = (base % INNER).to(tl.int32)
+    r0 = base % INNER
     c0 = ((base // INNER) % C).to(tl.int32)
-    local = r0 + tl.arange(0, BLOCK)
     if WIDE:
-        c = c0 + (local >= INNER).to(tl.int32)
+        c = c0 + (r0 + tl.arange(0, BLOCK) >= INNER).to(tl.int32)
         c = tl.where(c >= C, c - C, c)
     else:
+        local = r0.to(tl.int32) + tl.arange(0, BLOCK)  # INNER < BLOCK here
         c = (c0 + local // INNER.to(tl.int32)) % C
     x0 = tl.load(X + offs, mask=valid, other=0.0)
     x = x0.to(tl.float32)
