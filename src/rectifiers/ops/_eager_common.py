@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["needs_grad", "compiling", "reduce_dims"]
+__all__ = ["needs_grad", "compiling", "reduce_dims", "cache_blocks", "BLOCK_ELEMENTS"]
 
 
 def needs_grad(*tensors: torch.Tensor | None) -> bool:
@@ -22,3 +22,24 @@ def compiling() -> bool:
 def reduce_dims(ndim: int, channel_dim: int | None) -> tuple[int, ...]:
     """Every dim but the channel dim (all of them for a shared, 1-element parameter)."""
     return tuple(i for i in range(ndim) if i != channel_dim)
+
+
+#: Elements per block of :func:`cache_blocks` (about 0.5 MB in float32).
+BLOCK_ELEMENTS = 1 << 17
+
+
+def cache_blocks(t: torch.Tensor, channel_dim: int | None) -> list[tuple[slice, ...]]:
+    """Index tuples splitting ``t`` into cache-sized blocks along its first non-channel dim.
+
+    Several passes of plain kernels over one block (compare, scale, multiply, reduce) then run
+    from cache rather than from memory. A tensor under :data:`BLOCK_ELEMENTS` is one block.
+    """
+    if t.numel() <= BLOCK_ELEMENTS:
+        return [(Ellipsis,)]
+    bd = next((d for d in range(t.dim()) if d != channel_dim and t.shape[d] > 1), None)
+    if bd is None:
+        return [(Ellipsis,)]
+    per = t.numel() // t.shape[bd]
+    step = max(1, BLOCK_ELEMENTS // per)
+    head = (slice(None),) * bd
+    return [head + (slice(i, i + step),) for i in range(0, t.shape[bd], step)]

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from .. import reference as ref
 from . import _eager_funnel
-from ._eager_common import compiling, needs_grad, reduce_dims
+from ._eager_common import cache_blocks, compiling, needs_grad, reduce_dims
 
 __all__ = ["relu", "leaky_relu", "prelu", "flexible_relu", "funnel_relu"]
 
@@ -118,12 +118,6 @@ def _prelu_forward(x: torch.Tensor, w: torch.Tensor, dim: int | None) -> torch.T
     return torch.prelu(x.movedim(dim, 1), w).movedim(1, dim)
 
 
-def _sum_to_param(t: torch.Tensor, dims: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-    """Sum ``t`` over ``dims`` accumulating in float32 at least, shaped and typed as ``like``."""
-    acc = torch.promote_types(t.dtype, torch.float32)
-    return t.sum(dims, dtype=acc).reshape(like.shape).to(like.dtype)
-
-
 class _PReLU(torch.autograd.Function):
     """PReLU keeping the output (slopes in (0, 1]) or the input (any other slope).
 
@@ -164,21 +158,32 @@ class _PReLU(torch.autograd.Function):
                 dims = reduce_dims(nd, cdim)
                 dw = t.sum(dims).reshape(w.shape).to(w.dtype) if dims else t.reshape(w.shape).to(w.dtype)
             return dx, dw, None, None
-        if ctx.needs_input_grad[0]:
-            if cdim is None:
-                dx = _aten.leaky_relu_backward(g, s, float(a.reshape(())), keep_output)
-            elif keep_output:
-                # max([y > 0], a) is 1 where y > 0 and a elsewhere (a <= 1); heaviside(NaN) = 0.
-                dx = torch.heaviside(s, s.new_zeros(())).clamp_min_(av).mul_(g)
-            else:
-                dx = torch.where(s > 0, g, av * g)
-        if ctx.needs_input_grad[1]:
-            t = s.clamp_max(0).mul_(g)
-            dims = reduce_dims(nd, cdim)
-            acc = torch.promote_types(t.dtype, torch.float32)
-            dw = t.sum(dims, dtype=acc) if dims else t.to(acc)
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        dims = reduce_dims(nd, cdim)
+        acc = torch.promote_types(s.dtype, torch.float32)
+        dx = torch.empty_like(g, memory_format=torch.preserve_format) if need_x else None
+        dw = torch.zeros(w.shape if cdim is not None else (), dtype=acc) if need_w else None
+        slope = float(a.reshape(())) if cdim is None else 0.0
+        # Block by block along an outer dim, so that the passes over a block stay in cache.
+        for idx in cache_blocks(s, cdim):
+            sb, gb = s[idx], g[idx]
+            if need_x:
+                db = dx[idx]
+                if cdim is None:
+                    _aten.leaky_relu_backward.grad_input(gb, sb, slope, keep_output, grad_input=db)
+                elif keep_output:
+                    # max([y > 0], a) is 1 where y > 0 and a elsewhere (a <= 1): heaviside(y, 0)
+                    # is [y > 0], 0 at NaN as torch's strict test.
+                    torch.heaviside(sb, sb.new_zeros(()), out=db)
+                    db.clamp_min_(av).mul_(gb)
+                else:
+                    db.copy_(torch.where(sb > 0, gb, av * gb))
+            if need_w:
+                t = sb.clamp_max(0).mul_(gb)
+                dw += t.sum(dims, dtype=acc).reshape(dw.shape) if dims else t.to(acc).reshape(dw.shape)
+        if need_w:
             if keep_output:
-                dw = dw.reshape(-1) / w.to(acc).reshape(-1)
+                dw = dw / w.to(acc).reshape(dw.shape)
             dw = dw.reshape(w.shape).to(w.dtype)
         return dx, dw, None, None
 
@@ -206,10 +211,18 @@ class _FlexibleReLU(torch.autograd.Function):
 
     @staticmethod
     def forward(x, bias, dim, inplace, keep_mask):  # type: ignore[no-untyped-def]
-        b = ref.channel_view(bias.to(x.dtype), x, dim if dim is not None else 0)
-        r = torch.relu_(x) if inplace else torch.relu(x)
-        mask = r != 0 if keep_mask else None
-        return r.add_(b), mask
+        cdim = dim if (dim is not None and bias.numel() > 1) else None
+        b = ref.channel_view(bias.to(x.dtype), x, cdim if cdim is not None else 0)
+        y = x if inplace else torch.empty_like(x)
+        mask = torch.empty_like(x, dtype=torch.bool) if keep_mask else None
+        # Block by block, so that the three passes (relu, mask, + b) over a block stay in cache.
+        for idx in cache_blocks(x, cdim):
+            yb = y[idx]
+            torch.clamp_min(x[idx], 0, out=yb)  # torch.relu is clamp_min(x, 0)
+            if mask is not None:
+                torch.ne(yb, 0, out=mask[idx])
+            yb.add_(b)
+        return y, mask
 
     @staticmethod
     def setup_context(ctx, inputs, output):  # type: ignore[no-untyped-def]
@@ -226,16 +239,30 @@ class _FlexibleReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g, _gmask=None):  # type: ignore[no-untyped-def]
         (mask,) = ctx.saved_tensors
+        need_x, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        cdim = ctx.dim if (ctx.dim is not None and ctx.bias_shape.numel() > 1) else None
+        dims = reduce_dims(g.dim(), cdim)
+        acc = torch.promote_types(g.dtype, torch.float32)
         dx = db = None
-        if ctx.needs_input_grad[0]:
-            # threshold_backward(g, m, 0) = g where m > 0 else 0, in one pass (g * m would give
-            # NaN for an infinite g where m = 0).
-            dx = _aten.threshold_backward(g, mask.to(g.dtype), 0)
-        if ctx.needs_input_grad[1]:
-            cdim = ctx.dim if (ctx.dim is not None and ctx.bias_shape.numel() > 1) else None
-            dims = reduce_dims(g.dim(), cdim)
-            acc = torch.promote_types(g.dtype, torch.float32)
-            db = g.sum(dims, dtype=acc) if dims else g.to(acc)
+        if torch.is_grad_enabled():  # create_graph: differentiable, out-of-place
+            if need_x:
+                dx = _aten.threshold_backward(g, mask.to(g.dtype), 0)
+            if need_b:
+                db = (g.sum(dims, dtype=acc) if dims else g.to(acc)).reshape(ctx.bias_shape).to(ctx.bias_dtype)
+            return dx, db, None, None, None
+        if need_x:
+            dx = torch.empty_like(g)
+        if need_b:
+            db = torch.zeros(g.shape[cdim] if cdim is not None else (), dtype=acc)
+        for idx in cache_blocks(g, cdim):
+            gb = g[idx]
+            if need_x:
+                # threshold_backward(g, m, 0) = g where m > 0 else 0, in one pass (g * m would
+                # give NaN for an infinite g where m = 0).
+                _aten.threshold_backward.grad_input(gb, mask[idx].to(g.dtype), 0, grad_input=dx[idx])
+            if need_b:
+                db += gb.sum(dims, dtype=acc) if dims else gb.to(acc)
+        if need_b:
             db = db.reshape(ctx.bias_shape).to(ctx.bias_dtype)
         return dx, db, None, None, None
 
