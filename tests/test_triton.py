@@ -429,11 +429,6 @@ def test_compile_fullgraph_funnel():
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rectifiers.ops.get_backend calls importlib.import_module on every call, which "
-    "dynamo cannot trace (a graph break); fix requested in ops/__init__.py",
-)
 def test_compile_fullgraph_through_functional():
     torch._dynamo.reset()
     _compiled_step(lambda x: RF.relu(x, backend="triton"), _randn(2, 3, 4))

@@ -44,14 +44,15 @@ BACKENDS = ("auto", "torch", "eager", "triton")
 ENV_VAR = "RECTIFIERS_BACKEND"
 
 _triton_ok: bool | None = None
+_triton_mod: ModuleType | None = None
 
 
 def triton_available() -> bool:
     """Whether the Triton backend can be imported (cached after the first call)."""
-    global _triton_ok
+    global _triton_ok, _triton_mod
     if _triton_ok is None:
         try:
-            importlib.import_module("rectifiers.ops.triton_ops")
+            _triton_mod = importlib.import_module("rectifiers.ops.triton_ops")
             _triton_ok = True
         except ImportError:
             _triton_ok = False
@@ -93,7 +94,10 @@ def get_backend(x: torch.Tensor, backend: str | None = None) -> ModuleType:
         return eager_ops
     if name == "torch":
         return torch_ops
-    return importlib.import_module("rectifiers.ops.triton_ops")
+    # resolve_backend has checked triton_available(), which imported and cached the module
+    # (no import here: torch.compile cannot trace one).
+    assert _triton_mod is not None
+    return _triton_mod
 
 
 from . import eager_ops, torch_ops  # noqa: E402  (after the helpers they may use)
