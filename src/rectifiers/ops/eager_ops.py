@@ -164,6 +164,7 @@ class _PReLU(torch.autograd.Function):
         dx = torch.empty_like(g, memory_format=torch.preserve_format) if need_x else None
         dw = torch.zeros(w.shape if cdim is not None else (), dtype=acc) if need_w else None
         slope = float(a.reshape(())) if cdim is None else 0.0
+        ones = s.new_ones(())
         # Block by block along an outer dim, so that the passes over a block stay in cache.
         for idx in cache_blocks(s, cdim):
             sb, gb = s[idx], g[idx]
@@ -172,9 +173,10 @@ class _PReLU(torch.autograd.Function):
                 if cdim is None:
                     _aten.leaky_relu_backward.grad_input(gb, sb, slope, keep_output, grad_input=db)
                 elif keep_output:
-                    # max([y > 0], a) is 1 where y > 0 and a elsewhere (a <= 1): heaviside(y, 0)
-                    # is [y > 0], 0 at NaN as torch's strict test.
-                    torch.heaviside(sb, sb.new_zeros(()), out=db)
+                    # max([y > 0], a) is 1 where y > 0 and a elsewhere (a <= 1). [y > 0] as
+                    # 1.0 / 0.0 (0 at NaN, as torch's strict test) in one vectorised pass:
+                    # leaky_relu_backward of ones with slope 0.
+                    _aten.leaky_relu_backward.grad_input(ones.expand_as(sb), sb, 0.0, True, grad_input=db)
                     db.clamp_min_(av).mul_(gb)
                 else:
                     db.copy_(torch.where(sb > 0, gb, av * gb))
