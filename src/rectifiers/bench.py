@@ -41,6 +41,8 @@ __all__ = [
     "block_extra_bytes_per_element",
     "make_module",
     "run_benchmark",
+    "goals_table",
+    "read_csv",
     "register",
     "main",
 ]
@@ -364,6 +366,59 @@ def format_table(rows: Sequence[dict[str, object]], markdown: bool = False) -> s
     return "\n".join(lines)
 
 
+#: The goals of the benchmark's issue: (label, activation, metric, baseline, bound).
+#: ``metric`` is a row column; the goal is met when the eager row's value is <= bound.
+GOALS: tuple[tuple[str, str, str, float], ...] = (
+    ("LeakyReLU f+b within 1.1x of torch.nn.LeakyReLU", "leaky_relu", "fwdbwd_vs_nn_leaky", 1.1),
+    ("FReLU (1 bias) f+b within 1.1x of torch.nn.LeakyReLU", "frelu", "fwdbwd_vs_nn_leaky", 1.1),
+    ("FReLU (per channel) f+b within 1.1x of torch.nn.LeakyReLU", "frelu_channel", "fwdbwd_vs_nn_leaky", 1.1),
+    ("PReLU (per channel) f+b at least 2x faster than torch.nn.PReLU", "prelu", "fwdbwd_vs_torch", 0.5),
+    ("PReLU (1 slope) f+b at least 2x faster than torch.nn.PReLU", "prelu_scalar", "fwdbwd_vs_torch", 0.5),
+    ("Funnel f+b at least 1.5x faster than its plain formula (NCHW)", "funnel", "fwdbwd_vs_torch", 1 / 1.5),
+)
+
+
+def goals_table(rows: Sequence[dict[str, object]], noise: float = 0.05) -> str:
+    """Markdown table of the issue's goals against the eager rows: value, bound, met or not.
+
+    The no_grad goal ("no slower than torch.nn") counts as met within ``noise`` (5%), the
+    run-to-run spread of a shared machine.
+    """
+    out = ["| goal | dtype | shape | measured | bound | met |", "|---|---|---|---|---|---|"]
+    eager = [r for r in rows if r.get("impl") == "eager" and not r.get("error")]
+    for label, act, col, bound in GOALS:
+        for r in eager:
+            if r["activation"] != act or r.get(col) is None:
+                continue
+            v = float(r[col])  # type: ignore[arg-type]
+            out.append(f"| {label} | {r['dtype']} | {r['shape']} | {v:.2f} | <= {bound:.2f} | "
+                       f"{'met' if v <= bound else 'not met'} |")
+    for r in eager:
+        v = r.get("nograd_vs_torch")
+        if v is None:
+            continue
+        out.append(f"| {r['activation']}: no_grad forward no slower than torch | {r['dtype']} | "
+                   f"{r['shape']} | {float(v):.2f} | <= 1 (+{noise:.0%} noise) | "  # type: ignore[arg-type]
+                   f"{'met' if float(v) <= 1 + noise else 'not met'} |")  # type: ignore[arg-type]
+    mem_bound = {"relu": 0.0, "leaky_relu": 0.0, "prelu": 0.0, "prelu_scalar": 0.0,
+                 "frelu": 1.0, "frelu_channel": 1.0}
+    plain = {(r["dtype"], r["shape"]): r for r in rows
+             if r.get("impl") == "torch" and r.get("activation") == "funnel"}
+    for r in eager:
+        eb = float(r["extra_bytes_per_elem"])  # type: ignore[arg-type]
+        act = str(r["activation"])
+        if act in mem_bound:
+            bound = mem_bound[act]
+            out.append(f"| {act}: extra bytes kept per element | {r['dtype']} | {r['shape']} | "
+                       f"{eb:.3f} | <= {bound:g} | {'met' if eb <= bound + 0.01 else 'not met'} |")
+        elif act == "funnel" and (r["dtype"], r["shape"]) in plain:
+            pb = float(plain[(r["dtype"], r["shape"])]["extra_bytes_per_elem"])  # type: ignore[arg-type]
+            out.append(f"| funnel: bytes kept vs the plain formula | {r['dtype']} | {r['shape']} | "
+                       f"{eb / pb:.0%} ({eb:.2f} of {pb:.2f} B) | <= 40% | "
+                       f"{'met' if eb <= 0.4 * pb else 'not met'} |")
+    return "\n".join(out)
+
+
 def write_csv(rows: Sequence[dict[str, object]], path: str) -> None:
     d = os.path.dirname(path)
     if d:
@@ -373,6 +428,23 @@ def write_csv(rows: Sequence[dict[str, object]], path: str) -> None:
         w.writeheader()
         for r in rows:
             w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in COLUMNS})
+
+
+def read_csv(path: str) -> list[dict[str, object]]:
+    """Rows of a CSV written by :func:`write_csv` (numbers as floats, empty cells as None)."""
+    rows: list[dict[str, object]] = []
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            row: dict[str, object] = {}
+            for k, v in r.items():
+                if v == "":
+                    row[k] = None if k != "error" else ""
+                elif k.endswith(("_ms", "_vs_torch", "_vs_clone", "_vs_nn_leaky", "_per_elem")):
+                    row[k] = float(v)
+                else:
+                    row[k] = v
+            rows.append(row)
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -406,6 +478,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: as is)")
     p.add_argument("--quick", action="store_true",
                    help="a small shape (8x16x24x24), fp32 only, 5 repeats: a smoke run")
+    p.add_argument("--goals", action="store_true", help="also print the issue's goals, met or not")
     p.add_argument("--csv", default=None, metavar="PATH", help="write every row to this CSV file")
     p.add_argument("--markdown", default=None, metavar="PATH", help="also write the table as Markdown")
 
@@ -453,6 +526,9 @@ def run(args: argparse.Namespace) -> int:
         acts.insert(0, "leaky_relu")  # the FReLU goal is measured against torch.nn.LeakyReLU
     rows = run_benchmark(acts, shapes, dtypes, impls, repeats, args.warmup, args.compile_backend)
     print(format_table(rows))
+    if args.goals:
+        print()
+        print(goals_table(rows))
     if args.csv:
         write_csv(rows, args.csv)
         print(f"wrote {args.csv}")
@@ -461,7 +537,7 @@ def run(args: argparse.Namespace) -> int:
         if d:
             os.makedirs(d, exist_ok=True)
         with open(args.markdown, "w") as f:
-            f.write(format_table(rows, markdown=True) + "\n")
+            f.write(format_table(rows, markdown=True) + "\n\n## Goals\n\n" + goals_table(rows) + "\n")
         print(f"wrote {args.markdown}")
     return 0
 
