@@ -100,6 +100,13 @@ def run_name(model: str, activation: str, seed: int) -> str:
 # Atomic files
 
 
+def _plain_mode(path: str) -> None:
+    """Give a ``mkstemp`` file (mode 0600) the mode of a normally created file (0666 & ~umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -110,6 +117,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        _plain_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -132,6 +140,7 @@ def atomic_torch_save(path: str, obj: Any) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        _plain_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

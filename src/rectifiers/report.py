@@ -440,6 +440,9 @@ def plot_grads(groups: dict[tuple[str, str], Group], models: Sequence[str], path
             steps = min(len(x) for x in ratio_runs)
             ratio = [sum(x[s] for x in ratio_runs) / len(ratio_runs) for s in range(steps)]
             axes[1][j].plot(range(steps), ratio, color=COLORS.get(a), lw=1, label=_name(a))
+        from matplotlib.ticker import MaxNLocator
+
+        axes[0][j].xaxis.set_major_locator(MaxNLocator(integer=True))
         axes[0][j].set_yscale("log")
         axes[0][j].set_xlabel("layer (0: nearest the input)")
         axes[0][j].set_ylabel("median gradient norm over steps")
@@ -624,7 +627,8 @@ def write_report(out_dir: str, cfg: dict[str, Any], results: Sequence[dict[str, 
           + (f"; provocation: every layer feeding an activation starts with bias {cfg['provoke']:g}"
              if cfg["provoke"] is not None else "")
           + f"; seeds {seeds}. Device {meta['device']}, {meta['world_size']} process(es), "
-          f"{meta['threads']} thread(s), torch {meta['torch']}; wall time {meta['wall_s']:.0f} s.")
+          f"{meta['threads']} thread(s), torch {meta['torch']}; wall time {meta['wall_s']:.0f} s"
+          + (" (of the last, resumed invocation)." if meta.get("resumed") else "."))
     doc.p("Reproduce with:")
     doc.code(_command(cfg))
 
