@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -64,20 +66,37 @@ def test_matches_plain_formula_train_then_eval(nsp, k, bias, backend):
 
 
 def test_k3_fp32_against_nn_conv2d_batchnorm2d_maximum():
-    """Issue 2, item 6, in the layout it names: same weights, same outputs and gradients."""
+    """Issue 2, item 6, in the layout it names: same weights, same outputs and gradients.
+
+    In float32 the summation order of the conv's weight gradient depends on the layout the fast
+    path computes in, so each side is compared with a float64 run of the plain formula: ours may
+    err at most twice as much as the plain formula does, plus a small atol.
+    """
     torch.manual_seed(3)
     c = 6
     conv = nn.Conv2d(c, c, 3, padding=1, groups=c)
     bn = nn.BatchNorm2d(c)
     ours = R.FunnelReLU.from_modules(conv, bn)
+    conv64, bn64 = copy.deepcopy(conv).double(), copy.deepcopy(bn).double()
     x = torch.randn(4, c, 11, 9)
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-    ya, yb = ours(xa), torch.maximum(xb, bn(conv(xb)))
-    torch.testing.assert_close(ya, yb)
-    ya.sum().backward()
-    yb.sum().backward()
-    torch.testing.assert_close(xa.grad, xb.grad)
-    torch.testing.assert_close(ours.weight.grad, conv.weight.grad)
+    x64 = x.double().requires_grad_()
+    ya, yb, y64 = ours(xa), torch.maximum(xb, bn(conv(xb))), torch.maximum(x64, bn64(conv64(x64)))
+    for y in (ya, yb, y64):
+        y.sum().backward()
+
+    def err(a, b):
+        return (a.double() - b).abs().max().item()
+
+    assert err(ya, y64) <= 2 * err(yb, y64) + 1e-6
+    assert err(xa.grad, x64.grad) <= 2 * err(xb.grad, x64.grad) + 1e-6
+    for p_ours, p_plain, p64 in (
+        (ours.weight, conv.weight, conv64.weight),
+        (ours.bias, conv.bias, conv64.bias),
+        (ours.bn_weight, bn.weight, bn64.weight),
+        (ours.bn_bias, bn.bias, bn64.bias),
+    ):
+        assert err(p_ours.grad, p64.grad) <= 2 * err(p_plain.grad, p64.grad) + 1e-5
 
 
 def test_momentum_none_is_cumulative_average():
@@ -146,11 +165,11 @@ def test_functional_matches_reference():
     w = torch.randn(3, 1, 3, 3, dtype=torch.float64)
     bw, bb = torch.rand(3, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
     y = R.funnel_relu(x, w, bw, bb)
-    torch.testing.assert_close(y, ref.funnel_relu(x, w, None, bw, bb), rtol=0, atol=0)
+    torch.testing.assert_close(y, ref.funnel_relu(x, w, None, bw, bb), rtol=1e-12, atol=1e-12)
     rm, rv = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
     y_eval = R.funnel_relu(x, w, bw, bb, rm, rv, training=False)
     t = ref.funnel_transform(x, w, None, bw, bb, rm, rv, False, 0.1, 1e-5)
-    torch.testing.assert_close(y_eval, torch.maximum(x, t), rtol=0, atol=0)
+    torch.testing.assert_close(y_eval, torch.maximum(x, t), rtol=1e-12, atol=1e-12)
 
 
 def test_ties_split_the_gradient():
