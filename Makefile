@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine:
-#   make report   the main job (installs into .venv on first use)
+#   make report   the main job, `rectifiers compare` (installs into .venv on first use)
 #   make test     installs what the tests need, then runs the whole suite
 PY ?= python3
 VENV ?= .venv
@@ -24,7 +24,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 report: $(BIN)/.installed
-	$(BIN)/rectifiers table
+	$(BIN)/rectifiers compare
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
