@@ -479,8 +479,11 @@ def test_table_dict_and_plot(tmp_path):
         assert rep.plot(path) == str(path)
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(os.listdir(tmp_path)) == ["dead.png", "flow.png"]  # no temp files left
-    with pytest.raises(FileNotFoundError, match="directory"):
-        drep.plot(tmp_path / "missing" / "x.png")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "dead.png").stat().st_mode & 0o777 == 0o666 & ~umask  # a normal file's mode
+    nested = tmp_path / "missing" / "x.png"  # folders are created, as every writer does
+    assert drep.plot(nested) == str(nested) and nested.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_plot_without_matplotlib_names_the_extra(tmp_path, monkeypatch):

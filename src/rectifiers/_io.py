@@ -57,6 +57,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 def matplotlib_figure() -> tuple[Any, Any]:
     """``(Figure, FigureCanvasAgg)``, imported on first use; no pyplot, no global state."""
     try:
+        import matplotlib  # noqa: F401  (first: a missing package must fail here, submodules or not)
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as e:

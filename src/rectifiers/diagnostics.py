@@ -99,7 +99,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,6 +107,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import _io
 from . import modules as _m
 
 __all__ = [
@@ -1291,33 +1291,11 @@ def _format_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def _mpl() -> tuple[Any, Any]:
     """matplotlib's Figure and Agg canvas (no pyplot, no global backend change)."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "plotting needs matplotlib, which is not installed: pip install 'rectifiers[plot]'"
-        ) from e
-    return Figure, FigureCanvasAgg
+    return _io.matplotlib_figure()
 
 
 def _save(fig: Any, path: str | os.PathLike[str]) -> str:
-    """Write ``fig`` as PNG to ``path`` atomically (temp file in the same dir, then replace)."""
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(d):
-        raise FileNotFoundError(f"plot: the directory of path {path!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+    """Write ``fig`` as PNG to ``path`` atomically (folders created; see ``rectifiers._io``)."""
+    return str(_io.save_figure(fig, path, "png", dpi=110))
 
 

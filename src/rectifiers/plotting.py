@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import tempfile
 import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -32,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from . import _io
+from ._io import MissingExtraError, matplotlib_figure
 from .curves import DEFAULT_PARAMS, FUNNEL_CONTEXT, NAMES, Curve, curve
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -85,19 +86,9 @@ DEFAULT_POINTS = 601
 EXTRA_HINT = "pip install 'rectifiers[plot]'"
 
 
-class MissingExtraError(ImportError):
-    """An optional dependency is missing; the message names the extra to install."""
-
-
 def _matplotlib() -> tuple[Any, Any]:
     """``(Figure, FigureCanvasAgg)``, or :class:`MissingExtraError` naming the extra."""
-    try:
-        import matplotlib  # noqa: F401
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as e:
-        raise MissingExtraError(f"plotting needs matplotlib: {EXTRA_HINT}") from e
-    return Figure, FigureCanvasAgg
+    return matplotlib_figure()
 
 
 # --------------------------------------------------------------------------- data
@@ -327,32 +318,13 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], fmt: str | None = Non
     """Write ``fig`` to ``path`` atomically (temporary file in the same directory, then ``os.replace``).
 
     ``fmt`` is ``"png"`` or ``"svg"`` (default: from the suffix). Missing directories are
-    created. On any error the temporary file is removed and ``path`` is left as it was.
+    created. On any error the temporary file is removed and ``path`` is left as it was. No date,
+    version stamp or random ids are written: an unchanged figure gives the same file again.
     """
-    path = Path(path)
-    fmt = (fmt or path.suffix.lstrip(".")).lower()
+    fmt = (fmt or Path(path).suffix.lstrip(".")).lower()
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    import matplotlib  # present: fig is a matplotlib figure
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f, matplotlib.rc_context({"svg.hashsalt": "rectifiers"}):
-            # No date, version stamp or random ids: an unchanged figure gives the same file again.
-            meta = {"Date": None} if fmt == "svg" else {"Software": None}
-            fig.savefig(f, format=fmt, dpi=dpi, metadata=meta, facecolor="white")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; give it a normal file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return _io.save_figure(fig, path, fmt, dpi=dpi)
 
 
 def write_plots(
