@@ -180,3 +180,34 @@ def test_ties_split_the_gradient():
     x = torch.zeros(1, 1, 3, 3, requires_grad=True)
     m(x).sum().backward()
     assert torch.equal(x.grad, torch.full_like(x, 0.5))
+
+
+@pytest.mark.parametrize(
+    "conv_kwargs,bn_kwargs,match",
+    [
+        ({"padding_mode": "reflect"}, {}, "conv.padding_mode must be 'zeros'"),
+        ({"stride": 2}, {}, r"conv.stride must be \(1, 1\)"),
+        ({"dilation": 2, "padding": 2}, {}, "conv.padding must be"),
+        ({}, {"track_running_stats": False}, "bn must track running statistics"),
+        ({}, {"affine": False}, "bn must be an affine BatchNorm over 4 channels"),
+        ({"groups": 1}, {}, "conv must be a depthwise Conv2d"),
+    ],
+)
+def test_from_modules_refuses_what_computes_another_function(conv_kwargs, bn_kwargs, match):
+    kw = {"padding": 1, "groups": 4, **conv_kwargs}
+    conv = nn.Conv2d(4, 4, 3, **kw)
+    bn = nn.BatchNorm2d(4, **bn_kwargs)
+    with pytest.raises(ValueError, match=match):
+        R.FunnelReLU.from_modules(conv, bn)
+
+
+def test_failed_call_changes_nothing(monkeypatch):
+    m = R.FunnelReLU(3)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    monkeypatch.setenv("RECTIFIERS_BACKEND", "bogus")
+    with pytest.raises(ValueError, match="RECTIFIERS_BACKEND"):
+        m(torch.randn(2, 3, 4, 4))
+    with pytest.raises(ValueError, match="expected an input with 3 channels"):
+        m(torch.randn(2, 5, 4, 4))
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, before[k]), k

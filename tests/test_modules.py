@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import pickle
 
 import pytest
 import torch
@@ -171,9 +172,12 @@ def test_autocast_cpu(backend):
             assert p.grad is not None and p.grad.dtype == torch.float32
 
 
-def test_modules_pickle_and_deepcopy():
-    for m in (R.ReLU(), R.LeakyReLU(0.2), R.PReLU(3), R.FReLU(3), R.FunnelReLU(3)):
-        m2 = copy.deepcopy(m)
+@pytest.mark.parametrize("clone", ["deepcopy", "pickle"])
+def test_modules_pickle_and_deepcopy(clone):
+    for m in (R.ReLU(), R.LeakyReLU(0.2), R.PReLU(3, 0.1), R.FReLU(3), R.FunnelReLU(3), R.PReLU(None)):
+        m(torch.randn(2, 3, 4, 4))  # lazy ones initialise; the funnel's running stats move
+        m2 = copy.deepcopy(m) if clone == "deepcopy" else pickle.loads(pickle.dumps(m))
+        assert type(m2) is type(m) and repr(m2) == repr(m)
         x = torch.randn(2, 3, 4, 4)
         m.eval()
         m2.eval()

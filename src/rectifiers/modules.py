@@ -362,11 +362,9 @@ class _FunnelReLUNd(LazyModuleMixin, nn.Module):
         self._check_shape(input)
         self._check_channels(input)
         factor = 0.0 if self.momentum is None else self.momentum
-        if self.training:
-            self.num_batches_tracked.add_(1)
-            if self.momentum is None:  # cumulative moving average, as nn.BatchNorm
-                factor = 1.0 / float(self.num_batches_tracked)
-        return F.funnel_relu(
+        if self.training and self.momentum is None:  # cumulative moving average, as nn.BatchNorm
+            factor = 1.0 / (float(self.num_batches_tracked) + 1.0)
+        y = F.funnel_relu(
             input,
             self.weight,
             self.bn_weight,
@@ -379,22 +377,42 @@ class _FunnelReLUNd(LazyModuleMixin, nn.Module):
             conv_bias=self.bias,
             backend=self.backend,
         )
+        if self.training:  # counted only once the call has succeeded: errors change nothing
+            self.num_batches_tracked.add_(1)
+        return y
 
     @classmethod
     def from_modules(cls, conv: nn.Module, bn: nn.Module) -> "_FunnelReLUNd":
         """Build from the plain formula's depthwise ``nn.ConvNd`` and ``nn.BatchNormNd``, copying
-        their weights and running statistics (the result computes the same function)."""
-        name = cls.__name__
+        their weights and running statistics (the result computes the same function).
+
+        The conv must be depthwise (``groups = C``, weight (C, 1, k, ...)) with odd ``k``,
+        ``padding = k // 2``, stride 1, dilation 1 and zero padding; the BatchNorm affine over C
+        channels with running statistics. Anything else computes another function and is refused
+        with a ``ValueError`` that names the attribute.
+        """
+        name = f"{cls.__name__}.from_modules"
+        s = cls._spatial
         w = getattr(conv, "weight", None)
-        if not isinstance(w, torch.Tensor) or w.dim() != cls._spatial + 2 or w.shape[1] != 1:
-            raise ValueError(f"{name}.from_modules: conv must be a depthwise Conv{cls._spatial}d")
+        if not isinstance(w, torch.Tensor) or w.dim() != s + 2 or w.shape[1] != 1:
+            raise ValueError(f"{name}: conv must be a depthwise Conv{s}d (weight of shape (C, 1{', k' * s}))")
         c, k = w.shape[0], w.shape[-1]
-        if getattr(conv, "groups", None) != c or tuple(getattr(conv, "padding", ())) != (k // 2,) * cls._spatial:
-            raise ValueError(
-                f"{name}.from_modules: conv must have groups=channels and padding=kernel_size // 2"
-            )
+        checks = {
+            "groups": (getattr(conv, "groups", None), c),
+            "padding": (tuple(getattr(conv, "padding", ())), (k // 2,) * s),
+            "stride": (tuple(getattr(conv, "stride", ())), (1,) * s),
+            "dilation": (tuple(getattr(conv, "dilation", ())), (1,) * s),
+            "padding_mode": (getattr(conv, "padding_mode", None), "zeros"),
+        }
+        for attr, (got, want) in checks.items():
+            if got != want:
+                raise ValueError(f"{name}: conv.{attr} must be {want!r} for a funnel over {c} channels, got {got!r}")
+        if k % 2 == 0 or tuple(w.shape[2:]) != (k,) * s:
+            raise ValueError(f"{name}: the conv's kernel must be odd and square, got {tuple(w.shape[2:])}")
         if getattr(bn, "num_features", None) != c or not getattr(bn, "affine", False):
-            raise ValueError(f"{name}.from_modules: bn must be an affine BatchNorm over {c} channels")
+            raise ValueError(f"{name}: bn must be an affine BatchNorm over {c} channels")
+        if not getattr(bn, "track_running_stats", False) or bn.running_mean is None:
+            raise ValueError(f"{name}: bn must track running statistics (track_running_stats=True)")
         m = cls(c, k, bias=conv.bias is not None, eps=bn.eps, momentum=bn.momentum,
                 device=w.device, dtype=w.dtype)
         with torch.no_grad():
@@ -403,10 +421,9 @@ class _FunnelReLUNd(LazyModuleMixin, nn.Module):
                 m.bias.copy_(conv.bias)
             m.bn_weight.copy_(bn.weight)
             m.bn_bias.copy_(bn.bias)
-            if bn.running_mean is not None:
-                m.running_mean.copy_(bn.running_mean)
-                m.running_var.copy_(bn.running_var)
-                m.num_batches_tracked.copy_(bn.num_batches_tracked)
+            m.running_mean.copy_(bn.running_mean)
+            m.running_var.copy_(bn.running_var)
+            m.num_batches_tracked.copy_(bn.num_batches_tracked)
         m.train(bn.training)
         return m
 
