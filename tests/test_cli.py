@@ -274,3 +274,20 @@ def test_process_exit_status_and_no_traceback(argv, rc, fragment):
     assert "Traceback" not in p.stderr
     if rc == 2:
         assert p.stderr.count("\n") == 1 and p.stdout == ""
+
+
+@pytest.mark.parametrize("spelling", ["frelu", "FReLU", "flexible_relu", "leaky", "PReLU", "funnel1d"])
+def test_table_takes_every_registry_spelling(spelling, capsys):
+    from rectifiers.catalog import resolve
+
+    assert main(["table", spelling, "--points", "-1", "1"]) == 0
+    assert capsys.readouterr().out.lstrip().startswith(resolve(spelling))
+
+
+def test_every_registry_name_resolves_in_the_catalog():
+    """The CLI's names and the registry's agree: every built-in registry name is catalogued."""
+    from rectifiers import registry
+    from rectifiers.catalog import resolve
+
+    for name in registry.names(aliases=True):
+        assert resolve(name) is not None, name

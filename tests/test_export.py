@@ -226,3 +226,12 @@ def test_onnx_program_and_op_types():
     assert onnx_op_types(prog.model_proto) == ["LeakyRelu"]
     (node,) = prog.model_proto.graph.node
     assert abs(node.attribute[0].f - 0.3) < 1e-7
+
+
+def test_fuse_replaces_every_use_of_a_shared_funnel():
+    shared = R.FunnelReLU(3).eval()
+    model = nn.Sequential(shared, nn.Conv2d(3, 3, 1), shared).eval()
+    fused = fuse(model)
+    assert type(fused[0]).__name__ == "FusedFunnelReLU" and fused[0] is fused[2]
+    x = torch.randn(2, 3, 5, 5)
+    torch.testing.assert_close(fused(x), model(x), rtol=1e-5, atol=1e-6)

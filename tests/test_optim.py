@@ -94,3 +94,11 @@ def test_errors():
         param_groups(model(), no_decay=["nope"])
     with pytest.raises(TypeError, match="model must be an nn.Module"):
         param_groups([nn.Parameter(torch.zeros(1))])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0])
+def test_non_finite_or_negative_decay_is_refused(bad):
+    with pytest.raises(ValueError, match="must be a finite number >= 0"):
+        param_groups(nn.Linear(2, 2), weight_decay=bad)
+    with pytest.raises(ValueError, match="activation_weight_decay must be a finite number >= 0"):
+        param_groups(nn.Linear(2, 2), activation_weight_decay=bad)

@@ -363,6 +363,20 @@ for _e in CATALOG.values():
 
 
 def resolve(name: str) -> str | None:
-    """The canonical name for ``name`` (a registry name, class name or alias, any case), or None."""
+    """The canonical name for ``name`` (a registry name, class name or alias, any case), or None.
+
+    Names are resolved as :func:`rectifiers.registry.canonical_name` does (so every spelling the
+    registry takes works here too), then mapped onto the five catalogued activations (the 1-D
+    and 3-D funnels are the funnel activation); the catalog's own aliases are accepted as well.
+    """
+    from .registry import UnknownActivationError, canonical_name
+
     key = name.strip().lower().replace("-", "_")
-    return ALIASES.get(key)
+    if key in ALIASES:
+        return ALIASES[key]
+    try:
+        key = canonical_name(name.strip())
+    except (UnknownActivationError, TypeError):
+        return None
+    key = {"funnel_relu1d": "funnel_relu", "funnel_relu3d": "funnel_relu"}.get(key, key)
+    return key if key in CATALOG else None

@@ -25,10 +25,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from .cli import UsageError, closest
 
-    names = args.names or list(NAMES)
-    for n in names:
-        if n not in NAMES:
-            raise UsageError(f"rectifiers table: unknown activation {n!r}{closest(n, NAMES)}")
+    from .catalog import ALIASES, resolve
+
+    names = []
+    for n in args.names or NAMES:
+        canonical = resolve(n)
+        if canonical is None:
+            raise UsageError(f"rectifiers table: unknown activation {n!r}{closest(n.lower(), ALIASES)}")
+        names.append(canonical)
     x = torch.tensor(args.points, dtype=torch.float64)
     head = "x".rjust(8) + "".join(f"{v:>9g}" for v in args.points)
     for n in names:

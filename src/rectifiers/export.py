@@ -108,12 +108,13 @@ def fuse(module: nn.Module, inplace: bool = False) -> nn.Module:
     if isinstance(module, _FUNNELS):
         return _fuse_one(module, "")
     root = module if inplace else copy.deepcopy(module)
-    for path, m in list(root.named_modules()):
+    done: dict[int, nn.Module] = {}  # one fused module per funnel instance, wherever it is used
+    for path, m in list(root.named_modules(remove_duplicate=False)):
         if isinstance(m, _FUNNELS):
             parent, _, attr = path.rpartition(".")
-            fused = _fuse_one(m, path)
-            fused.train(False)
-            setattr(root.get_submodule(parent), attr, fused)
+            if id(m) not in done:
+                done[id(m)] = _fuse_one(m, path).train(False)
+            setattr(root.get_submodule(parent), attr, done[id(m)])
     return root
 
 

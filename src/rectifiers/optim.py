@@ -11,6 +11,8 @@ into a decayed group and an undecayed one::
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -91,8 +93,8 @@ def param_groups(
     if not isinstance(model, nn.Module):
         raise TypeError(f"param_groups: model must be an nn.Module, got {type(model).__name__}")
     for name, value in (("weight_decay", weight_decay), ("activation_weight_decay", activation_weight_decay)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"param_groups: {name} must be a number >= 0, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+            raise ValueError(f"param_groups: {name} must be a finite number >= 0, got {value!r}")
     if no_decay is None:
         extra: Callable[[str, nn.Parameter], bool] = lambda n, p: False  # noqa: E731
     elif callable(no_decay):
