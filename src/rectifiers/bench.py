@@ -209,12 +209,16 @@ def _measure_once(m: nn.Module, x: torch.Tensor, g: torch.Tensor) -> dict[str, f
     t0 = _now()
     m(x).backward(g)
     out["fwdbwd"] = _now() - t0
+    return out
+
+
+def _measure_nograd(m: nn.Module, x: torch.Tensor) -> float:
     with torch.no_grad():
         t0 = _now()
         y = m(x)
-        out["nograd"] = _now() - t0
+        dt = _now() - t0
     del y
-    return out
+    return dt
 
 
 def _clone_times(x: torch.Tensor) -> float:
@@ -282,6 +286,7 @@ def run_benchmark(
                         log(f"[bench] {dname} {shape} {label}: warm-up")
                         for _ in range(warmup):
                             _measure_once(mod, x, g)
+                            _measure_nograd(mod, x)
                         case.extra_bytes = _extra_bytes_of(mod, x)
                     except Exception as e:  # noqa: BLE001 - a failing case is reported, not fatal
                         case = _Case(label, nn.Identity(), error=f"{type(e).__name__}: {e}"[:200])
@@ -295,6 +300,12 @@ def run_benchmark(
                         continue
                     for k, v in _measure_once(case.module, x, g).items():
                         case.times[k].append(v)
+                # The no_grad forwards in a round of their own: each then finds the allocator
+                # as another no_grad forward left it (after a training step, a fresh output may
+                # page-fault or reuse a freed block, depending on what that step freed).
+                for _, case in cases:
+                    if not case.error:
+                        case.times["nograd"].append(_measure_nograd(case.module, x))
                 clone_t.append(_clone_times(x.detach()))
             clone_ms = statistics.median(clone_t) * 1e3
             med = {
