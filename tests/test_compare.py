@@ -6,14 +6,16 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from rectifiers import modules as M
 from rectifiers.cli import main
-from rectifiers.compare import Config, SavedBytes, run_compare
-from rectifiers.report import Stat, decide, summarise, verdicts
+from rectifiers.compare import Config, SavedBytes, interleaved_step_times, run_compare
+from rectifiers.data import load_data
+from rectifiers.report import Stat, decide, diverged, summarise, t_critical, verdicts, write_report
 from rectifiers.zoo import ACTIVATIONS, activation_gain, build_model, init_weights, provoke_biases
 
 pytest.importorskip("matplotlib")
@@ -71,7 +73,7 @@ def test_saved_bytes_counts_distinct_storages() -> None:
 # ---------------------------------------------------------------------------- decision rule
 
 
-def test_decide_needs_a_difference_beyond_twice_the_standard_error() -> None:
+def test_decide_needs_a_difference_beyond_t_standard_errors() -> None:
     a, b = Stat([0.90, 0.91, 0.92]), Stat([0.80, 0.81, 0.79])
     assert decide(a, b, 0.005)[0] == "greater"
     assert decide(b, a, 0.005)[0] == "less"
@@ -79,7 +81,33 @@ def test_decide_needs_a_difference_beyond_twice_the_standard_error() -> None:
     assert decide(noisy, b, 0.005)[0] == "same"  # difference within the spread
     assert decide(a, b, 0.5)[0] == "same"  # below the minimum effect
     assert decide(Stat([0.9]), Stat([0.1]), 0.005)[0] == "same"  # one seed: no spread, no verdict
-    assert decide(Stat([0.2, 0.2]), Stat([0.0, 0.0]), 0.01)[0] == "greater"  # no spread at all
+    # No spread at all: any real difference decides, none does not.
+    assert decide(Stat([0.2, 0.2]), Stat([0.0, 0.0]), 0.01)[0] == "greater"
+    assert decide(Stat([0.2, 0.2]), Stat([0.2, 0.2]), 0.0)[0] == "same"
+    # 2 + 2 seeds: the threshold is t(2) = 4.303 standard errors, not 2 (the old rule).
+    a2, b2 = Stat([1.0, 1.2]), Stat([0.0, 0.2])  # s = 0.1 sqrt(2), se = 0.2 / sqrt(2), difference 1.0
+    assert decide(a2, b2, 0.0) == ("greater", pytest.approx(1.0), pytest.approx(4.303 * 0.2 / math.sqrt(2)))
+    c2 = Stat([0.4, 0.6])  # difference 0.4: beyond 2 se = 0.28, within 4.303 se = 0.61
+    assert decide(c2, b2, 0.0)[0] == "same"
+
+
+def test_t_critical_values() -> None:
+    assert t_critical(1) == 12.706 and t_critical(2) == 4.303 and t_critical(4) == 2.776
+    assert t_critical(30) == 2.042 and t_critical(31) == t_critical(1000) == 1.96
+    assert all(t_critical(d) > t_critical(d + 1) for d in range(1, 30))
+    with pytest.raises(ValueError, match="df must be >= 1"):
+        t_critical(0)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_equal_groups_rarely_get_a_verdict(n: int) -> None:
+    # Both groups from one normal distribution: the rule should decide about 5% of the time
+    # (the old rule, 2 standard errors, decided 12-18% of the time with 2-3 seeds).
+    rng = np.random.default_rng(1234)
+    draws = 2000
+    false = sum(decide(Stat(list(rng.normal(0.9, 0.02, n))), Stat(list(rng.normal(0.9, 0.02, n))), 0.0)[0]
+                != "same" for _ in range(draws))
+    assert 0.02 < false / draws < 0.08, false / draws
 
 
 def _run(model: str, act: str, seed: int, *, acc: float, dead: float = 0.0, inactive: float = 0.0,
@@ -171,7 +199,18 @@ def test_tiny_run_writes_a_complete_report(tmp_path) -> None:  # type: ignore[no
     assert h["epoch"] == [0, 1, 2] and len(h["test_acc"]) == 3 and h["train_loss"][0] is None
     assert len(h["grad_norms"]) == 2 * (128 // 32) and len(h["grad_norms"][0]) == len(h["grad_layers"])
     assert r["saved_bytes"] > 0 and 0 <= h["dead"][-1] <= 1
-    assert not [p for p in os.listdir(out / "runs") if p.startswith(".tmp")]
+    assert not [p for p in os.listdir(out / "runs") if p.startswith(".")]  # no temporary left
+    assert "side by side" in md and "step ms (x ReLU)" in md and "(1.00x)" in md
+    assert "t x standard error" not in md and "Student-t" in md
+    mode = 0o666 & ~_umask()
+    for sub in ("report.md", "runs/cnn-relu-s0.json", "checkpoints/cnn-relu-s0.pt", "dead_units.png"):
+        assert (os.stat(out / sub).st_mode & 0o777) == mode, sub  # a normal file mode, not mkstemp's 0600
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
 
 
 def test_same_seed_same_numbers(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -201,7 +240,22 @@ def test_provoke_kills_relu_units_while_leaky_ones_keep_a_gradient(tmp_path) -> 
 @pytest.mark.parametrize("argv, message", [
     (["--activations", "reluu"], "did you mean 'relu'"),
     (["--epochs", "0"], "--epochs must be a positive int"),
-    (["--lr", "-1"], "--lr must be a positive number"),
+    (["--activations", "elu"], "did you mean 'relu'"),
+    (["--activations", "relu", "funnel_relu3d"], "is not one of the compared activations"),
+    (["--activations", ","], "got none"),
+    (["--lr", "-1"], "--lr must be a positive finite number, got -1.0"),
+    (["--lr", "nan"], "--lr must be a positive finite number"),
+    (["--lr", "inf"], "--lr must be a positive finite number"),
+    (["--momentum", "-0.5"], "--momentum must be a finite number >= 0, got -0.5"),
+    (["--momentum", "nan"], "--momentum must be a finite number >= 0"),
+    (["--momentum", "inf"], "--momentum must be a finite number >= 0"),
+    (["--depth", "0"], "--depth must be a positive int, got 0"),
+    (["--width", "0"], "--width must be a positive int, got 0"),
+    (["--batch-size", "0"], "--batch-size must be a positive int, got 0"),
+    (["--image-size", "-3"], "--image-size must be a positive int, got -3"),
+    (["--limit", "0"], "--limit must be a positive int, got 0"),
+    (["--seeds", "0", "-1"], "--seeds must be integers in 0..2147483647, got -1"),
+    (["--provoke", "nan"], "--provoke must be a finite bias"),
     (["--models", "resnet"], "invalid choice"),
     (["--device", "tpu"], "--device"),
     (["--batch-size", "5000"], "larger than the training split"),
@@ -219,3 +273,75 @@ def test_resume_refuses_other_settings(tmp_path, capsys) -> None:  # type: ignor
     assert main(common) == 0
     assert main([*common[:-4], "--epochs", "2", "--limit", "64", "--resume"]) == 2
     assert "was made with other settings" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("spelling, canonical", [
+    ("frelu", "flexible_relu"), ("FReLU", "flexible_relu"), ("leaky", "leaky_relu"),
+    ("funnel", "funnel_relu"), ("LeakyReLU", "leaky_relu"), ("relu", "relu"),
+])
+def test_activation_aliases_resolve(spelling: str, canonical: str) -> None:
+    from rectifiers.cli import build_parser
+    from rectifiers.compare import _config_from_args
+
+    args = build_parser().parse_args(["compare", "--activations", spelling, "prelu," + spelling])
+    assert _config_from_args(args).activations == [canonical, "prelu"]  # canonical, duplicates dropped
+
+
+def test_activation_aliases_run_end_to_end(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "o"
+    assert main(["compare", "--out", str(out), "--no-progress", "--activations", "frelu", "funnel",
+                 "--models", "mlp", "--seeds", "0", "--epochs", "1", "--depth", "2", "--limit", "64"]) == 0
+    assert sorted(os.listdir(out / "runs")) == ["mlp-flexible_relu-s0.json", "mlp-funnel_relu-s0.json"]
+
+
+# ---------------------------------------------------------------------------- diverged runs
+
+
+def _diverged_run(seed: int) -> dict:
+    r = _run("mlp", "relu", seed, acc=0.1)
+    h = r["history"]
+    h["train_loss"] = [None, None]  # NaN is stored as None
+    h["test_loss"] = [2.3, None]
+    h["grad_norms"] = [[1e17, 3e17], [1e308, 1e308], [None, None]]  # inf is stored as 1e308
+    h["first_last_ratio"] = [None]
+    return r
+
+
+def test_report_of_synthetic_diverged_runs_is_written(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    runs = [_diverged_run(0), _diverged_run(1)]
+    assert all(diverged(r) for r in runs) and not diverged(_run("mlp", "relu", 0, acc=0.9))
+    cfg = dict(Config(activations=["relu"], models=["mlp"], seeds=[0, 1]).__dict__)
+    meta = {"data": "synthetic", "num_classes": 10, "device": "cpu", "world_size": 1, "threads": 1,
+            "torch": torch.__version__, "wall_s": 1.0, "peak_rss_mib": 1.0, "peak_rss_growth_mib": 0.0}
+    paths = write_report(str(tmp_path), cfg, runs, meta)
+    md = (tmp_path / "report.md").read_text()
+    assert "**Diverged**" in md and "MLP ReLU (seeds 0, 1)" in md and "diverged 2/2" in md
+    assert "could not be drawn" not in md  # every plot drawn, NaN as gaps
+    for key in ("curves", "dead", "grads"):
+        assert open(paths[key], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "runs were timed one after another" in md  # no interleaved timing in this meta
+
+
+def test_diverging_run_still_writes_its_report(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "o"
+    rc = main(["compare", "--out", str(out), "--no-progress", "--lr", "1e6", "--epochs", "1", "--seeds", "0",
+               "1", "--models", "mlp", "--activations", "relu", "--depth", "2", "--limit", "256"])
+    assert rc == 0, capsys.readouterr().err
+    md = (out / "report.md").read_text()
+    assert "**Diverged**" in md and "could not be drawn" not in md
+    assert (out / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# ---------------------------------------------------------------------------- step timing
+
+
+def test_interleaved_step_times_cover_every_activation_equally() -> None:
+    ds = load_data("digits", limit=64)
+    cfg = Config(activations=["relu", "prelu", "funnel_relu"], models=["mlp", "cnn"], depth=2, batch_size=32)
+    t = interleaved_step_times(cfg, ds, rounds=6, budget_s=60.0)
+    assert t["batch"] == 32 and t["rounds"] == {"mlp": 6, "cnn": 6}
+    for m in ("mlp", "cnn"):
+        assert sorted(t["ms"][m]) == sorted(cfg.activations)
+        assert all(len(v) == 6 and min(v) > 0 for v in t["ms"][m].values())
+    short = interleaved_step_times(cfg, ds, rounds=1000, budget_s=0.0)  # stops at the minimum rounds
+    assert set(short["rounds"].values()) == {5}

@@ -34,11 +34,17 @@ def test_digits_split_is_fixed_stratified_and_standardised() -> None:
     assert (te > 0).all() and (tr - te).abs().max() < 0.02
 
 
-def test_digits_limit_keeps_a_prefix() -> None:
+def test_digits_limit_keeps_a_fixed_mixed_subset() -> None:
     full = load_data("digits")
     small = load_data("digits", limit=100)
+    again = load_data("digits", limit=100)
     assert len(small.train_y) == 100 and len(small.test_y) == 100
-    assert torch.equal(small.train_y, full.train_y[:100])
+    assert torch.equal(small.train_x, again.train_x) and torch.equal(small.test_y, again.test_y)
+    assert not torch.equal(small.train_y, full.train_y[:100])  # not a prefix
+    assert len(torch.unique(small.train_y)) == 10 and len(torch.unique(small.test_y)) == 10
+    # A subset, in the original order: each limited label sequence is a subsequence of the full one.
+    it = iter(full.train_y.tolist())
+    assert all(any(v == w for w in it) for v in small.train_y.tolist())
 
 
 # ---------------------------------------------------------------------------- CIFAR-10
@@ -168,6 +174,20 @@ def test_folder_reads_classes_resizes_and_splits(tmp_path) -> None:  # type: ign
     assert float(dogs[:, 2].mean()) > 0 > float(cats[:, 2].mean())
     again = load_data(f"folder:{root}", image_size=6)
     assert torch.equal(again.train_x, ds.train_x)
+
+
+def test_folder_limit_mixes_the_classes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Folder data is stored class by class: 8 training images of cat, then dog, then emu. The
+    # first 12 would be cats and dogs only; a random subset covers every class.
+    root = _tree(tmp_path / "imgs", n=10)
+    full = load_data(f"folder:{root}", image_size=4)
+    assert full.train_y.tolist() == sorted(full.train_y.tolist())  # class by class, as stored
+    assert set(full.train_y[:12].tolist()) != {0, 1, 2}
+    ds = load_data(f"folder:{root}", image_size=4, limit=12)
+    assert len(ds.train_y) == 12 and len(ds.test_y) == 6
+    assert sorted(torch.unique(ds.train_y).tolist()) == [0, 1, 2]
+    assert ds.train_y.tolist() == sorted(ds.train_y.tolist())  # original order kept
+    assert torch.equal(load_data(f"folder:{root}", image_size=4, limit=12).train_x, ds.train_x)
 
 
 @pytest.mark.parametrize("setup, message", [

@@ -17,6 +17,8 @@ import time
 import pytest
 import torch
 
+from rectifiers.compare import PAUSE_ENV
+
 pytest.importorskip("sklearn")
 
 ARGS = ["--models", "mlp", "--activations", "relu", "prelu", "--seeds", "0", "1", "--epochs", "8",
@@ -28,9 +30,11 @@ def _cmd(out: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "rectifiers.cli", "compare", *ARGS, "--out", out, *extra]
 
 
-def _env() -> dict[str, str]:
+def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
+    env.pop(PAUSE_ENV, None)
     env["OMP_NUM_THREADS"] = "1"  # the same thread count in every run: same float summation order
+    env.update(extra)
     return env
 
 
@@ -50,15 +54,18 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path) -> None:  # ty
     killed = str(tmp_path / "killed")
     ckpts = os.path.join(killed, "checkpoints")
     runs = os.path.join(killed, "runs")
-    proc = subprocess.Popen(_cmd(killed), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    # Kill it once the second run has written a checkpoint: then the first run is finished and
-    # the second is half-way.
-    deadline = time.monotonic() + 120
+    # The test hook pauses the run right after the second run's checkpoint of epoch 2 is in place
+    # (the first run finished, the second part-way), so however loaded the machine, the kill
+    # lands there and never after the run ended.
+    proc = subprocess.Popen(_cmd(killed), env=_env(**{PAUSE_ENV: "mlp-relu-s1:2"}),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt = os.path.join(ckpts, "mlp-relu-s1.pt")
+    deadline = time.monotonic() + 240
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            if os.path.isdir(ckpts) and "mlp-relu-s1.pt" in os.listdir(ckpts):
+            if os.path.exists(ckpt) and torch.load(ckpt, weights_only=True)["epoch"] == 2:
                 break
-            time.sleep(0.005)
+            time.sleep(0.05)
         assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read().decode()[-500:]
         proc.send_signal(signal.SIGKILL)
     finally:
@@ -66,9 +73,10 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path) -> None:  # ty
     assert proc.returncode == -signal.SIGKILL
     done = {f: os.stat(os.path.join(runs, f)).st_mtime_ns for f in os.listdir(runs) if f.endswith(".json")}
     assert "mlp-relu-s0.json" in done and "mlp-prelu-s1.json" not in done  # killed mid-way
-    for f in os.listdir(ckpts):  # every checkpoint in place is whole (a torn write stays in a .tmp-*)
-        if not f.startswith(".tmp"):
+    for f in os.listdir(ckpts):  # every checkpoint in place is whole (a torn write stays in a hidden .tmp)
+        if not f.startswith("."):
             assert torch.load(os.path.join(ckpts, f), weights_only=True)["epoch"] >= 1
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 2
 
     subprocess.run(_cmd(killed, "--resume"), env=_env(), check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, timeout=300)
@@ -77,7 +85,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path) -> None:  # ty
         assert os.stat(os.path.join(runs, f)).st_mtime_ns == mtime, f
     with open(os.path.join(runs, "mlp-relu-s1.json")) as fh:
         resumed = json.load(fh)
-    assert resumed["resumed_from_epoch"] is not None and resumed["resumed_from_epoch"] >= 1
+    assert resumed["resumed_from_epoch"] == 2
 
     clean = str(tmp_path / "clean")
     subprocess.run(_cmd(clean), env=_env(), check=True, stdout=subprocess.DEVNULL,

@@ -9,7 +9,10 @@ data split, a per-epoch shuffle drawn from ``(seed, epoch)``), measures
   epoch (:class:`rectifiers.diagnostics.DeadUnitMonitor`, model in eval mode),
 * per-layer gradient norms at every step and the activations' parameters
   (:class:`rectifiers.diagnostics.GradientFlowMonitor`),
-* the median wall-clock time of a training step (monitors included) and the memory of a step:
+* the time of a training step: after all runs, steps of fresh models are timed round-robin across
+  activations (:func:`interleaved_step_times`, a second or two per model), so machine noise falls
+  on every activation alike (each run also records its own step times, monitors included, in
+  ``history["step_time_s"]``), and the memory of a step:
   the bytes autograd keeps for backward, counted per distinct storage with
   ``torch.autograd.graph.saved_tensors_hooks`` (parameters excluded), plus
   ``torch.cuda.max_memory_allocated`` on CUDA,
@@ -40,7 +43,6 @@ import math
 import os
 import resource
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -50,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._io import atomic_write, atomic_write_bytes
 from .zoo import ACTIVATIONS, MODELS, build_model, init_weights, provoke_biases
 
 __all__ = ["CompareError", "Config", "register", "run_compare", "train_one", "atomic_write_bytes", "atomic_write_json",
@@ -100,52 +103,9 @@ def run_name(model: str, activation: str, seed: int) -> str:
 # Atomic files
 
 
-def _plain_mode(path: str) -> None:
-    """Give a ``mkstemp`` file (mode 0600) the mode of a normally created file (0666 & ~umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        _plain_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def atomic_write_json(path: str, obj: Any) -> None:
-    """``obj`` as indented JSON at ``path``, atomically (see :func:`atomic_write_bytes`)."""
+    """``obj`` as indented JSON at ``path``, atomically (:func:`rectifiers._io.atomic_write_bytes`)."""
     atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
-
-
-def atomic_torch_save(path: str, obj: Any) -> None:
-    """``torch.save(obj)`` at ``path``, atomically."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        _plain_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _read_json(path: str) -> Any | None:
@@ -314,6 +274,18 @@ def _act_params(model: nn.Module) -> dict[str, list[float]]:
     return out
 
 
+#: Test hook: ``<run name>:<epoch>`` makes the process pause (sleep, up to an hour) right after
+#: that run's checkpoint of that epoch is in place, so a test can kill it there without a race.
+PAUSE_ENV = "RECTIFIERS_COMPARE_PAUSE_AFTER_CHECKPOINT"
+
+
+def _pause_hook(name: str, epoch: int) -> None:
+    if os.environ.get(PAUSE_ENV) == f"{name}:{epoch}":
+        deadline = time.monotonic() + 3600
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+
+
 # --------------------------------------------------------------------------------------------
 # One training run
 
@@ -476,10 +448,10 @@ def train_one(
             if epoch + 1 == cfg.epochs:
                 extra["dead_end"] = _to_jsonable(rep.to_dict())
                 extra["grad_flow_last_epoch"] = _to_jsonable(frep.to_dict())
-            atomic_torch_save(ckpt_path, {
-                "epoch": epoch + 1, "model": model.state_dict(), "opt": opt.state_dict(),
-                "history": history, "extra": extra,
-            })
+            state = {"epoch": epoch + 1, "model": model.state_dict(), "opt": opt.state_dict(),
+                     "history": history, "extra": extra}
+            atomic_write(ckpt_path, lambda f: torch.save(state, f))
+            _pause_hook(name, epoch + 1)
         dist.barrier()
 
     result: dict[str, Any] = {
@@ -491,49 +463,147 @@ def train_one(
     if history["test_acc"]:
         result["test_acc"] = history["test_acc"][-1]
         result["test_loss"] = history["test_loss"][-1]
+    result = _to_jsonable(result)  # the same plain values (NaN as None) as a result read back
     if dist.main:
-        atomic_write_json(res_path, _to_jsonable(result))
+        atomic_write_json(res_path, result)
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# Step time, measured side by side
+
+#: Rounds of the interleaved step timing (one timed step per activation and round) ...
+STEP_TIMING_ROUNDS = 30
+#: ... stopping early, after at least ``STEP_TIMING_MIN_ROUNDS``, once a model took this long.
+STEP_TIMING_BUDGET_S = 1.0
+STEP_TIMING_MIN_ROUNDS = 5
+
+
+def interleaved_step_times(cfg: Config, ds: Any, device: torch.device | str = "cpu", *,
+                           rounds: int = STEP_TIMING_ROUNDS, budget_s: float = STEP_TIMING_BUDGET_S,
+                           batch_size: int | None = None) -> dict[str, Any]:
+    """Wall-clock times of training steps, taken round-robin across activations.
+
+    Per model: one fresh model per activation (seed ``cfg.seeds[0]``, the run's initialisation and
+    SGD settings), one untimed warm-up step each, then up to ``rounds`` rounds in which every
+    activation takes one timed step (forward, cross-entropy, backward, ``opt.step``; no monitors)
+    on the same batch, the starting activation rotating from round to round. Machine noise thus
+    falls on all activations alike. Stops after at least ``STEP_TIMING_MIN_ROUNDS`` rounds once a
+    model's rounds took ``budget_s`` seconds.
+
+    Returns ``{"rounds": {model: n}, "batch": b, "ms": {model: {activation: [ms per step]}}}``.
+    """
+    device = torch.device(device)
+    b = min(batch_size or cfg.batch_size, len(ds.train_y))
+    x = ds.train_x[:b].to(device)
+    y = ds.train_y[:b].to(device)
+    out: dict[str, Any] = {"rounds": {}, "batch": b, "ms": {}}
+
+    def step(model: nn.Module, opt: torch.optim.Optimizer) -> None:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for model_kind in cfg.models:
+        setups = []
+        for act in cfg.activations:
+            torch.manual_seed(cfg.seeds[0] if cfg.seeds else 0)
+            model = build_model(model_kind, act, ds.input_shape, ds.num_classes, depth=cfg.depth,
+                                width=cfg.width)
+            init_weights(model, cfg.init, act)
+            if cfg.provoke is not None:
+                provoke_biases(model, cfg.provoke)
+            model.to(device).train()
+            opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+            step(model, opt)  # warm-up: allocations, lazy initialisation
+            setups.append((act, model, opt))
+        times: dict[str, list[float]] = {act: [] for act in cfg.activations}
+        t_start = time.perf_counter()
+        done = 0
+        for r in range(rounds):
+            k = r % len(setups)
+            for act, model, opt in setups[k:] + setups[:k]:
+                t0 = time.perf_counter()
+                step(model, opt)
+                times[act].append(1000 * (time.perf_counter() - t0))
+            done = r + 1
+            if done >= STEP_TIMING_MIN_ROUNDS and time.perf_counter() - t_start > budget_s:
+                break
+        out["rounds"][model_kind] = done
+        out["ms"][model_kind] = times
+    return out
 
 
 # --------------------------------------------------------------------------------------------
 # The whole comparison
 
 
-def _config_from_args(args: argparse.Namespace) -> Config:
-    from .cli import UsageError, closest
+def _activation_names(values: Sequence[str]) -> list[str]:
+    """``--activations`` values (space- or comma-separated, aliases allowed) as canonical names.
 
+    Each name goes through :func:`rectifiers.registry.canonical_name` (``frelu``, ``FReLU``,
+    ``leaky``, ``funnel``, class names, ...) and must then be one of :data:`rectifiers.zoo.ACTIVATIONS`;
+    ``all`` stands for all of them.
+    """
+    from .cli import UsageError, closest
+    from .registry import canonical_name
+
+    expected = f"expected some of {', '.join(ACTIVATIONS)} or all"
     acts: list[str] = []
-    for a in args.activations:
+    for a in values:
         for n in a.split(","):
             n = n.strip()
             if not n:
                 continue
-            if n == "all":
+            if n.lower() == "all":
                 acts.extend(ACTIVATIONS)
-            elif n not in ACTIVATIONS:
+                continue
+            try:
+                canon = canonical_name(n)
+            except KeyError:
                 raise UsageError(f"rectifiers compare: --activations: unknown activation {n!r}"
-                                 f"{closest(n, ACTIVATIONS)} (expected some of {', '.join(ACTIVATIONS)})")
-            else:
-                acts.append(n)
+                                 f"{closest(n.lower(), ACTIVATIONS)} ({expected})") from None
+            if canon not in ACTIVATIONS:
+                raise UsageError(f"rectifiers compare: --activations: {n!r} ({canon}) is not one of the "
+                                 f"compared activations ({expected})")
+            acts.append(canon)
     acts = list(dict.fromkeys(acts))
     if not acts:
-        raise UsageError("rectifiers compare: --activations: expected at least one activation name")
+        raise UsageError(f"rectifiers compare: --activations: {expected}, got none")
+    return acts
+
+
+#: Seeds must lie in [0, MAX_SEED): the epoch shuffle is seeded with ``seed * 1_000_003 + epoch``.
+MAX_SEED = 2**31
+
+
+def _config_from_args(args: argparse.Namespace) -> Config:
+    from .cli import UsageError
+
+    def bad(opt: str, expected: str, got: Any) -> UsageError:
+        return UsageError(f"rectifiers compare: {opt} must be {expected}, got {got}")
+
+    acts = _activation_names(args.activations)
     models = list(dict.fromkeys(args.models))
     seeds = list(dict.fromkeys(args.seeds))
-    for opt, v in (("--epochs", args.epochs), ("--depth", args.depth), ("--batch-size", args.batch_size)):
+    for s in seeds:
+        if not 0 <= s < MAX_SEED:
+            raise bad("--seeds", f"integers in 0..{MAX_SEED - 1}", s)
+    for opt, v in (("--epochs", args.epochs), ("--depth", args.depth), ("--batch-size", args.batch_size),
+                   ("--image-size", args.image_size)):
         if v < 1:
-            raise UsageError(f"rectifiers compare: {opt} must be a positive int, got {v}")
-    if args.width is not None and args.width < 1:
-        raise UsageError(f"rectifiers compare: --width must be a positive int, got {args.width}")
+            raise bad(opt, "a positive int", v)
+    for opt, v in (("--width", args.width), ("--limit", args.limit)):
+        if v is not None and v < 1:
+            raise bad(opt, "a positive int", v)
     if not (math.isfinite(args.lr) and args.lr > 0):
-        raise UsageError(f"rectifiers compare: --lr must be a positive number, got {args.lr}")
+        raise bad("--lr", "a positive finite number", args.lr)
+    if not (math.isfinite(args.momentum) and args.momentum >= 0):
+        raise bad("--momentum", "a finite number >= 0", args.momentum)
     if args.provoke is not None and not math.isfinite(args.provoke):
-        raise UsageError(f"rectifiers compare: --provoke must be a finite bias, got {args.provoke}")
-    if args.limit is not None and args.limit < 1:
-        raise UsageError(f"rectifiers compare: --limit must be a positive int, got {args.limit}")
-    if args.image_size < 1:
-        raise UsageError(f"rectifiers compare: --image-size must be a positive int, got {args.image_size}")
+        raise bad("--provoke", "a finite bias", args.provoke)
     return Config(
         activations=acts, seeds=seeds, models=models, epochs=args.epochs, depth=args.depth,
         width=args.width, lr=args.lr, momentum=args.momentum, batch_size=args.batch_size,
@@ -617,6 +687,10 @@ def run_compare(cfg: Config, out_dir: str, *, resume: bool = False, device: str 
     finally:
         if bar is not None:
             bar.close()
+    step_timing = None
+    if dist.main:
+        step_timing = interleaved_step_times(cfg, ds, dev, batch_size=cfg.batch_size // dist.world)
+    wall = time.perf_counter() - t0
     meta = {
         "data": ds.describe(),
         "num_classes": ds.num_classes,
@@ -624,7 +698,8 @@ def run_compare(cfg: Config, out_dir: str, *, resume: bool = False, device: str 
         "world_size": dist.world,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "wall_s": time.perf_counter() - t0,
+        "wall_s": wall,
+        "step_timing": step_timing,
         "peak_rss_mib": _peak_rss_mib(),
         "peak_rss_growth_mib": _peak_rss_mib() - rss0,
         "resumed": resume,
@@ -681,7 +756,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int, default=32,
                    help="side images of a folder: data set are resized to (default: 32)")
     p.add_argument("--limit", type=int, default=None,
-                   help="use at most this many images of each split (default: all)")
+                   help="use at most this many images of each split, a fixed random subset (default: all)")
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                    help=f"report directory (default: ./{DEFAULT_OUT})")
     p.add_argument("--resume", action="store_true",

@@ -112,10 +112,16 @@ def _split(labels: np.ndarray, test_fraction: float = 0.2) -> tuple[np.ndarray, 
 
 
 def _limit(x: np.ndarray, y: np.ndarray, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``limit`` samples (a fixed subset; ``None``: all)."""
+    """A fixed random subset of ``limit`` samples, in their original order (``None``: all).
+
+    The indices are drawn without replacement with a generator seeded with ``SPLIT_SEED`` and
+    sorted, so the subset is the same on every call and, unlike a prefix, mixes the classes of
+    data stored class by class (an image folder).
+    """
     if limit is None or limit >= len(y):
         return x, y
-    return x[:limit], y[:limit]
+    idx = np.sort(np.random.default_rng(SPLIT_SEED).choice(len(y), size=limit, replace=False))
+    return x[idx], y[idx]
 
 
 def load_digits(limit: int | None = None) -> Dataset:
@@ -177,7 +183,7 @@ def load_cifar10(path: str, limit: int | None = None) -> Dataset:
     """The CIFAR-10 python batches in folder ``path``: 3 x 32 x 32 images, 10 classes.
 
     Reads the ``data_batch_1`` .. ``data_batch_5`` files present (at least one) and ``test_batch``.
-    ``limit`` keeps the first ``limit`` images of each split (a fixed subset for quick runs).
+    ``limit`` keeps a fixed random subset of ``limit`` images of each split (for quick runs).
     """
     if not os.path.isdir(path):
         raise DataError(f"cifar10: {path!r} is not a folder (expected the CIFAR-10 python batches: "

@@ -5,10 +5,12 @@ activation) statistics over seeds; :func:`verdicts` weighs the article's claims 
 :func:`write_report` writes ``report.md``, ``report.html`` and the PNG plots.
 
 The decision rule of every verdict (:func:`decide`): two groups of runs (one value per seed) differ
-when the difference of their means exceeds twice its standard error,
-``se = sqrt(s_a^2 / n_a + s_b^2 / n_b)`` (sample standard deviations over seeds), and also a
-minimum size that matters (stated per claim). With fewer than 2 seeds in a group there is no
-spread and no verdict: "cannot decide". A claim whose premise did not occur in the run (no dead
+when the difference of their means exceeds ``t * se``, where
+``se = sqrt(s_a^2 / n_a + s_b^2 / n_b)`` (sample standard deviations over seeds) and ``t`` is the
+two-sided 95% Student-t critical value for ``df = n_a + n_b - 2`` (4.30 for 2 + 2 seeds, 2.78 for
+3 + 3; :func:`t_critical`), so that two groups drawn from one normal distribution get a verdict
+about 5% of the time; and also a minimum size that matters (stated per claim). With fewer than
+2 seeds in a group there is no spread and no verdict: "cannot decide". A claim whose premise did not occur in the run (no dead
 ReLU units to mitigate, no vanishing gradients, a bias b that did not grow) is also "cannot decide",
 with the reason; a verdict is never given that the numbers do not carry.
 """
@@ -22,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Stat", "Verdict", "decide", "summarise", "verdicts", "write_report", "DISPLAY"]
+__all__ = ["Stat", "Verdict", "decide", "t_critical", "summarise", "verdicts", "write_report", "DISPLAY"]
 
 DISPLAY = {
     "relu": "ReLU",
@@ -70,19 +72,38 @@ class Stat:
         return f"{m:.{digits}f} ± {self.std * scale:.{digits}f}{unit}"
 
 
-def decide(a: Stat, b: Stat, min_effect: float) -> tuple[str, float, float]:
-    """Compare the means of ``a`` and ``b``: ``("greater" | "less" | "same", diff, se)``.
+#: Two-sided 95% critical values of Student's t distribution (the 0.975 quantile), df = 1 .. 30.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+         2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+         2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 
-    ``diff = mean(a) - mean(b)``; "greater"/"less" only when both have at least 2 values,
-    ``|diff| > 2 se`` and ``|diff| >= min_effect``; otherwise "same" (no decision).
+
+def t_critical(df: int) -> float:
+    """The two-sided 95% Student-t critical value for ``df`` degrees of freedom (``df >= 1``).
+
+    Tabulated for df 1..30 (12.706 .. 2.042); beyond 30, the normal value 1.96.
+    """
+    if df < 1:
+        raise ValueError(f"t_critical: df must be >= 1, got {df}")
+    return _T975[df - 1] if df <= len(_T975) else 1.96
+
+
+def decide(a: Stat, b: Stat, min_effect: float) -> tuple[str, float, float]:
+    """Compare the means of ``a`` and ``b``: ``("greater" | "less" | "same", diff, threshold)``.
+
+    ``diff = mean(a) - mean(b)``, ``se = sqrt(s_a^2 / n_a + s_b^2 / n_b)`` and
+    ``threshold = t_critical(n_a + n_b - 2) * se``. "greater"/"less" only when both have at least
+    2 values, ``|diff| > threshold`` and ``|diff| >= min_effect``; otherwise "same" (no decision;
+    threshold NaN with fewer than 2 values).
     """
     if a.n < 2 or b.n < 2:
         return "same", a.mean - b.mean, math.nan
     d = a.mean - b.mean
     se = math.sqrt(a.std**2 / a.n + b.std**2 / b.n)
-    if abs(d) > 2 * se and abs(d) >= min_effect:
-        return ("greater" if d > 0 else "less"), d, se
-    return "same", d, se
+    thr = t_critical(a.n + b.n - 2) * se
+    if abs(d) > thr and abs(d) >= min_effect:
+        return ("greater" if d > 0 else "less"), d, thr
+    return "same", d, thr
 
 
 def _geomean_log10(xs: Sequence[Any]) -> float:
@@ -220,10 +241,11 @@ def _relu_dies(relu: Group) -> tuple[bool, str]:
 
 def _compare(a: Stat, b: Stat, min_effect: float, supports_if: str) -> tuple[str, str]:
     """Verdict and reason from :func:`decide`; ``supports_if`` is "greater" or "less"."""
-    out, d, se = decide(a, b, min_effect)
+    out, d, thr = decide(a, b, min_effect)
     if a.n < 2 or b.n < 2:
         return UNDECIDED, "fewer than 2 seeds: no spread to weigh the difference against"
-    detail = f"difference {d:+.3g}, 2 x standard error {2 * se:.2g}, minimum effect {min_effect:g}"
+    detail = (f"difference {d:+.3g}, t({a.n + b.n - 2}) x standard error {thr:.2g}, "
+              f"minimum effect {min_effect:g}")
     if out == "same":
         return UNDECIDED, f"difference within the spread over seeds ({detail})"
     return (SUPPORTS if out == supports_if else CONTRADICTS), detail
@@ -324,50 +346,95 @@ def verdicts(groups: dict[tuple[str, str], Group], models: Sequence[str], chance
 # Plots
 
 
-def _mpl() -> tuple[Any, Any]:
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("the comparison report's plots need matplotlib: "
-                          "pip install 'rectifiers[compare]'") from e
-    return Figure, FigureCanvasAgg
+def _figure(width: float, height: float) -> Any:
+    """A new matplotlib figure with an Agg canvas (:func:`rectifiers._io.matplotlib_figure`)."""
+    from ._io import matplotlib_figure
+
+    Figure, Canvas = matplotlib_figure()
+    fig = Figure(figsize=(width, height), layout="constrained")
+    Canvas(fig)
+    return fig
 
 
 def _save(fig: Any, path: str) -> None:
-    from .compare import atomic_write_bytes
-    import io
+    from ._io import save_figure
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None}, facecolor="white")
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path, "png", dpi=100)
 
 
 COLORS = {"relu": "#1f77b4", "leaky_relu": "#ff7f0e", "prelu": "#2ca02c", "flexible_relu": "#d62728",
           "funnel_relu": "#9467bd"}
 
+#: A stored value at or beyond this magnitude stands for infinity (results store inf as +-1e308).
+_INF_SENTINEL = 1e300
+
+
+def _value(v: Any) -> float:
+    """A stored number as a float; NaN for None, NaN, infinities and the stored +-1e308."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return math.nan
+    v = float(v)
+    return v if math.isfinite(v) and abs(v) < _INF_SENTINEL else math.nan
+
+
+def diverged(run: dict[str, Any]) -> bool:
+    """Whether a run diverged: a training or test loss after the start is NaN / infinite (or None,
+    the stored form of NaN), or a gradient norm is."""
+    h = run["history"]
+    losses = list(h.get("train_loss", [])[1:]) + list(h.get("test_loss", [])[1:])
+    if any(math.isnan(_value(v)) for v in losses):
+        return True
+    return any(math.isnan(_value(v)) for row in h.get("grad_norms", []) for v in row)
+
 
 def _series(g: Group, key: str) -> tuple[list[int], list[float], list[float], list[float]]:
-    """Epochs and the mean / min / max over seeds of history[key] (None entries skipped)."""
+    """Epochs and the mean / min / max over seeds of history[key] over the finite values of each
+    epoch; NaN (a gap in the plot) where no seed has a finite value."""
     runs = g.runs
     n = min(len(r["history"][key]) for r in runs)
     ep, mean, lo, hi = [], [], [], []
     for i in range(n):
-        vals = [r["history"][key][i] for r in runs if r["history"][key][i] is not None]
-        if not vals:
-            continue
+        vals = [_value(r["history"][key][i]) for r in runs]
+        vals = [v for v in vals if not math.isnan(v)]
         ep.append(runs[0]["history"]["epoch"][i])
-        mean.append(sum(vals) / len(vals))
-        lo.append(min(vals))
-        hi.append(max(vals))
+        mean.append(sum(vals) / len(vals) if vals else math.nan)
+        lo.append(min(vals) if vals else math.nan)
+        hi.append(max(vals) if vals else math.nan)
     return ep, mean, lo, hi
 
 
+def _log_scale_if_positive(ax: Any) -> bool:
+    """Log y axis when the axes' lines hold a positive finite value, else linear; return which."""
+    import numpy as np
+
+    for line in ax.get_lines():
+        y = np.asarray(line.get_ydata(), dtype=float)
+        if np.any(np.isfinite(y) & (y > 0)):
+            ax.set_yscale("log", nonpositive="mask")
+            return True
+    return False
+
+
+def _no_data(ax: Any, what: str) -> None:
+    """Say on an empty plot that there was nothing finite to draw."""
+    import numpy as np
+
+    if not any(np.isfinite(np.asarray(line.get_ydata(), dtype=float)).any() for line in ax.get_lines()):
+        ax.text(0.5, 0.5, f"no finite {what}\n(the runs diverged)", ha="center", va="center",
+                transform=ax.transAxes, color="#b00")
+
+
+def _label(g: Group, a: str) -> str:
+    n = sum(diverged(r) for r in g.runs)
+    return _name(a) + (f" (diverged: {n} of {len(g.runs)})" if n else "")
+
+
 def plot_curves(groups: dict[tuple[str, str], Group], models: Sequence[str], path: str) -> None:
-    """Test accuracy and training loss per epoch: mean over seeds, band from min to max."""
-    Figure, Canvas = _mpl()
-    fig = Figure(figsize=(5.5 * len(models), 7), layout="constrained")
-    Canvas(fig)
+    """Test accuracy and training loss per epoch: mean over seeds, band from min to max.
+
+    NaN losses are gaps; the loss axis is logarithmic when there is a positive finite loss.
+    """
+    fig = _figure(5.5 * len(models), 7)
     axes = fig.subplots(2, len(models), squeeze=False)
     for j, m in enumerate(models):
         for (mm, a), g in groups.items():
@@ -376,22 +443,21 @@ def plot_curves(groups: dict[tuple[str, str], Group], models: Sequence[str], pat
             for i, (key, label) in enumerate((("test_acc", "test accuracy"), ("train_loss", "training loss"))):
                 ep, mean, lo, hi = _series(g, key)
                 ax = axes[i][j]
-                ax.plot(ep, mean, color=COLORS.get(a), label=_name(a), marker="o", ms=3)
+                ax.plot(ep, mean, color=COLORS.get(a), label=_label(g, a), marker="o", ms=3)
                 ax.fill_between(ep, lo, hi, color=COLORS.get(a), alpha=0.15)
                 ax.set_ylabel(label)
                 ax.set_xlabel("epoch")
         axes[0][j].set_title(f"{m.upper()}: test accuracy (band: min-max over seeds)")
-        axes[1][j].set_title(f"{m.upper()}: training loss")
-        axes[1][j].set_yscale("log")
+        log = _log_scale_if_positive(axes[1][j])
+        axes[1][j].set_title(f"{m.upper()}: training loss" + ("" if log else " (linear axis)"))
+        _no_data(axes[1][j], "training loss")
         axes[0][j].legend(fontsize=8)
     _save(fig, path)
 
 
 def plot_dead(groups: dict[tuple[str, str], Group], models: Sequence[str], path: str) -> None:
     """Dead (solid) and inactive (dashed) unit fractions per epoch, epoch 0 = before training."""
-    Figure, Canvas = _mpl()
-    fig = Figure(figsize=(5.5 * len(models), 4.2), layout="constrained")
-    Canvas(fig)
+    fig = _figure(5.5 * len(models), 4.2)
     axes = fig.subplots(1, len(models), squeeze=False)[0]
     for j, m in enumerate(models):
         ax = axes[j]
@@ -399,7 +465,8 @@ def plot_dead(groups: dict[tuple[str, str], Group], models: Sequence[str], path:
             if mm != m:
                 continue
             ep, dead, lo, hi = _series(g, "dead")
-            ax.plot(ep, [100 * v for v in dead], color=COLORS.get(a), label=f"{_name(a)} dead", marker="o", ms=3)
+            ax.plot(ep, [100 * v for v in dead], color=COLORS.get(a), label=f"{_label(g, a)} dead",
+                    marker="o", ms=3)
             ax.fill_between(ep, [100 * v for v in lo], [100 * v for v in hi], color=COLORS.get(a), alpha=0.15)
             ep, ina, _, _ = _series(g, "inactive")
             ax.plot(ep, [100 * v for v in ina], color=COLORS.get(a), ls="--", alpha=0.7,
@@ -411,11 +478,20 @@ def plot_dead(groups: dict[tuple[str, str], Group], models: Sequence[str], path:
     _save(fig, path)
 
 
+def _mean_finite(xs: Sequence[float]) -> float:
+    vals = [x for x in xs if math.isfinite(x)]
+    return sum(vals) / len(vals) if vals else math.nan
+
+
 def plot_grads(groups: dict[tuple[str, str], Group], models: Sequence[str], path: str) -> None:
-    """Per-layer gradient norms: the median over steps (top), the first/last ratio over steps (bottom)."""
-    Figure, Canvas = _mpl()
-    fig = Figure(figsize=(5.5 * len(models), 7.5), layout="constrained")
-    Canvas(fig)
+    """Per-layer gradient norms: the median over steps (top), the first/last ratio over steps (bottom).
+
+    Non-finite norms (a diverged run) are left out of the medians and are gaps in the ratio; an
+    axis is logarithmic only when it has a positive finite value.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    fig = _figure(5.5 * len(models), 7.5)
     axes = fig.subplots(2, len(models), squeeze=False)
     for j, m in enumerate(models):
         for (mm, a), g in groups.items():
@@ -427,28 +503,28 @@ def plot_grads(groups: dict[tuple[str, str], Group], models: Sequence[str], path
             per_run = []
             ratio_runs = []
             for r in g.runs:
-                norms = r["history"]["grad_norms"]
+                norms = [[_value(v) for v in row] for row in r["history"]["grad_norms"]]
                 if not norms:
                     continue
-                per_run.append([_median([row[k] for row in norms if row[k] is not None])
+                per_run.append([_median([row[k] for row in norms if not math.isnan(row[k])])
                                 for k in range(len(layers))])
-                ratio_runs.append([row[0] / row[-1] if row[-1] else math.nan for row in norms])
+                ratio_runs.append([row[0] / row[-1] if row[-1] > 0 else math.nan for row in norms])
             if not per_run:
                 continue
-            prof = [sum(col) / len(col) for col in zip(*per_run)]
-            axes[0][j].plot(range(len(layers)), prof, color=COLORS.get(a), marker="o", ms=3, label=_name(a))
+            prof = [_mean_finite(col) for col in zip(*per_run)]
+            axes[0][j].plot(range(len(layers)), prof, color=COLORS.get(a), marker="o", ms=3,
+                            label=_label(g, a))
             steps = min(len(x) for x in ratio_runs)
-            ratio = [sum(x[s] for x in ratio_runs) / len(ratio_runs) for s in range(steps)]
+            ratio = [_mean_finite([x[s] for x in ratio_runs]) for s in range(steps)]
             axes[1][j].plot(range(steps), ratio, color=COLORS.get(a), lw=1, label=_name(a))
-        from matplotlib.ticker import MaxNLocator
-
         axes[0][j].xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes[0][j].set_yscale("log")
+        _log_scale_if_positive(axes[0][j])
         axes[0][j].set_xlabel("layer (0: nearest the input)")
         axes[0][j].set_ylabel("median gradient norm over steps")
         axes[0][j].set_title(f"{m.upper()}: gradient norm per layer (mean over seeds)")
         axes[0][j].legend(fontsize=8)
-        axes[1][j].set_yscale("log")
+        _no_data(axes[0][j], "gradient norms")
+        _log_scale_if_positive(axes[1][j])
         axes[1][j].set_xlabel("training step")
         axes[1][j].set_ylabel("first / last layer gradient norm")
         axes[1][j].set_title(f"{m.upper()}: gradient ratio first/last layer over training")
@@ -458,20 +534,19 @@ def plot_grads(groups: dict[tuple[str, str], Group], models: Sequence[str], path
 def plot_activations(names: Sequence[str], path: str) -> None:
     """The activation graphs: :func:`rectifiers.plotting.plot_overview` if present, else f and f'."""
     try:
-        from .plotting import plot_overview, save_figure
+        from .plotting import plot_overview
     except ImportError:
         plot_overview = None
     if plot_overview is not None:
-        fig = plot_overview([n for n in names])
-        save_figure(fig, path, "png", dpi=70)
+        from ._io import save_figure
+
+        save_figure(plot_overview(list(names)), path, "png", dpi=70)
         return
     import torch
 
     from .curves import curve
 
-    Figure, Canvas = _mpl()
-    fig = Figure(figsize=(3.2 * len(names), 5.5), layout="constrained")
-    Canvas(fig)
+    fig = _figure(3.2 * len(names), 5.5)
     axes = fig.subplots(2, len(names), squeeze=False)
     x = torch.linspace(-3, 3, 601, dtype=torch.float64)
     for j, n in enumerate(names):
@@ -598,8 +673,15 @@ def _command(cfg: dict[str, Any]) -> str:
 
 def write_report(out_dir: str, cfg: dict[str, Any], results: Sequence[dict[str, Any]],
                  meta: dict[str, Any]) -> dict[str, str]:
-    """Write ``report.md``, ``report.html`` and the PNGs into ``out_dir``; return their paths."""
-    from .compare import atomic_write_bytes
+    """Write ``report.md``, ``report.html`` and the PNGs into ``out_dir``; return their paths.
+
+    The report is written even when a plot cannot be drawn (matplotlib missing, or data no plot
+    can show): the plot is then left out and the report says why. Diverged runs (NaN or infinite
+    losses or gradient norms, :func:`diverged`) are named in the report and marked in the plots.
+    ``meta["step_timing"]`` (from :func:`rectifiers.compare.interleaved_step_times`) gives the step
+    times; without it, the median step time of each run is shown, and the report says so.
+    """
+    from ._io import atomic_write_bytes
 
     os.makedirs(out_dir, exist_ok=True)
     models = list(cfg["models"])
@@ -613,10 +695,19 @@ def write_report(out_dir: str, cfg: dict[str, Any], results: Sequence[dict[str, 
         "grads": "gradient_norms.png",
         "acts": "activations.png",
     }
-    plot_curves(groups, models, os.path.join(out_dir, files["curves"]))
-    plot_dead(groups, models, os.path.join(out_dir, files["dead"]))
-    plot_grads(groups, models, os.path.join(out_dir, files["grads"]))
-    plot_activations(acts, os.path.join(out_dir, files["acts"]))
+    drawers = {
+        "curves": lambda p: plot_curves(groups, models, p),
+        "dead": lambda p: plot_dead(groups, models, p),
+        "grads": lambda p: plot_grads(groups, models, p),
+        "acts": lambda p: plot_activations(acts, p),
+    }
+    failed: dict[str, str] = {}
+    for key, draw in drawers.items():
+        try:
+            draw(os.path.join(out_dir, files[key]))
+        except Exception as e:  # a missing plot must not cost the report
+            failed[key] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+    timing = meta.get("step_timing") or None
 
     doc = Doc()
     doc.h(1, "Rectifier comparison")
@@ -639,14 +730,15 @@ def write_report(out_dir: str, cfg: dict[str, Any], results: Sequence[dict[str, 
           "`rectifiers.diagnostics.DeadUnitMonitor` on the training set (up to 2048 images, model in eval "
           "mode) before training and after the last epoch. Gradient ratio: log10 of the first layer's "
           "gradient norm over the last's (`GradientFlowMonitor`), geometric mean over epochs; 0 means equal, "
-          "-1 a tenfold drop towards the input. Step time: median wall-clock of a training step (forward, "
-          "backward, optimizer, monitors included). Saved for backward: the bytes autograd keeps for the "
+          "-1 a tenfold drop towards the input. " + _step_time_text(timing) + " Saved for backward: the bytes autograd keeps for the "
           "backward pass of one training step, counted once per distinct storage with "
           "`torch.autograd.graph.saved_tensors_hooks` (parameters excluded).")
     head = ["model", "activation", "test acc.", "dead start", "dead end", "never positive end",
-            "grad ratio (log10)", "vanishing / exploding epochs", "step ms", "saved for backward MiB"]
+            "grad ratio (log10)", "vanishing / exploding epochs",
+            "step ms (x ReLU)" if timing else "step ms", "saved for backward MiB"]
     rows = []
     stalled = []
+    diverged_runs = []
     for m in models:
         for a in acts:
             g = groups.get((m, a))
@@ -655,13 +747,22 @@ def write_report(out_dir: str, cfg: dict[str, Any], results: Sequence[dict[str, 
             acc = g.acc
             if acc.n and acc.mean < 2 * chance:
                 stalled.append(f"{m.upper()} {_name(a)} ({_pct(acc)})")
+            div = [r["seed"] for r in g.runs if diverged(r)]
+            if div:
+                diverged_runs.append(f"{m.upper()} {_name(a)} (seed{'s' if len(div) > 1 else ''} "
+                                     f"{', '.join(map(str, div))})")
             rows.append([
-                m, _name(a), _pct(acc), _pct(g.dead_at("dead", 0)), _pct(g.dead_at("dead", -1)),
+                m, _name(a), _pct(acc) + (f" **diverged {len(div)}/{len(g.runs)}**" if div else ""), _pct(g.dead_at("dead", 0)), _pct(g.dead_at("dead", -1)),
                 _pct(g.dead_at("inactive", -1)), g.log_ratio.fmt(1, 2),
                 f"{_pct(g.vanishing_share)} / {_pct(g.exploding_share)}",
-                g.step_ms.fmt(1, 2), g.saved_mib.fmt(1, 3),
+                _step_cell(timing, m, a) if timing else g.step_ms.fmt(1, 2), g.saved_mib.fmt(1, 3),
             ])
     doc.table(head, rows)
+    if diverged_runs:
+        doc.p("**Diverged** (a training or test loss, or a gradient norm, became NaN or infinite; NaN "
+              "values are gaps in the plots and left out of the means): " + "; ".join(diverged_runs)
+              + ". Such runs say the setting is unstable (a smaller `--lr` is the usual remedy), not which "
+              "activation is better.")
     if "cuda" in meta["device"]:
         peaks = [r.get("cuda_peak_bytes") for r in results if r.get("cuda_peak_bytes")]
         if peaks:
@@ -693,14 +794,22 @@ def write_report(out_dir: str, cfg: dict[str, Any], results: Sequence[dict[str, 
               "max(x, BN(w x)) per feature (kernel size 1), a much weaker condition than the CNN's 3 x 3 one.")
 
     doc.h(2, "Plots")
-    doc.img(files["curves"], "test accuracy and training loss per epoch")
-    doc.img(files["dead"], "dead and never-positive units per epoch")
-    doc.img(files["grads"], "gradient norm per layer, and first/last ratio over training")
-    doc.img(files["acts"], "the activations and their derivatives")
+    alts = {"curves": "test accuracy and training loss per epoch",
+            "dead": "dead and never-positive units per epoch",
+            "grads": "gradient norm per layer, and first/last ratio over training",
+            "acts": "the activations and their derivatives"}
+    for key, alt in alts.items():
+        if key in failed:
+            doc.p(f"Plot {files[key]} ({alt}) could not be drawn: {failed[key]}.")
+        else:
+            doc.img(files[key], alt)
 
     doc.h(2, "The article's claims")
     doc.p("Each claim is weighed on each model. Rule: two groups of runs differ when the difference of "
-          "their means exceeds twice its standard error over seeds and a minimum effect (1 percentage "
+          "their means exceeds its standard error over seeds, sqrt(s_a^2/n_a + s_b^2/n_b), times the "
+          "two-sided 95% Student-t critical value for n_a + n_b - 2 degrees of freedom (4.30 for 2 + 2 "
+          "seeds, 2.78 for 3 + 3; so two groups from one distribution get a verdict about 5% of the "
+          "time), and also a minimum effect (1 percentage "
           "point of dead units, 0.5 point of accuracy, 0.1 in log10 gradient norm); otherwise, or with "
           "fewer than 2 seeds, or when the claim's premise did not occur in the run, the verdict is "
           "'cannot decide'. Note that a LeakyReLU or PReLU unit with a slope other than 0 cannot be dead "
@@ -718,4 +827,27 @@ def write_report(out_dir: str, cfg: dict[str, Any], results: Sequence[dict[str, 
     atomic_write_bytes(os.path.join(out_dir, "report.md"), md.encode())
     atomic_write_bytes(os.path.join(out_dir, "report.html"), doc.html("Rectifier comparison").encode())
     return {"md": os.path.join(out_dir, "report.md"), "html": os.path.join(out_dir, "report.html"),
-            **{k: os.path.join(out_dir, v) for k, v in files.items()}}
+            **{k: os.path.join(out_dir, v) for k, v in files.items() if k not in failed}}
+
+
+def _step_time_text(timing: dict[str, Any] | None) -> str:
+    if not timing:
+        return ("Step time: median wall-clock of a training step (forward, backward, optimizer, "
+                "monitors included) of each run, mean over seeds; the runs were timed one after another, "
+                "so machine noise during one run lands on that run alone.")
+    rounds = ", ".join(f"{n} for the {m.upper()}" for m, n in timing["rounds"].items())
+    return ("Step time: measured side by side after training: fresh models of every activation took "
+            "one training step each in turn (forward, backward, optimizer; no monitors; batch "
+            f"{timing['batch']}), round after round ({rounds} rounds), so machine noise falls on every "
+            "activation alike; median ms per step, and in brackets its ratio to ReLU's median.")
+
+
+def _step_cell(timing: dict[str, Any], model: str, act: str) -> str:
+    ms = timing["ms"].get(model, {})
+    if not ms.get(act):
+        return "n/a"
+    med = _median(ms[act])
+    base = ms.get("relu")
+    if not base:
+        return f"{med:.2f}"
+    return f"{med:.2f} ({med / _median(base):.2f}x)"
