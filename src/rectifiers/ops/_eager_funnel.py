@@ -103,13 +103,18 @@ class _Funnel(torch.autograd.Function):
             d = xw - tn
             gx = _aten.threshold_backward(gw, d, 0)
             gt = _aten.threshold_backward(gw, d.neg_(), 0)
+            # Ties (x == T) get g/2 each way. x != T gives d != 0 exactly (gradual underflow),
+            # so min |d| > 0 rules them out in two cheap float passes; a NaN minimum (NaN or
+            # inf - inf, where x == T == inf is a tie too) falls back to the exact test.
+            m = float(d.abs_().amin()) if d.numel() else 1.0
             del d
-            tie = xw == tn
-            if bool(tie.any()):
+            if not m > 0:
+                tie = xw == tn
                 half = gw * 0.5
                 gx = torch.where(tie, half, gx)
                 gt = torch.where(tie, half, gt)
-            del tie, tn
+                del tie
+            del tn
             need_t = need[0] or need[1] or need[2]
             gtin, gbw, gbb = _aten.native_batch_norm_backward(
                 gt, t, bw, rmc, rvc, mean, invstd, use_batch, eps,
