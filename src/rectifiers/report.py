@@ -835,11 +835,12 @@ def _step_time_text(timing: dict[str, Any] | None) -> str:
         return ("Step time: median wall-clock of a training step (forward, backward, optimizer, "
                 "monitors included) of each run, mean over seeds; the runs were timed one after another, "
                 "so machine noise during one run lands on that run alone.")
-    rounds = ", ".join(f"{n} for the {m.upper()}" for m, n in timing["rounds"].items())
+    rounds = ", ".join(f"{m.upper()} {n}" for m, n in timing["rounds"].items())
     return ("Step time: measured side by side after training: fresh models of every activation took "
             "one training step each in turn (forward, backward, optimizer; no monitors; batch "
-            f"{timing['batch']}), round after round ({rounds} rounds), so machine noise falls on every "
-            "activation alike; median ms per step, and in brackets its ratio to ReLU's median.")
+            f"{timing['batch']}), round after round (rounds: {rounds}), so machine noise falls on every "
+            "activation alike; median ms per step over the rounds, and in parentheses its ratio to "
+            "ReLU's median. Each run's own step times (monitors included) are in its runs/*.json.")
 
 
 def _step_cell(timing: dict[str, Any], model: str, act: str) -> str:
