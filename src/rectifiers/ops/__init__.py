@@ -17,7 +17,7 @@ Backends:
     Plain PyTorch: ``torch.nn.functional`` where torch has the activation, the reference formula
     otherwise. The baseline of the benchmarks.
 ``"eager"``
-    rectifiers' own autograd Functions, lean in memory (see :mod:`rectifiers.ops.eager`).
+    rectifiers' own autograd Functions, lean in memory (see :mod:`rectifiers.ops.eager_ops`).
     Any device.
 ``"triton"``
     Triton kernels for CUDA tensors (optional extra ``rectifiers[triton]``). With
