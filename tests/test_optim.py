@@ -88,7 +88,7 @@ def test_frozen_and_shared_parameters():
 def test_errors():
     with pytest.raises(ValueError, match="lazy.*forward pass"):
         param_groups(nn.Sequential(rectifiers.PReLU(None)))
-    with pytest.raises(ValueError, match="weight_decay must be a number >= 0, got -1"):
+    with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0, got -1"):
         param_groups(model(), weight_decay=-1)
     with pytest.raises(ValueError, match="does not have.*nope"):
         param_groups(model(), no_decay=["nope"])
