@@ -11,7 +11,8 @@ What each activation keeps for backward (beyond what the next layer keeps anyway
                 recovered where ``y <= 0`` for the slope's gradient; otherwise (a slope <= 0
                 or > 1, where ``y / a`` is not exact) the input, as ``torch.nn.PReLU``
 ``flexible_relu``  a 1-byte mask ``x > 0`` (``y > b`` is not exact when ``x`` is tiny
-                against ``b``)
+                against ``b``); on CPU a fused C++ kernel (:mod:`._eager_cpp`, built at first
+                use) writes y and the mask in one pass, and dx and the bias gradient in one
 ``funnel_relu`` the input only, plus per-channel statistics: the depthwise conv and the
                 BatchNorm are recomputed in backward, in channels-last layout (PyTorch's CPU
                 depthwise conv is many times faster there than in NCHW)
@@ -32,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import reference as ref
-from . import _eager_funnel
+from . import _eager_cpp, _eager_funnel
 from ._eager_common import cache_blocks, compiling, needs_grad, reduce_dims
 
 __all__ = ["relu", "leaky_relu", "prelu", "flexible_relu", "funnel_relu"]
@@ -212,11 +213,14 @@ class _FlexibleReLU(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(x, bias, dim, inplace, keep_mask):  # type: ignore[no-untyped-def]
+    def forward(x, bias, dim, inplace, keep_mask, fused):  # type: ignore[no-untyped-def]
         cdim = dim if (dim is not None and bias.numel() > 1) else None
-        b = ref.channel_view(bias.to(x.dtype), x, cdim if cdim is not None else 0)
         y = x if inplace else torch.empty_like(x)
         mask = torch.empty_like(x, dtype=torch.bool) if keep_mask else None
+        if fused is not None:  # the C++ kernel: y and the mask in one pass
+            _eager_cpp.forward(x, bias.to(x.dtype), y, mask, fused)
+            return y, mask
+        b = ref.channel_view(bias.to(x.dtype), x, cdim if cdim is not None else 0)
         # Block by block, so that the three passes (relu, mask, + b) over a block stay in cache.
         for idx in cache_blocks(x, cdim):
             yb = y[idx]
@@ -228,19 +232,23 @@ class _FlexibleReLU(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):  # type: ignore[no-untyped-def]
-        x, bias, dim, inplace, _ = inputs
+        x, bias, dim, inplace, _, fused = inputs
         y, mask = output
         if inplace:
             ctx.mark_dirty(x)
         if mask is not None:
             ctx.mark_non_differentiable(mask)
-        ctx.dim = dim
+        ctx.dim, ctx.fused = dim, fused
+        # No zero-filled gradient for the mask output (a full bool pass for nothing).
+        ctx.set_materialize_grads(False)
         ctx.bias_shape, ctx.bias_dtype = bias.shape, bias.dtype
         ctx.save_for_backward(mask)
 
     @staticmethod
     def backward(ctx, g, _gmask=None):  # type: ignore[no-untyped-def]
         (mask,) = ctx.saved_tensors
+        if g is None:  # y unused (grads are not materialised): nothing flows back
+            return None, None, None, None, None, None
         need_x, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         cdim = ctx.dim if (ctx.dim is not None and ctx.bias_shape.numel() > 1) else None
         dims = reduce_dims(g.dim(), cdim)
@@ -251,7 +259,13 @@ class _FlexibleReLU(torch.autograd.Function):
                 dx = _aten.threshold_backward(g, mask.to(g.dtype), 0)
             if need_b:
                 db = (g.sum(dims, dtype=acc) if dims else g.to(acc)).reshape(ctx.bias_shape).to(ctx.bias_dtype)
-            return dx, db, None, None, None
+            return dx, db, None, None, None, None
+        if ctx.fused is not None and _same_layout(g, mask):
+            # The C++ kernel: dx and the per-channel sum of g in one pass (float64 sums).
+            dx, db = _eager_cpp.backward(g, mask, need_x, need_b, ctx.fused)
+            if db is not None:
+                db = db.reshape(ctx.bias_shape).to(ctx.bias_dtype)
+            return dx, db, None, None, None, None
         if need_x:
             dx = torch.empty_like(g)
         if need_b:
@@ -266,7 +280,17 @@ class _FlexibleReLU(torch.autograd.Function):
                 db += gb.sum(dims, dtype=acc) if dims else gb.to(acc)
         if need_b:
             db = db.reshape(ctx.bias_shape).to(ctx.bias_dtype)
-        return dx, db, None, None, None
+        return dx, db, None, None, None, None
+
+
+def _same_layout(g: torch.Tensor, mask: torch.Tensor) -> bool:
+    """Whether g lies in memory as the mask does (same shape, same strides where size > 1)."""
+    if g.shape != mask.shape or g.dtype not in _FUSED_DTYPES:
+        return False
+    return all(n == 1 or a == b for n, a, b in zip(g.shape, g.stride(), mask.stride()))
+
+
+_FUSED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
 def flexible_relu(x: torch.Tensor, bias: torch.Tensor, dim: int | None, inplace: bool) -> torch.Tensor:
@@ -275,7 +299,11 @@ def flexible_relu(x: torch.Tensor, bias: torch.Tensor, dim: int | None, inplace:
         if inplace:
             return torch.relu_(x).add_(b)
         return torch.relu(x) + b  # as the plain formula: nothing to keep, nothing to gain
-    y, _ = _FlexibleReLU.apply(x, bias, dim, inplace, x.requires_grad)
+    keep_mask = x.requires_grad
+    # The fused C++ kernel (built at the first such call) when it loads and handles x's layout;
+    # the plain-torch passes below otherwise (same results).
+    fused = _eager_cpp.plan(x, dim if bias.numel() > 1 else None) if keep_mask else None
+    y, _ = _FlexibleReLU.apply(x, bias, dim, inplace, keep_mask, fused)
     return y
 
 

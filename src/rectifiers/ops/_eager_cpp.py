@@ -1,0 +1,512 @@
+"""A fused CPU kernel for FReLU's training step, built at first use (C++, ``load_inline``).
+
+PyTorch has no kernel that writes ``max(0, x) + b`` and the 1-byte mask ``x > 0`` in one pass,
+or ``dx = mask ? g : 0`` and the per-channel sum of ``g`` in one pass, so the eager FReLU
+otherwise makes three passes forward and two backward. This module holds the C++ source of
+both fused passes and loads it lazily:
+
+* the first FReLU call on CPU that needs a gradient compiles it with
+  :func:`torch.utils.cpp_extension.load_inline` (gcc and ninja; about half a minute on two cores;
+  the build is cached in torch's extension directory, ``TORCH_EXTENSIONS_DIR``, and reused);
+* on any failure (no compiler, no ninja, a load error), or with the environment variable
+  ``RECTIFIERS_NO_CPP=1``, :func:`load` returns ``None`` after one warning (none for the
+  variable), and the eager backend keeps its plain-torch implementation, which gives the same
+  results.
+
+Semantics are exactly the plain path's: ``y = relu(x) + b`` (``relu(-0.0) = -0.0``, NaN stays NaN,
+the add rounded once in x's dtype), ``mask = relu(x) != 0`` (true for ``x > 0`` and NaN),
+``dx = g if mask else 0``, ``db[c] = sum of g over channel c`` accumulated in float64 in a fixed
+order (fixed-size blocks, partial sums added in block order: deterministic whatever the thread
+count).
+
+Layouts: a tensor whose memory is ``(outer, C, inner)`` in order (contiguous with the channel at
+any dim, channels_last with the channel at dim 1, any dense layout for a single bias). Anything
+else, and the double backward, stay on the plain path (:func:`plan` returns ``None``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import warnings
+
+import torch
+
+__all__ = ["load", "plan", "forward", "backward", "build_seconds", "CALLS"]
+
+#: Calls of the fused kernels in this process (the tests check that the C++ path really ran).
+CALLS = {"forward": 0, "backward": 0}
+
+#: Elements per work block (fixed: the bias-gradient summation order does not depend on threads).
+_BLOCK = 1 << 15
+#: A channel run at least this long is one vector loop with a constant bias ("segment" mode);
+#: shorter runs go row by row with an expanded bias row ("row" mode).
+_SEGMENT_MIN = 256
+#: Longest row (C * inner) the row mode expands.
+_ROW_MAX = 1 << 16
+
+_SOURCE = r"""
+#include <ATen/core/Tensor.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+#include <c10/util/irange.h>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+namespace {
+
+// Work items: mode 0 ("segment"): each (outer, channel) run of `inner` elements, cut into
+// pieces of at most `block`; mode 1 ("row"): groups of `rpb` whole rows of C * inner elements.
+struct Plan {
+  int64_t outer, C, inner, block, mode, pieces, rpb, items;
+};
+
+Plan make_plan(int64_t outer, int64_t C, int64_t inner, int64_t block, int64_t mode) {
+  Plan p{outer, C, inner, block, mode, 1, 1, 0};
+  if (mode == 0) {
+    p.pieces = inner > 0 ? (inner + block - 1) / block : 1;
+    p.items = outer * C * p.pieces;
+  } else {
+    int64_t row = C * inner;
+    p.rpb = row > 0 ? std::max<int64_t>(1, block / row) : 1;
+    p.items = (outer + p.rpb - 1) / p.rpb;
+  }
+  return p;
+}
+
+#if defined(__GNUC__)
+#define RECT_INLINE inline __attribute__((always_inline))
+#else
+#define RECT_INLINE inline
+#endif
+
+// relu as torch.relu: x < 0 gives +0, anything else (-0.0 and NaN included) is kept.
+template <typename T>
+RECT_INLINE T relu_of(T v) { return v < T(0) ? T(0) : v; }
+
+// Loads and stores in the op-math type. bfloat16 by its bits, exactly as c10::BFloat16 does
+// (round to nearest even, NaN to 0x7FC0), in a form the compiler vectorises.
+template <typename scalar_t>
+struct IO {
+  using opmath_t = at::opmath_type<scalar_t>;
+  using raw_t = scalar_t;
+  static RECT_INLINE opmath_t load(raw_t v) { return static_cast<opmath_t>(v); }
+  static RECT_INLINE raw_t store(opmath_t v) { return static_cast<raw_t>(v); }
+};
+template <>
+struct IO<c10::BFloat16> {
+  using opmath_t = float;
+  using raw_t = uint16_t;
+  static RECT_INLINE float load(uint16_t h) {
+    const uint32_t u = static_cast<uint32_t>(h) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  }
+  static RECT_INLINE uint16_t store(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    const uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    return f != f ? uint16_t(0x7FC0) : static_cast<uint16_t>(r);
+  }
+};
+
+// One run of the forward: a bias per element (ROWB, bs) or one bias (bc).
+template <bool MASK, bool ROWB, typename scalar_t>
+RECT_INLINE void fwd_loop(const typename IO<scalar_t>::raw_t* xs, typename IO<scalar_t>::raw_t* ys,
+                          uint8_t* ms, const typename IO<scalar_t>::opmath_t* bs,
+                          typename IO<scalar_t>::opmath_t bc, int64_t n) {
+  using opmath_t = typename IO<scalar_t>::opmath_t;
+  for (int64_t i = 0; i < n; ++i) {
+    const opmath_t v = IO<scalar_t>::load(xs[i]);
+    if (MASK) ms[i] = !(v <= opmath_t(0));
+    ys[i] = IO<scalar_t>::store(relu_of(v) + (ROWB ? bs[i] : bc));
+  }
+}
+
+template <typename scalar_t>
+struct FwdArgs {
+  using raw_t = typename IO<scalar_t>::raw_t;
+  using opmath_t = typename IO<scalar_t>::opmath_t;
+  const raw_t* x;
+  raw_t* y;
+  uint8_t* m;
+  const opmath_t* b;     // per channel
+  const opmath_t* brow;  // row mode: the bias expanded over one row
+  Plan p;
+};
+
+template <typename scalar_t>
+RECT_INLINE void fwd_items(const FwdArgs<scalar_t>& a, int64_t w0, int64_t w1) {
+  const Plan& p = a.p;
+  const int64_t C = p.C, inner = p.inner, row = C * inner;
+  for (int64_t w = w0; w < w1; ++w) {
+    if (p.mode == 0) {
+      const int64_t seg = w / p.pieces, piece = w % p.pieces;
+      const int64_t start = seg * inner + piece * p.block;
+      const int64_t n = std::min(p.block, inner - piece * p.block);
+      const auto bc = a.b[seg % C];
+      if (a.m) fwd_loop<true, false, scalar_t>(a.x + start, a.y + start, a.m + start, nullptr, bc, n);
+      else fwd_loop<false, false, scalar_t>(a.x + start, a.y + start, nullptr, nullptr, bc, n);
+    } else {
+      const int64_t r0 = w * p.rpb, r1 = std::min(p.outer, r0 + p.rpb);
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t o = r * row;
+        if (a.m) fwd_loop<true, true, scalar_t>(a.x + o, a.y + o, a.m + o, a.brow, 0, row);
+        else fwd_loop<false, true, scalar_t>(a.x + o, a.y + o, nullptr, a.brow, 0, row);
+      }
+    }
+  }
+}
+
+constexpr int LANES = 16;
+constexpr int64_t CHUNK = 256;
+
+// The sum of n values: LANES running sums in the op-math type (float for float, bf16, half)
+// over chunks of CHUNK elements (16 terms per lane), each chunk's lanes then added in float64.
+// Vectorises like a float loop, with about float64's accuracy; a fixed order.
+template <typename scalar_t>
+RECT_INLINE double sum_of(const typename IO<scalar_t>::raw_t* g, int64_t n) {
+  using opmath_t = typename IO<scalar_t>::opmath_t;
+  double total[LANES] = {0};
+  int64_t i = 0;
+  for (; i + CHUNK <= n; i += CHUNK) {
+    opmath_t lane[LANES] = {0};
+    for (int64_t k = 0; k < CHUNK; k += LANES)
+      for (int j = 0; j < LANES; ++j) lane[j] += IO<scalar_t>::load(g[i + k + j]);
+    for (int j = 0; j < LANES; ++j) total[j] += static_cast<double>(lane[j]);
+  }
+  double s = 0;
+  for (; i < n; ++i) s += static_cast<double>(IO<scalar_t>::load(g[i]));
+  for (int j = 0; j < LANES; ++j) s += total[j];
+  return s;
+}
+
+// dx = m ? g : 0 without a branch (a random mask mispredicts half the time): g's bits AND'ed
+// with all ones or all zeros, a loop the compiler vectorises for every dtype.
+template <typename scalar_t>
+RECT_INLINE void masked_copy(const scalar_t* g, const uint8_t* m, scalar_t* d, int64_t n) {
+  using bits_t = std::conditional_t<sizeof(scalar_t) == 8, uint64_t,
+                 std::conditional_t<sizeof(scalar_t) == 4, uint32_t, uint16_t>>;
+  static_assert(sizeof(bits_t) == sizeof(scalar_t), "masked_copy: size");
+  const bits_t* gb = reinterpret_cast<const bits_t*>(g);
+  bits_t* db = reinterpret_cast<bits_t*>(d);
+  for (int64_t i = 0; i < n; ++i) db[i] = gb[i] & static_cast<bits_t>(bits_t(0) - bits_t(m[i] != 0));
+}
+
+template <typename scalar_t>
+struct BwdArgs {
+  using raw_t = typename IO<scalar_t>::raw_t;
+  const raw_t* g;
+  const uint8_t* m;
+  raw_t* dx;     // or nullptr
+  double* part;  // or nullptr: one sum per item (segment mode), per item and channel (row mode)
+  Plan p;
+};
+
+template <typename scalar_t>
+RECT_INLINE void bwd_items(const BwdArgs<scalar_t>& a, double* acc_row, int64_t w0, int64_t w1) {
+  using opmath_t = typename IO<scalar_t>::opmath_t;
+  const Plan& p = a.p;
+  const int64_t C = p.C, inner = p.inner, row = C * inner;
+  for (int64_t w = w0; w < w1; ++w) {
+    if (p.mode == 0) {
+      const int64_t seg = w / p.pieces, piece = w % p.pieces;
+      const int64_t start = seg * inner + piece * p.block;
+      const int64_t n = std::min(p.block, inner - piece * p.block);
+      if (a.dx) masked_copy(a.g + start, a.m + start, a.dx + start, n);
+      if (a.part) a.part[w] = sum_of<scalar_t>(a.g + start, n);
+    } else {
+      const int64_t r0 = w * p.rpb, r1 = std::min(p.outer, r0 + p.rpb);
+      if (a.part) std::fill(acc_row, acc_row + row, 0.0);
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t o = r * row;
+        if (a.dx) masked_copy(a.g + o, a.m + o, a.dx + o, row);
+        if (a.part) {
+          const auto* gs = a.g + o;
+          for (int64_t i = 0; i < row; ++i)
+            acc_row[i] += static_cast<double>(static_cast<opmath_t>(IO<scalar_t>::load(gs[i])));
+        }
+      }
+      if (a.part) {
+        for (int64_t c = 0; c < C; ++c) {
+          double s = 0;
+          for (int64_t k = 0; k < inner; ++k) s += acc_row[c * inner + k];
+          a.part[w * C + c] = s;
+        }
+      }
+    }
+  }
+}
+
+// The same loops compiled for AVX2 too, picked at run time (the build stays portable).
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define RECT_HAVE_AVX2 1
+template <typename scalar_t>
+__attribute__((target("avx2"))) void fwd_items_avx2(const FwdArgs<scalar_t>& a, int64_t w0, int64_t w1) {
+  fwd_items<scalar_t>(a, w0, w1);
+}
+template <typename scalar_t>
+__attribute__((target("avx2"))) void bwd_items_avx2(const BwdArgs<scalar_t>& a, double* acc, int64_t w0,
+                                                   int64_t w1) {
+  bwd_items<scalar_t>(a, acc, w0, w1);
+}
+bool cpu_has_avx2() {
+  static const bool v = __builtin_cpu_supports("avx2");
+  return v;
+}
+#endif
+
+template <typename scalar_t>
+void fwd_items_any(const FwdArgs<scalar_t>& a, int64_t w0, int64_t w1) {
+#ifdef RECT_HAVE_AVX2
+  if (cpu_has_avx2()) return fwd_items_avx2<scalar_t>(a, w0, w1);
+#endif
+  fwd_items<scalar_t>(a, w0, w1);
+}
+
+template <typename scalar_t>
+void bwd_items_any(const BwdArgs<scalar_t>& a, double* acc, int64_t w0, int64_t w1) {
+#ifdef RECT_HAVE_AVX2
+  if (cpu_has_avx2()) return bwd_items_avx2<scalar_t>(a, acc, w0, w1);
+#endif
+  bwd_items<scalar_t>(a, acc, w0, w1);
+}
+
+template <typename scalar_t>
+void fwd_kernel(const at::Tensor& x, const at::Tensor& b, at::Tensor& y, at::Tensor& mask,
+                const Plan& p) {
+  using raw_t = typename IO<scalar_t>::raw_t;
+  using opmath_t = typename IO<scalar_t>::opmath_t;
+  const opmath_t* bp = b.const_data_ptr<opmath_t>();
+  const int64_t C = p.C, inner = p.inner, row = C * inner;
+  std::vector<opmath_t> brow;
+  if (p.mode == 1) {
+    brow.resize(row);
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t k = 0; k < inner; ++k) brow[c * inner + k] = bp[c];
+  }
+  FwdArgs<scalar_t> a{reinterpret_cast<const raw_t*>(x.const_data_ptr<scalar_t>()),
+                      reinterpret_cast<raw_t*>(y.mutable_data_ptr<scalar_t>()),
+                      mask.defined() ? reinterpret_cast<uint8_t*>(mask.mutable_data_ptr<bool>()) : nullptr,
+                      bp, brow.data(), p};
+  at::parallel_for(0, p.items, 1, [&](int64_t w0, int64_t w1) { fwd_items_any<scalar_t>(a, w0, w1); });
+}
+
+template <typename scalar_t>
+void bwd_kernel(const at::Tensor& g, const at::Tensor& mask, at::Tensor& dx, at::Tensor& db,
+                const Plan& p) {
+  using raw_t = typename IO<scalar_t>::raw_t;
+  const bool want_db = db.defined();
+  const int64_t C = p.C, row = C * p.inner;
+  std::vector<double> part(want_db ? (p.mode == 0 ? p.items : p.items * C) : 0, 0.0);
+  BwdArgs<scalar_t> a{reinterpret_cast<const raw_t*>(g.const_data_ptr<scalar_t>()),
+                      reinterpret_cast<const uint8_t*>(mask.const_data_ptr<bool>()),
+                      dx.defined() ? reinterpret_cast<raw_t*>(dx.mutable_data_ptr<scalar_t>()) : nullptr,
+                      want_db ? part.data() : nullptr, p};
+  at::parallel_for(0, p.items, 1, [&](int64_t w0, int64_t w1) {
+    std::vector<double> acc_row(want_db && p.mode == 1 ? row : 0);
+    bwd_items_any<scalar_t>(a, acc_row.data(), w0, w1);
+  });
+  if (want_db) {  // the partial sums in item order: the same whatever the thread count
+    double* out = db.mutable_data_ptr<double>();
+    for (int64_t c = 0; c < C; ++c) out[c] = 0;
+    if (p.mode == 0) {
+      for (int64_t w = 0; w < p.items; ++w) out[(w / p.pieces) % C] += part[w];
+    } else {
+      for (int64_t w = 0; w < p.items; ++w)
+        for (int64_t c = 0; c < C; ++c) out[c] += part[w * C + c];
+    }
+  }
+}
+
+void frelu_fwd(const at::Tensor& x, const at::Tensor& b, at::Tensor y, c10::optional<at::Tensor> mask,
+               int64_t outer, int64_t C, int64_t inner, int64_t block, int64_t mode) {
+  TORCH_CHECK(x.device().is_cpu(), "frelu_fwd: CPU tensors only");
+  TORCH_CHECK(outer * C * inner == x.numel() && y.numel() == x.numel(), "frelu_fwd: bad view");
+  at::Tensor m = mask.has_value() ? *mask : at::Tensor();
+  const Plan p = make_plan(outer, C, inner, block, mode);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "frelu_fwd", [&] {
+    fwd_kernel<scalar_t>(x, b, y, m, p);
+  });
+}
+
+void frelu_bwd(const at::Tensor& g, const at::Tensor& mask, c10::optional<at::Tensor> dx,
+               c10::optional<at::Tensor> db, int64_t outer, int64_t C, int64_t inner, int64_t block,
+               int64_t mode) {
+  TORCH_CHECK(g.device().is_cpu(), "frelu_bwd: CPU tensors only");
+  TORCH_CHECK(outer * C * inner == g.numel() && mask.numel() == g.numel(), "frelu_bwd: bad view");
+  at::Tensor d = dx.has_value() ? *dx : at::Tensor();
+  at::Tensor s = db.has_value() ? *db : at::Tensor();
+  TORCH_CHECK(!s.defined() || (s.scalar_type() == at::kDouble && s.numel() == C), "frelu_bwd: db");
+  const Plan p = make_plan(outer, C, inner, block, mode);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, g.scalar_type(), "frelu_bwd", [&] {
+    bwd_kernel<scalar_t>(g, mask, d, s, p);
+  });
+}
+
+}  // namespace
+
+TORCH_LIBRARY(rectifiers_cpp, m) {
+  m.def("frelu_fwd(Tensor x, Tensor b, Tensor(a!) y, Tensor(b!)? mask, int outer, int C, int inner, int block, int mode) -> ()");
+  m.def("frelu_bwd(Tensor g, Tensor mask, Tensor(a!)? dx, Tensor(b!)? db, int outer, int C, int inner, int block, int mode) -> ()");
+}
+
+TORCH_LIBRARY_IMPL(rectifiers_cpp, CPU, m) {
+  m.impl("frelu_fwd", frelu_fwd);
+  m.impl("frelu_bwd", frelu_bwd);
+}
+"""
+
+#: Bumped with every change of the source or flags (part of the extension's name).
+_VERSION = 5
+_NAME = f"rectifiers_frelu_cpu_v{_VERSION}"
+
+_lock = threading.Lock()
+_state: dict[str, object] = {"tried": False, "ok": False, "seconds": None}
+
+
+def build_seconds() -> float | None:
+    """Seconds the last :func:`load` took to build or load the extension (``None`` before)."""
+    s = _state["seconds"]
+    return float(s) if s is not None else None  # type: ignore[arg-type]
+
+
+def _disabled() -> bool:
+    return os.environ.get("RECTIFIERS_NO_CPP", "").strip() not in ("", "0")
+
+
+def _build() -> None:
+    from torch.utils import cpp_extension  # lazy: imports setuptools machinery
+
+    cpp_extension.load_inline(
+        name=_NAME,
+        cpp_sources=[_SOURCE],
+        extra_cflags=["-O3"],
+        is_python_module=False,
+        no_implicit_headers=True,
+        verbose=False,
+    )
+
+
+def load() -> bool:
+    """Build (first time) and load the fused kernels; ``False`` if they are unavailable.
+
+    Never raises: a failure is reported once with :func:`warnings.warn` and remembered, so later
+    calls return ``False`` at once. ``RECTIFIERS_NO_CPP=1`` disables the kernels silently.
+    """
+    if _disabled():
+        return False
+    if _state["tried"]:
+        return bool(_state["ok"])
+    with _lock:
+        if not _state["tried"]:
+            t0 = time.perf_counter()
+            try:
+                _build()
+                torch.ops.rectifiers_cpp.frelu_fwd  # noqa: B018 (resolves the op or raises)
+                _state["ok"] = True
+            except Exception as e:  # any build or load failure: fall back to plain torch
+                warnings.warn(
+                    f"rectifiers: the fused C++ FReLU kernel could not be built or loaded "
+                    f"({type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}); "
+                    f"using the plain-torch path (same results, slower). Set RECTIFIERS_NO_CPP=1 "
+                    f"to skip the build.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                _state["ok"] = False
+            _state["seconds"] = time.perf_counter() - t0
+            _state["tried"] = True
+    return bool(_state["ok"])
+
+
+_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
+def _view(x: torch.Tensor, cdim: int | None) -> tuple[int, int, int] | None:
+    """``(outer, C, inner)`` when x's memory is that array in order, else ``None``."""
+    n = x.numel()
+    if cdim is None:
+        # One bias: any dense layout (no gaps, no overlap) is a flat array of n elements.
+        if x.is_contiguous() or _dense(x):
+            return 1, 1, n
+        return None
+    c = x.shape[cdim]
+    if x.is_contiguous():
+        inner = 1
+        for s in x.shape[cdim + 1:]:
+            inner *= s
+        return n // (c * inner) if c * inner else 0, c, inner
+    if x.dim() == 4 and cdim == 1 and x.is_contiguous(memory_format=torch.channels_last):
+        return n // c if c else 0, c, 1
+    if x.dim() == 5 and cdim == 1 and x.is_contiguous(memory_format=torch.channels_last_3d):
+        return n // c if c else 0, c, 1
+    return None
+
+
+def _dense(x: torch.Tensor) -> bool:
+    """No gaps, no overlap: the strides sorted are those of some permutation's contiguous tensor."""
+    dims = sorted((d for d in range(x.dim()) if x.shape[d] != 1), key=lambda d: x.stride(d))
+    expect = 1
+    for d in dims:
+        if x.stride(d) != expect:
+            return False
+        expect *= x.shape[d]
+    return True
+
+
+def plan(x: torch.Tensor, cdim: int | None) -> tuple[int, int, int, int] | None:
+    """``(outer, C, inner, mode)`` if the fused kernels handle x (and they load), else ``None``."""
+    if x.device.type != "cpu" or x.dtype not in _DTYPES or x.numel() == 0:
+        return None
+    v = _view(x, cdim)
+    if v is None:
+        return None
+    outer, c, inner = v
+    if c == 1 or inner >= _SEGMENT_MIN:
+        mode = 0
+    elif c * inner <= _ROW_MAX:
+        mode = 1
+    elif inner >= 16:
+        mode = 0
+    else:
+        return None
+    if not load():
+        return None
+    return outer, c, inner, mode
+
+
+def forward(
+    x: torch.Tensor, b: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None,
+    p: tuple[int, int, int, int],
+) -> None:
+    """``y = relu(x) + b[c]`` and ``mask = relu(x) != 0`` in one pass (``y`` may be ``x``).
+
+    ``b`` is the bias already rounded to x's dtype; ``y`` and ``mask`` have x's strides.
+    """
+    outer, c, inner, mode = p
+    opmath = torch.float64 if x.dtype == torch.float64 else torch.float32
+    bo = b.detach().reshape(-1).to(opmath).contiguous()
+    torch.ops.rectifiers_cpp.frelu_fwd(x, bo, y, mask, outer, c, inner, _BLOCK, mode)
+    CALLS["forward"] += 1
+
+
+def backward(
+    g: torch.Tensor, mask: torch.Tensor, need_x: bool, need_b: bool, p: tuple[int, int, int, int],
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``dx = g if mask else 0`` and ``db[c] = sum of g over channel c`` (float64) in one pass.
+
+    ``g`` must have the mask's strides (the caller checks); returns ``(dx, db)``.
+    """
+    outer, c, inner, mode = p
+    dx = torch.empty_like(mask, dtype=g.dtype) if need_x else None
+    db = torch.empty(c, dtype=torch.float64) if need_b else None
+    torch.ops.rectifiers_cpp.frelu_bwd(g, mask, dx, db, outer, c, inner, _BLOCK, mode)
+    CALLS["backward"] += 1
+    return dx, db

@@ -1,0 +1,283 @@
+"""The fused C++ FReLU kernel of the eager backend against the reference, and its fallback.
+
+The kernel (``rectifiers.ops._eager_cpp``) is built at first use; where it cannot be (no
+compiler), the tests that need it fail if gcc and ninja are present (a build that should work
+and silently does not is a defect) and are skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+
+import pytest
+import torch
+
+import rectifiers.functional as RF
+from rectifiers import reference as ref
+from rectifiers.ops import _eager_cpp as E
+
+B = "eager"
+
+
+def _kernel_available() -> bool:
+    ok = E.load()
+    if not ok and shutil.which("g++") and (shutil.which("ninja") or shutil.which("/usr/bin/ninja")):
+        pytest.fail("gcc and ninja are present but the fused FReLU kernel did not build or load")
+    return ok
+
+
+@pytest.fixture
+def cpp(monkeypatch):
+    """The C++ path, on: skip where it cannot build (no compiler); yields the call counters."""
+    monkeypatch.delenv("RECTIFIERS_NO_CPP", raising=False)
+    if not _kernel_available():
+        pytest.skip("no C++ toolchain: the fused FReLU kernel cannot be built here")
+    return E.CALLS
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """The tensor's bits as integers (a bitwise comparison that sees -0.0 and NaN)."""
+    it = {8: torch.int64, 4: torch.int32, 2: torch.int16}[t.element_size()]
+    return t.detach().contiguous().view(it)
+
+
+def _kinky(shape, dtype, seed=0) -> torch.Tensor:
+    """Random values with kinks sprinkled in: 0, -0.0, tiny, NaN, +-inf."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=gen, dtype=torch.float64)
+    flat = x.view(-1)
+    specials = torch.tensor([0.0, -0.0, 1e-45, -1e-45, 1e-38, -1e-38, float("nan"), float("inf"),
+                             float("-inf"), 1e-300, -1e-300], dtype=torch.float64)
+    n = min(flat.numel(), 4 * specials.numel())
+    idx = torch.randperm(flat.numel(), generator=gen)[:n]
+    flat[idx] = specials.repeat(4)[:n]
+    return x.to(dtype)
+
+
+def _bias(c: int, dtype) -> torch.Tensor:
+    b = torch.linspace(-1.0, 0.5, c) if c > 1 else torch.tensor([-0.75])
+    if c > 2:
+        b[1] = -0.0  # relu(-0.0) + -0.0 keeps the sign: a bitwise check of the -0.0 rule
+    return b.to(dtype)
+
+
+def _run(x: torch.Tensor, b: torch.Tensor, dim: int, g: torch.Tensor, fn):
+    x = x.detach().clone().requires_grad_()
+    b = b.detach().clone().requires_grad_()
+    y = fn(x, b, dim)
+    dx, db = torch.autograd.grad(y, (x, b), g)
+    return y.detach(), dx, db
+
+
+def _ours(x, b, d):
+    return RF.flexible_relu(x, b, d, backend=B)
+
+
+# (shape, dim, per-channel bias?, layout)
+CASES = [
+    ((4, 6, 9, 31), 1, True, "contiguous"),       # segment mode (inner 279 >= 256)
+    ((4, 6, 9, 31), 1, False, "contiguous"),      # one bias
+    ((3, 5, 7, 9), 1, True, "contiguous"),        # row mode (inner 63)
+    ((3, 5, 7, 9), 1, True, "channels_last"),
+    ((3, 5, 7, 9), 1, False, "channels_last"),
+    ((5, 7, 13), -1, True, "contiguous"),         # channels last dim: inner 1
+    ((5, 7, 13), 1, True, "contiguous"),
+    ((2000, 7, 5), 1, True, "contiguous"),        # row mode, several work blocks
+    ((3, 2, 40001), 1, True, "contiguous"),       # segment mode, runs cut in pieces
+    ((30001,), 0, True, "contiguous"),            # 1-D channels (one row)
+    ((70001,), 1, False, "contiguous"),           # 1-D, no channel dim: one block per piece
+    ((1, 1, 1), 1, True, "contiguous"),
+    ((2, 3, 4, 5, 6), 1, True, "channels_last_3d"),
+]
+
+
+def _make(shape, layout, dtype, seed=0):
+    x = _kinky(shape, dtype, seed)
+    if layout in ("channels_last", "channels_last_3d"):
+        x = x.contiguous(memory_format=getattr(torch, layout))
+    return x
+
+
+def _case_bias(x, dim, per_channel, dtype):
+    c = x.shape[dim] if (per_channel and x.dim() > 1) or (x.dim() == 1 and dim == 0) else 1
+    return _bias(c, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{'x'.join(map(str, c[0]))}-d{c[1]}-{'ch' if c[2] else 'one'}-{c[3]}")
+def test_exact_against_reference(cpp, case, dtype):
+    shape, dim, per_channel, layout = case
+    x = _make(shape, layout, dtype)
+    b = _case_bias(x, dim, per_channel, dtype)
+    g = torch.randn(shape, dtype=dtype)
+    if layout != "contiguous":
+        g = g.contiguous(memory_format=getattr(torch, layout))
+    before = dict(cpp)
+    y, dx, db = _run(x, b, dim, g, _ours)
+    assert cpp["forward"] == before["forward"] + 1 and cpp["backward"] == before["backward"] + 1
+    ry, rdx, rdb = _run(x, b, dim % x.dim(), g, ref.flexible_relu)
+    assert y.stride() == x.stride() and dx.stride() == x.stride()
+    assert torch.equal(_bits(y), _bits(ry))
+    assert torch.equal(_bits(dx), _bits(rdx))
+    # The bias gradient: float64 sums in block order here, torch's sum there.
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(db, rdb, rtol=tol, atol=tol * x.numel() ** 0.5)
+    assert db.dtype == b.dtype and db.shape == b.shape
+
+
+def test_nan_passes_the_gradient(cpp):
+    # The plain path's semantics: mask = relu(x) != 0, true where x is NaN.
+    x = torch.tensor([[float("nan"), -1.0, 2.0, 0.0, -0.0]] * 3).T.contiguous()
+    b = torch.tensor([0.5, -0.5, 1.0])
+    g = torch.full_like(x, 3.0)
+    _, dx, _ = _run(x, b, 1, g, _ours)
+    assert dx[:, 0].tolist() == [3.0, 0.0, 3.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[3], CASES[5], CASES[8]],
+                         ids=["seg", "one", "cl", "dimlast", "pieces"])
+def test_low_precision(cpp, case, dtype):
+    shape, dim, per_channel, layout = case
+    x = _make(shape, layout, torch.float32, seed=1).clamp(-100, 100).nan_to_num(0.0).to(dtype)
+    b = _case_bias(x, dim, per_channel, dtype)
+    g = torch.randn(shape).to(dtype)
+    if layout == "channels_last":
+        g = g.contiguous(memory_format=torch.channels_last)
+    y, dx, db = _run(x, b, dim, g, _ours)
+    # Forward and input gradient: exactly the plain formula in the same dtype (one rounding).
+    ry, rdx, rdb = _run(x, b, dim, g, ref.flexible_relu)
+    assert torch.equal(_bits(y), _bits(ry)) and torch.equal(_bits(dx), _bits(rdx))
+    # Bias gradient: DESIGN.md's rule, against float32, twice plain PyTorch's error + atol.
+    _, _, fdb = _run(x.float(), b.float(), dim, g.float(), ref.flexible_relu)
+    err, plain_err = (db.float() - fdb).abs(), (rdb.float() - fdb).abs()
+    assert bool((err <= 2 * plain_err + 1e-2 * (1 + fdb.abs())).all()), (err.max(), plain_err.max())
+
+
+def test_gradcheck_float64(cpp):
+    x = (torch.rand(3, 4, 5, dtype=torch.float64) + 0.1) * torch.tensor([1.0, -1.0]).repeat(30)[:60].view(3, 4, 5)
+    x.requires_grad_()
+    for b in (torch.randn(4, dtype=torch.float64), torch.randn(1, dtype=torch.float64)):
+        b.requires_grad_()
+        before = cpp["backward"]
+        assert torch.autograd.gradcheck(lambda x, b: RF.flexible_relu(x, b, 1, backend=B), (x, b))
+        assert cpp["backward"] > before
+        assert torch.autograd.gradgradcheck(lambda x, b: RF.flexible_relu(x, b, 1, backend=B), (x, b))
+
+
+def test_double_backward_matches_reference(cpp):
+    x = torch.randn(2, 3, 7, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 3, 7, dtype=torch.float64, requires_grad=True)
+    out = []
+    for fn in (_ours, ref.flexible_relu):
+        y = fn(x, b, 1)
+        dx, db = torch.autograd.grad(y, (x, b), g, create_graph=True)
+        out.append(torch.autograd.grad((dx * dx).sum() + db.sum(), g))
+    assert torch.equal(out[0][0], out[1][0])
+
+
+def test_inplace(cpp):
+    x0 = _kinky((3, 4, 300), torch.float32)
+    b = _bias(4, torch.float32).requires_grad_()
+    h0 = x0.clone().requires_grad_()
+    h = h0 * 1.0
+    before = cpp["forward"]
+    y = RF.flexible_relu(h, b, 1, inplace=True, backend=B)
+    assert y is h and cpp["forward"] == before + 1
+    g = torch.randn_like(x0)
+    dh0, db = torch.autograd.grad(y, (h0, b), g)
+    ry, rdh0, rdb = _run(x0, b, 1, g, ref.flexible_relu)
+    assert torch.equal(_bits(y.detach()), _bits(ry)) and torch.equal(_bits(dh0), _bits(rdh0))
+    torch.testing.assert_close(db, rdb)
+
+
+def test_unhandled_layouts_fall_back(cpp):
+    # A strided view, and a gradient whose layout differs from the mask's: the plain path.
+    base = _kinky((3, 5, 7, 18), torch.float32).requires_grad_()
+    b = _bias(5, torch.float32).requires_grad_()
+    g = torch.randn(3, 5, 7, 9)
+    before = dict(cpp)
+    out = []
+    for fn in (_ours, ref.flexible_relu):
+        y = fn(base[..., ::2], b, 1)
+        out.append((y.detach(),) + torch.autograd.grad(y, (base, b), g))
+        if fn is _ours:
+            assert cpp == before
+    assert torch.equal(_bits(out[0][0]), _bits(out[1][0])) and torch.equal(_bits(out[0][1]), _bits(out[1][1]))
+    torch.testing.assert_close(out[0][2], out[1][2])
+    x = _kinky((3, 5, 7, 9), torch.float32).contiguous(memory_format=torch.channels_last)
+    y, dx, db = _run(x, b, 1, g, _ours)  # g contiguous, mask channels_last
+    assert cpp["forward"] == before["forward"] + 1 and cpp["backward"] == before["backward"]
+    ry, rdx, rdb = _run(x, b, 1, g, ref.flexible_relu)
+    assert torch.equal(_bits(dx), _bits(rdx))
+    torch.testing.assert_close(db, rdb)
+
+
+def _results(shape=(4, 6, 300), dim=1):
+    x = _kinky(shape, torch.float32, seed=3)
+    b = _bias(shape[dim], torch.float32)
+    g = torch.randn(shape, generator=torch.Generator().manual_seed(4))
+    return _run(x, b, dim, g, _ours)
+
+
+def test_env_var_disables_the_kernel(cpp, monkeypatch):
+    on = _results()
+    monkeypatch.setenv("RECTIFIERS_NO_CPP", "1")
+    before = dict(cpp)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning for a deliberate opt-out
+        off = _results()
+    assert cpp == before
+    assert torch.equal(_bits(on[0]), _bits(off[0])) and torch.equal(_bits(on[1]), _bits(off[1]))
+    torch.testing.assert_close(on[2], off[2])
+
+
+def test_build_failure_warns_once_and_falls_back(monkeypatch):
+    monkeypatch.delenv("RECTIFIERS_NO_CPP", raising=False)
+    monkeypatch.setitem(E._state, "tried", False)
+    monkeypatch.setitem(E._state, "ok", False)
+    monkeypatch.setitem(E._state, "seconds", None)
+
+    def broken() -> None:
+        raise RuntimeError("Error building extension 'x': g++: command not found")
+
+    monkeypatch.setattr(E, "_build", broken)
+    before = dict(E.CALLS)
+    with pytest.warns(RuntimeWarning, match="could not be built"):
+        first = _results()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once only
+        second = _results()
+    assert E.CALLS == before
+    x = _kinky((4, 6, 300), torch.float32, seed=3)
+    g = torch.randn((4, 6, 300), generator=torch.Generator().manual_seed(4))
+    ry, rdx, rdb = _run(x, _bias(6, torch.float32), 1, g, ref.flexible_relu)
+    for got in (first, second):
+        assert torch.equal(_bits(got[0]), _bits(ry)) and torch.equal(_bits(got[1]), _bits(rdx))
+    assert torch.equal(_bits(first[0]), _bits(second[0])) and torch.equal(first[1], second[1])
+
+
+def test_deterministic_across_thread_counts(cpp):
+    x = _kinky((8, 3, 20000), torch.float32, seed=5)
+    b = _bias(3, torch.float32)
+    g = torch.randn(8, 3, 20000)
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _run(x, b, 1, g, _ours)
+        torch.set_num_threads(2)
+        two = _run(x, b, 1, g, _ours)
+    finally:
+        torch.set_num_threads(n)
+    assert torch.equal(_bits(one[2]), _bits(two[2]))
+
+
+def test_no_grad_does_not_use_the_kernel(cpp):
+    x = torch.randn(2, 3, 300, requires_grad=True)
+    b = torch.randn(3, requires_grad=True)
+    before = dict(cpp)
+    with torch.no_grad():
+        RF.flexible_relu(x, b, 1, backend=B)
+    assert cpp == before
