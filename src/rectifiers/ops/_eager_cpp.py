@@ -27,6 +27,8 @@ else, and the double backward, stay on the plain path (:func:`plan` returns ``No
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 import threading
 import time
 import warnings
@@ -381,17 +383,38 @@ def _disabled() -> bool:
     return os.environ.get("RECTIFIERS_NO_CPP", "").strip() not in ("", "0")
 
 
+def _ninja_dir() -> str | None:
+    """A folder holding ``ninja`` when it is not on PATH: pip's ``ninja`` package puts it beside
+    the interpreter of a virtual environment that was not activated."""
+    dirs = [os.path.dirname(sys.executable)]
+    try:
+        import ninja  # type: ignore[import-not-found]
+
+        dirs.insert(0, ninja.BIN_DIR)
+    except Exception:
+        pass
+    return next((d for d in dirs if shutil.which("ninja", path=d)), None)
+
+
 def _build() -> None:
     from torch.utils import cpp_extension  # lazy: imports setuptools machinery
 
-    cpp_extension.load_inline(
-        name=_NAME,
-        cpp_sources=[_SOURCE],
-        extra_cflags=["-O3"],
-        is_python_module=False,
-        no_implicit_headers=True,
-        verbose=False,
-    )
+    old_path = os.environ.get("PATH", "")
+    extra = None if shutil.which("ninja") else _ninja_dir()
+    if extra:  # for the build only; the user's PATH is restored afterwards
+        os.environ["PATH"] = extra + os.pathsep + old_path
+    try:
+        cpp_extension.load_inline(
+            name=_NAME,
+            cpp_sources=[_SOURCE],
+            extra_cflags=["-O3"],
+            is_python_module=False,
+            no_implicit_headers=True,
+            verbose=False,
+        )
+    finally:
+        if extra:
+            os.environ["PATH"] = old_path
 
 
 def load() -> bool:
