@@ -73,3 +73,26 @@ def test_export_sees_plain_aten_ops(name: str) -> None:
     targets = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
     want = {"leaky": "aten.leaky_relu.default", "prelu_c": "aten.prelu.default", "frelu1": "aten.relu.default"}[name]
     assert want in targets, targets
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: R.ReLU(inplace=True), lambda: R.LeakyReLU(0.1, inplace=True), lambda: R.FReLU(C, inplace=True)],
+    ids=["relu", "leaky", "frelu"],
+)
+def test_compile_inplace_after_a_layer_same_as_eager(make) -> None:
+    """In-place activations on a layer's output, under fullgraph compile, with gradients."""
+    torch._dynamo.reset()
+    torch.manual_seed(1)
+    conv = torch.nn.Conv2d(C, C, 1)
+    act = make()
+    model = torch.nn.Sequential(conv, act)
+    model_c = copy.deepcopy(model)
+    compiled = torch.compile(model_c, fullgraph=True, backend="aot_eager")
+    x = _input("frelu_c")
+    g = torch.randn(x.shape)
+    y, grads = _step(model, x, g)
+    yc, grads_c = _step(compiled, x, g)
+    torch.testing.assert_close(yc, y)
+    for a, b in zip(grads_c, grads):
+        torch.testing.assert_close(a, b)

@@ -296,6 +296,8 @@ _FUSED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 def flexible_relu(x: torch.Tensor, bias: torch.Tensor, dim: int | None, inplace: bool) -> torch.Tensor:
     if not needs_grad(x, bias) or compiling():
         b = ref.channel_view(bias.to(x.dtype), x, dim if dim is not None else 0)
+        if inplace and needs_grad(x, bias):  # compiling: add_ would overwrite what relu keeps
+            return x.copy_(torch.relu(x) + b)
         if inplace:
             return torch.relu_(x).add_(b)
         return torch.relu(x) + b  # as the plain formula: nothing to keep, nothing to gain
