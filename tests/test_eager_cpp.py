@@ -1,4 +1,4 @@
-"""The fused C++ FReLU kernel of the eager backend against the reference, and its fallback.
+"""The fused C++ FReLU and PReLU kernels of the eager backend against the reference, and their fallback.
 
 The kernel (``rectifiers.ops._eager_cpp``) is built at first use; where it cannot be (no
 compiler), the tests that need it fail if gcc and ninja are present (a build that should work
@@ -280,4 +280,236 @@ def test_no_grad_does_not_use_the_kernel(cpp):
     before = dict(cpp)
     with torch.no_grad():
         RF.flexible_relu(x, b, 1, backend=B)
+    assert cpp == before
+
+
+# --------------------------------------------------------------------------------------------
+# PReLU: the same kernel file, one more pair of ops.
+
+import torch.nn.functional as F  # noqa: E402
+
+# Slope sets: all in (0, 1] (the output is kept, x = y / a recovered), and keep-x ones
+# (a slope <= 0, -0.0 included, or > 1: the input is kept).
+SLOPES = ["keep_y", "keep_x"]
+
+
+def _slopes(c: int, kind: str, dtype) -> torch.Tensor:
+    if kind == "keep_y":
+        a = torch.linspace(0.05, 1.0, c) if c > 1 else torch.tensor([0.25])
+    else:
+        a = torch.linspace(-0.5, 1.75, c) if c > 1 else torch.tensor([1.5])
+        if c > 2:
+            a[1] = -0.0
+    return a.to(dtype)
+
+
+def _p_ours(x, a, d):
+    return RF.prelu(x, a, d, backend=B)
+
+
+def _p_ref(x, a, d):
+    return ref.prelu(x, a, d)
+
+
+def _p_case_slopes(x, dim, per_channel, kind, dtype):
+    c = x.shape[dim] if (per_channel and x.dim() > 1) or (x.dim() == 1 and dim == 0) else 1
+    return _slopes(c, kind, dtype)
+
+
+def _p_plain(x, a, dim, g, monkeypatch):
+    monkeypatch.setenv("RECTIFIERS_NO_CPP", "1")
+    try:
+        return _run(x, a, dim, g, _p_ours)
+    finally:
+        monkeypatch.delenv("RECTIFIERS_NO_CPP")
+
+
+@pytest.mark.parametrize("kind", SLOPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{'x'.join(map(str, c[0]))}-d{c[1]}-{'ch' if c[2] else 'one'}-{c[3]}")
+def test_prelu_exact_against_reference(cpp, case, dtype, kind, monkeypatch):
+    shape, dim, per_channel, layout = case
+    x = _make(shape, layout, dtype)
+    a = _p_case_slopes(x, dim, per_channel, kind, dtype)
+    g = torch.randn(shape, dtype=dtype, generator=torch.Generator().manual_seed(2))
+    if layout != "contiguous":
+        g = g.contiguous(memory_format=getattr(torch, layout))
+    before = dict(cpp)
+    y, dx, da = _run(x, a, dim, g, _p_ours)
+    assert cpp["prelu_forward"] == before["prelu_forward"] + 1
+    assert cpp["prelu_backward"] == before["prelu_backward"] + 1
+    d = dim % x.dim()
+    ry, rdx, rda = _run(x, a, d, g, _p_ref)
+    assert y.stride() == x.stride() and dx.stride() == x.stride()
+    assert torch.equal(_bits(y), _bits(ry))
+    # The input gradient: equal values (the reference's autograd adds the where's two branch
+    # gradients, 0 + a*g, which turns -0.0 into +0.0 for the slope -0.0; torch.nn's PReLU and
+    # the plain path keep -0.0 like the kernel: bitwise below).
+    torch.testing.assert_close(dx, rdx, rtol=0, atol=0, equal_nan=True)
+    if a.numel() == 1 or d == 1:  # torch's own PReLU: the same forward and input gradient
+        ty, tdx, _ = _run(x, a, d, g, lambda x, a, _d: F.prelu(x, a))
+        assert torch.equal(_bits(y), _bits(ty)) and torch.equal(_bits(dx), _bits(tdx))
+    # The slope gradient: float64 sums in block order here, torch's sum there (NaN where a NaN
+    # input, or inf against -inf, is in the channel, on both sides). The reference's autograd
+    # gives 0 * x = NaN at x = +inf, outside the sum over x <= 0: it sees the largest finite
+    # value there instead (the same sum), torch.nn's PReLU sees x itself.
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    xr = torch.where(x == float("inf"), torch.finfo(dtype).max, x)
+    _, _, rda = _run(xr, a, d, g, _p_ref)
+    torch.testing.assert_close(da, rda, rtol=tol, atol=tol * x.numel() ** 0.5, equal_nan=True)
+    if a.numel() == 1 or d == 1:
+        _, _, tda = _run(x, a, d, g, lambda x, a, _d: F.prelu(x, a))
+        torch.testing.assert_close(da, tda, rtol=tol, atol=tol * x.numel() ** 0.5, equal_nan=True)
+    assert da.dtype == a.dtype and da.shape == a.shape
+    # The plain-torch path gives the same forward and input gradient, bit for bit.
+    py, pdx, pda = _p_plain(x, a, dim, g, monkeypatch)
+    assert torch.equal(_bits(y), _bits(py)) and torch.equal(_bits(dx), _bits(pdx))
+    torch.testing.assert_close(da, pda, rtol=tol, atol=tol * x.numel() ** 0.5, equal_nan=True)
+
+
+def test_prelu_kinks(cpp):
+    # Per channel: column c holds the kinks, slope 0.5 (keep y) or -2 (keep x).
+    col = torch.tensor([float("nan"), -1.0, 2.0, 0.0, -0.0, 1e-45, -1e-45, float("inf"), float("-inf")])
+    x = torch.stack([col, col], 1).contiguous()
+    g = torch.full_like(x, 3.0)
+    for a in (torch.tensor([0.5, 0.5]), torch.tensor([-2.0, -2.0])):
+        y, dx, da = _run(x, a, 1, g, _p_ours)
+        ry, rdx, rda = _run(x, a, 1, g, _p_ref)
+        assert torch.equal(_bits(y), _bits(ry)) and torch.equal(_bits(dx), _bits(rdx))
+        s = float(a[0])
+        assert dx[:, 0].tolist()[1:] == [3 * s, 3.0, 3 * s, 3 * s, 3.0, 3 * s, 3.0, 3 * s]
+        assert dx[0, 0].item() == 3 * s  # a NaN input: a*g, as torch.nn.PReLU
+        assert torch.isnan(da).all()  # NaN input in the channel
+    finite = x[1:7]
+    for a in (torch.tensor([0.5, 0.5]), torch.tensor([-2.0, -2.0])):
+        _, _, da = _run(finite, a, 1, torch.full_like(finite, 3.0), _p_ours)
+        assert da.tolist() == [-3.0, -3.0]  # only x = -1 counts (-1e-45 * 3 is far below)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("kind", SLOPES)
+@pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[3], CASES[5], CASES[8]],
+                         ids=["seg", "one", "cl", "dimlast", "pieces"])
+def test_prelu_low_precision(cpp, case, kind, dtype):
+    shape, dim, per_channel, layout = case
+    x = _make(shape, layout, torch.float32, seed=1).clamp(-100, 100).nan_to_num(0.0).to(dtype)
+    a = _p_case_slopes(x, dim, per_channel, kind, dtype)
+    g = torch.randn(shape, generator=torch.Generator().manual_seed(2)).to(dtype)
+    if layout == "channels_last":
+        g = g.contiguous(memory_format=torch.channels_last)
+    before = cpp["prelu_backward"]
+    y, dx, da = _run(x, a, dim, g, _p_ours)
+    assert cpp["prelu_backward"] == before + 1
+    ry, rdx, rda = _run(x, a, dim, g, _p_ref)
+    assert torch.equal(_bits(y), _bits(ry))
+    torch.testing.assert_close(dx, rdx, rtol=0, atol=0)  # values: -0.0 as in the fp32 test
+    if a.numel() == 1 or dim == 1:  # bitwise as torch.nn's PReLU in the same dtype
+        ty, tdx, _ = _run(x, a, dim, g, lambda x, a, _d: F.prelu(x, a))
+        assert torch.equal(_bits(y), _bits(ty)) and torch.equal(_bits(dx), _bits(tdx))
+    # Slope gradient: DESIGN.md's rule as test_parity applies it, against float32: at most twice
+    # plain PyTorch's largest error + atol scaled by the largest gradient (with the output kept,
+    # x = y / a carries y's rounding, about 2**-9 of each |g*x| in bf16: a channel whose sum
+    # cancels sees it relative to the terms, not to the sum).
+    _, _, fda = _run(x.float(), a.float(), dim, g.float(), _p_ref)
+    err = (da.float() - fda).abs().max().item()
+    plain_err = (rda.float() - fda).abs().max().item()
+    atol = {torch.float16: 1e-3, torch.bfloat16: 1e-2}[dtype]
+    assert err <= 2 * plain_err + atol * (fda.abs().max().item() + 1.0), (err, plain_err)
+
+
+def test_prelu_gradcheck_float64(cpp):
+    x = (torch.rand(3, 4, 5, dtype=torch.float64) + 0.1) * torch.tensor([1.0, -1.0]).repeat(30)[:60].view(3, 4, 5)
+    x.requires_grad_()
+    for a in ([0.25, 0.5, 1.0, 0.1], [-0.5, 0.0, 1.5, 0.3], [0.3], [-0.7]):
+        a = torch.tensor(a, dtype=torch.float64, requires_grad=True)
+        before = cpp["prelu_backward"]
+        assert torch.autograd.gradcheck(lambda x, a: RF.prelu(x, a, 1, backend=B), (x, a))
+        assert cpp["prelu_backward"] > before
+        assert torch.autograd.gradgradcheck(lambda x, a: RF.prelu(x, a, 1, backend=B), (x, a))
+
+
+def test_prelu_unhandled_layouts_fall_back(cpp):
+    base = _kinky((3, 5, 7, 18), torch.float32).requires_grad_()
+    a = _slopes(5, "keep_y", torch.float32).requires_grad_()
+    g = torch.randn(3, 5, 7, 9)
+    before = dict(cpp)
+    out = []
+    for fn in (_p_ours, _p_ref):
+        y = fn(base[..., ::2], a, 1)
+        out.append((y.detach(),) + torch.autograd.grad(y, (base, a), g))
+        if fn is _p_ours:
+            assert cpp == before
+    assert torch.equal(_bits(out[0][0]), _bits(out[1][0])) and torch.equal(_bits(out[0][1]), _bits(out[1][1]))
+    torch.testing.assert_close(out[0][2], out[1][2], equal_nan=True)
+    x = _kinky((3, 5, 7, 9), torch.float32).contiguous(memory_format=torch.channels_last)
+    y, dx, da = _run(x, a, 1, g, _p_ours)  # g contiguous, the kept tensor channels_last
+    assert cpp["prelu_forward"] == before["prelu_forward"] + 1
+    assert cpp["prelu_backward"] == before["prelu_backward"]
+    ry, rdx, rda = _run(x, a, 1, g, _p_ref)
+    assert torch.equal(_bits(dx), _bits(rdx))
+    torch.testing.assert_close(da, rda, equal_nan=True)
+
+
+def _p_results(kind):
+    x = _kinky((4, 6, 300), torch.float32, seed=3)
+    a = _slopes(6, kind, torch.float32)
+    g = torch.randn((4, 6, 300), generator=torch.Generator().manual_seed(4))
+    return _run(x, a, 1, g, _p_ours)
+
+
+@pytest.mark.parametrize("kind", SLOPES)
+def test_prelu_env_var_disables_the_kernel(cpp, monkeypatch, kind):
+    on = _p_results(kind)
+    monkeypatch.setenv("RECTIFIERS_NO_CPP", "1")
+    before = dict(cpp)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        off = _p_results(kind)
+    assert cpp == before
+    assert torch.equal(_bits(on[0]), _bits(off[0])) and torch.equal(_bits(on[1]), _bits(off[1]))
+    torch.testing.assert_close(on[2], off[2], equal_nan=True)
+
+
+def test_prelu_build_failure_falls_back(monkeypatch):
+    monkeypatch.delenv("RECTIFIERS_NO_CPP", raising=False)
+    monkeypatch.setitem(E._state, "tried", False)
+    monkeypatch.setitem(E._state, "ok", False)
+    monkeypatch.setitem(E._state, "seconds", None)
+
+    def broken() -> None:
+        raise RuntimeError("Error building extension 'x': g++: command not found")
+
+    monkeypatch.setattr(E, "_build", broken)
+    before = dict(E.CALLS)
+    with pytest.warns(RuntimeWarning, match="could not be built"):
+        got = _p_results("keep_y")
+    assert E.CALLS == before
+    x = _kinky((4, 6, 300), torch.float32, seed=3)
+    g = torch.randn((4, 6, 300), generator=torch.Generator().manual_seed(4))
+    ry, rdx, _ = _run(x, _slopes(6, "keep_y", torch.float32), 1, g, _p_ref)
+    assert torch.equal(_bits(got[0]), _bits(ry)) and torch.equal(_bits(got[1]), _bits(rdx))
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_prelu_deterministic_across_thread_counts(cpp, per_channel):
+    x = torch.randn(8, 3, 20000, generator=torch.Generator().manual_seed(5))
+    a = _slopes(3 if per_channel else 1, "keep_y", torch.float32)
+    g = torch.randn(8, 3, 20000)
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _run(x, a, 1, g, _p_ours)
+        torch.set_num_threads(2)
+        two = _run(x, a, 1, g, _p_ours)
+    finally:
+        torch.set_num_threads(n)
+    assert torch.equal(_bits(one[2]), _bits(two[2]))
+
+
+def test_prelu_no_grad_does_not_use_the_kernel(cpp):
+    x = torch.randn(2, 3, 300, requires_grad=True)
+    a = torch.rand(3, requires_grad=True)
+    before = dict(cpp)
+    with torch.no_grad():
+        RF.prelu(x, a, 1, backend=B)
     assert cpp == before

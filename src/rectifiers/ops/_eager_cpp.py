@@ -1,4 +1,4 @@
-"""A fused CPU kernel for FReLU's training step, built at first use (C++, ``load_inline``).
+"""Fused CPU kernels for FReLU's and PReLU's training steps, built at first use (C++, ``load_inline``).
 
 PyTorch has no kernel that writes ``max(0, x) + b`` and the 1-byte mask ``x > 0`` in one pass,
 or ``dx = mask ? g : 0`` and the per-channel sum of ``g`` in one pass, so the eager FReLU
@@ -19,7 +19,14 @@ the add rounded once in x's dtype), ``mask = relu(x) != 0`` (true for ``x > 0`` 
 order (fixed-size blocks, partial sums added in block order: deterministic whatever the thread
 count).
 
-Layouts: a tensor whose memory is ``(outer, C, inner)`` in order (contiguous with the channel at
+PReLU (:func:`prelu_forward`, :func:`prelu_backward`, the same build): ``y = x if x > 0 else
+a[c]*x`` in one pass (bitwise ``torch.prelu``: the same single multiply); backward one pass over
+``(g, s)``, ``s`` the kept input or output (same sign as x), writing ``dx = g if s > 0 else a[c]*g``
+and the float64 sums ``sum over s <= 0 of g*s`` (the eager backend divides by ``a`` when ``s`` is
+the output), in the same fixed order as FReLU's bias gradient. PyTorch's own PReLU backward makes
+several passes and is many times slower than an element-wise pass.
+
+Layouts (both activations): a tensor whose memory is ``(outer, C, inner)`` in order (contiguous with the channel at
 any dim, channels_last with the channel at dim 1, any dense layout for a single bias). Anything
 else, and the double backward, stay on the plain path (:func:`plan` returns ``None``).
 """
@@ -35,10 +42,10 @@ import warnings
 
 import torch
 
-__all__ = ["load", "plan", "forward", "backward", "build_seconds", "CALLS"]
+__all__ = ["load", "plan", "forward", "backward", "prelu_forward", "prelu_backward", "build_seconds", "CALLS"]
 
 #: Calls of the fused kernels in this process (the tests check that the C++ path really ran).
-CALLS = {"forward": 0, "backward": 0}
+CALLS = {"forward": 0, "backward": 0, "prelu_forward": 0, "prelu_backward": 0}
 
 #: Elements per work block (fixed: the bias-gradient summation order does not depend on threads).
 _BLOCK = 1 << 15
@@ -352,21 +359,272 @@ void frelu_bwd(const at::Tensor& g, const at::Tensor& mask, c10::optional<at::Te
   });
 }
 
+// ------------------------------------------------------------------------------------------
+// PReLU: y = x > 0 ? x : a*x (torch.prelu's single multiply); backward from the kept tensor s
+// (the input, or the output when every slope is in (0, 1]: the same sign as x either way):
+// dx = s > 0 ? g : a*g, and the slope gradient's sum over s <= 0 of g*s (the caller divides
+// by a when s is the output).
+
+// p ? a : b by the bits (masks AND'ed and OR'ed): gcc keeps a float select as a branch under
+// its default -ftrapping-math and then does not vectorise the loop; this form it does.
+template <typename T>
+RECT_INLINE T pick(bool p, T a, T b) {
+  using bits_t = std::conditional_t<sizeof(T) == 8, uint64_t, uint32_t>;
+  static_assert(sizeof(bits_t) == sizeof(T), "pick: size");
+  bits_t ua, ub;
+  std::memcpy(&ua, &a, sizeof(T));
+  std::memcpy(&ub, &b, sizeof(T));
+  const bits_t m = bits_t(0) - bits_t(p);
+  const bits_t r = (ua & m) | (ub & ~m);
+  T out;
+  std::memcpy(&out, &r, sizeof(T));
+  return out;
+}
+
+template <bool ROWA, typename scalar_t>
+RECT_INLINE void prelu_fwd_loop(const typename IO<scalar_t>::raw_t* xs, typename IO<scalar_t>::raw_t* ys,
+                                const typename IO<scalar_t>::opmath_t* as,
+                                typename IO<scalar_t>::opmath_t ac, int64_t n) {
+  using opmath_t = typename IO<scalar_t>::opmath_t;
+  for (int64_t i = 0; i < n; ++i) {
+    const opmath_t v = IO<scalar_t>::load(xs[i]);
+    const opmath_t av = (ROWA ? as[i] : ac) * v;
+    ys[i] = IO<scalar_t>::store(pick(v > opmath_t(0), v, av));
+  }
+}
+
+template <typename scalar_t>
+RECT_INLINE void prelu_fwd_items(const FwdArgs<scalar_t>& a, int64_t w0, int64_t w1) {
+  const Plan& p = a.p;
+  const int64_t C = p.C, inner = p.inner, row = C * inner;
+  for (int64_t w = w0; w < w1; ++w) {
+    if (p.mode == 0) {
+      const int64_t seg = w / p.pieces, piece = w % p.pieces;
+      const int64_t start = seg * inner + piece * p.block;
+      const int64_t n = std::min(p.block, inner - piece * p.block);
+      prelu_fwd_loop<false, scalar_t>(a.x + start, a.y + start, nullptr, a.b[seg % C], n);
+    } else {
+      const int64_t r0 = w * p.rpb, r1 = std::min(p.outer, r0 + p.rpb);
+      for (int64_t r = r0; r < r1; ++r)
+        prelu_fwd_loop<true, scalar_t>(a.x + r * row, a.y + r * row, a.brow, 0, row);
+    }
+  }
+}
+
+// One run with one slope: dx, and the sum over s <= 0 of g*s: LANES running sums in the
+// op-math type over chunks of CHUNK elements, each chunk's lanes then added in float64.
+template <bool DX, bool DA, typename scalar_t>
+RECT_INLINE double prelu_bwd_run(const typename IO<scalar_t>::raw_t* s, const typename IO<scalar_t>::raw_t* g,
+                                 typename IO<scalar_t>::raw_t* d, typename IO<scalar_t>::opmath_t a,
+                                 int64_t n) {
+  using opmath_t = typename IO<scalar_t>::opmath_t;
+  double total[LANES] = {0};
+  int64_t i = 0;
+  for (; i + CHUNK <= n; i += CHUNK) {
+    opmath_t lane[LANES] = {0};
+    for (int64_t k = 0; k < CHUNK; k += LANES)
+      for (int j = 0; j < LANES; ++j) {
+        const int64_t q = i + k + j;
+        const opmath_t sv = IO<scalar_t>::load(s[q]), gv = IO<scalar_t>::load(g[q]);
+        const opmath_t ag = a * gv, gs = gv * sv;
+        const bool pos = sv > opmath_t(0);
+        if (DX) d[q] = IO<scalar_t>::store(pick(pos, gv, ag));
+        if (DA) lane[j] += pick(pos, opmath_t(0), gs);
+      }
+    if (DA)
+      for (int j = 0; j < LANES; ++j) total[j] += static_cast<double>(lane[j]);
+  }
+  double r = 0;
+  for (; i < n; ++i) {
+    const opmath_t sv = IO<scalar_t>::load(s[i]), gv = IO<scalar_t>::load(g[i]);
+    const opmath_t ag = a * gv, gs = gv * sv;
+    const bool pos = sv > opmath_t(0);
+    if (DX) d[i] = IO<scalar_t>::store(pick(pos, gv, ag));
+    if (DA) r += static_cast<double>(pick(pos, opmath_t(0), gs));
+  }
+  for (int j = 0; j < LANES; ++j) r += total[j];
+  return r;
+}
+
+// One row of C * inner elements with the slopes expanded (row mode): float64 sums per element.
+template <bool DX, bool DA, typename scalar_t>
+RECT_INLINE void prelu_bwd_row(const typename IO<scalar_t>::raw_t* s, const typename IO<scalar_t>::raw_t* g,
+                               typename IO<scalar_t>::raw_t* d, const typename IO<scalar_t>::opmath_t* as,
+                               double* acc, int64_t n) {
+  using opmath_t = typename IO<scalar_t>::opmath_t;
+  for (int64_t i = 0; i < n; ++i) {
+    const opmath_t sv = IO<scalar_t>::load(s[i]), gv = IO<scalar_t>::load(g[i]);
+    const opmath_t ag = as[i] * gv, gs = gv * sv;
+    const bool pos = sv > opmath_t(0);
+    if (DX) d[i] = IO<scalar_t>::store(pick(pos, gv, ag));
+    if (DA) acc[i] += static_cast<double>(pick(pos, opmath_t(0), gs));
+  }
+}
+
+template <typename scalar_t>
+struct PBwdArgs {
+  using raw_t = typename IO<scalar_t>::raw_t;
+  using opmath_t = typename IO<scalar_t>::opmath_t;
+  const raw_t* g;
+  const raw_t* s;
+  const opmath_t* a;     // per channel
+  const opmath_t* arow;  // row mode: the slopes expanded over one row
+  raw_t* dx;             // or nullptr
+  double* part;          // or nullptr: one sum per item (segment mode), per item and channel (row)
+  Plan p;
+};
+
+template <bool DX, bool DA, typename scalar_t>
+RECT_INLINE void prelu_bwd_items_t(const PBwdArgs<scalar_t>& a, double* acc_row, int64_t w0, int64_t w1) {
+  const Plan& p = a.p;
+  const int64_t C = p.C, inner = p.inner, row = C * inner;
+  for (int64_t w = w0; w < w1; ++w) {
+    if (p.mode == 0) {
+      const int64_t seg = w / p.pieces, piece = w % p.pieces;
+      const int64_t start = seg * inner + piece * p.block;
+      const int64_t n = std::min(p.block, inner - piece * p.block);
+      const double r = prelu_bwd_run<DX, DA, scalar_t>(a.s + start, a.g + start, DX ? a.dx + start : nullptr,
+                                                      a.a[seg % C], n);
+      if (DA) a.part[w] = r;
+    } else {
+      const int64_t r0 = w * p.rpb, r1 = std::min(p.outer, r0 + p.rpb);
+      if (DA) std::fill(acc_row, acc_row + row, 0.0);
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t o = r * row;
+        prelu_bwd_row<DX, DA, scalar_t>(a.s + o, a.g + o, DX ? a.dx + o : nullptr, a.arow, acc_row, row);
+      }
+      if (DA) {
+        for (int64_t c = 0; c < C; ++c) {
+          double t = 0;
+          for (int64_t k = 0; k < inner; ++k) t += acc_row[c * inner + k];
+          a.part[w * C + c] = t;
+        }
+      }
+    }
+  }
+}
+
+template <typename scalar_t>
+RECT_INLINE void prelu_bwd_items(const PBwdArgs<scalar_t>& a, double* acc_row, int64_t w0, int64_t w1) {
+  if (a.dx && a.part) prelu_bwd_items_t<true, true, scalar_t>(a, acc_row, w0, w1);
+  else if (a.dx) prelu_bwd_items_t<true, false, scalar_t>(a, acc_row, w0, w1);
+  else if (a.part) prelu_bwd_items_t<false, true, scalar_t>(a, acc_row, w0, w1);
+}
+
+#ifdef RECT_HAVE_AVX2
+template <typename scalar_t>
+__attribute__((target("avx2"))) void prelu_fwd_items_avx2(const FwdArgs<scalar_t>& a, int64_t w0, int64_t w1) {
+  prelu_fwd_items<scalar_t>(a, w0, w1);
+}
+template <typename scalar_t>
+__attribute__((target("avx2"))) void prelu_bwd_items_avx2(const PBwdArgs<scalar_t>& a, double* acc, int64_t w0,
+                                                         int64_t w1) {
+  prelu_bwd_items<scalar_t>(a, acc, w0, w1);
+}
+#endif
+
+template <typename scalar_t>
+void prelu_fwd_items_any(const FwdArgs<scalar_t>& a, int64_t w0, int64_t w1) {
+#ifdef RECT_HAVE_AVX2
+  if (cpu_has_avx2()) return prelu_fwd_items_avx2<scalar_t>(a, w0, w1);
+#endif
+  prelu_fwd_items<scalar_t>(a, w0, w1);
+}
+
+template <typename scalar_t>
+void prelu_bwd_items_any(const PBwdArgs<scalar_t>& a, double* acc, int64_t w0, int64_t w1) {
+#ifdef RECT_HAVE_AVX2
+  if (cpu_has_avx2()) return prelu_bwd_items_avx2<scalar_t>(a, acc, w0, w1);
+#endif
+  prelu_bwd_items<scalar_t>(a, acc, w0, w1);
+}
+
+template <typename scalar_t>
+std::vector<typename IO<scalar_t>::opmath_t> expand_row(const typename IO<scalar_t>::opmath_t* v, const Plan& p) {
+  std::vector<typename IO<scalar_t>::opmath_t> r;
+  if (p.mode == 1) {
+    r.resize(p.C * p.inner);
+    for (int64_t c = 0; c < p.C; ++c)
+      for (int64_t k = 0; k < p.inner; ++k) r[c * p.inner + k] = v[c];
+  }
+  return r;
+}
+
+void prelu_fwd(const at::Tensor& x, const at::Tensor& a, at::Tensor y, int64_t outer, int64_t C,
+               int64_t inner, int64_t block, int64_t mode) {
+  TORCH_CHECK(x.device().is_cpu(), "prelu_fwd: CPU tensors only");
+  TORCH_CHECK(outer * C * inner == x.numel() && y.numel() == x.numel() && a.numel() == C, "prelu_fwd: bad view");
+  const Plan p = make_plan(outer, C, inner, block, mode);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "prelu_fwd", [&] {
+    using raw_t = typename IO<scalar_t>::raw_t;
+    using opmath_t = typename IO<scalar_t>::opmath_t;
+    const opmath_t* ap = a.const_data_ptr<opmath_t>();
+    const auto arow = expand_row<scalar_t>(ap, p);
+    FwdArgs<scalar_t> args{reinterpret_cast<const raw_t*>(x.const_data_ptr<scalar_t>()),
+                           reinterpret_cast<raw_t*>(y.mutable_data_ptr<scalar_t>()), nullptr, ap,
+                           arow.data(), p};
+    at::parallel_for(0, p.items, 1, [&](int64_t w0, int64_t w1) { prelu_fwd_items_any<scalar_t>(args, w0, w1); });
+  });
+}
+
+void prelu_bwd(const at::Tensor& g, const at::Tensor& s, const at::Tensor& a, c10::optional<at::Tensor> dx,
+               c10::optional<at::Tensor> da, int64_t outer, int64_t C, int64_t inner, int64_t block,
+               int64_t mode) {
+  TORCH_CHECK(g.device().is_cpu(), "prelu_bwd: CPU tensors only");
+  TORCH_CHECK(outer * C * inner == g.numel() && s.numel() == g.numel() && a.numel() == C, "prelu_bwd: bad view");
+  TORCH_CHECK(s.scalar_type() == g.scalar_type(), "prelu_bwd: dtypes");
+  at::Tensor d = dx.has_value() ? *dx : at::Tensor();
+  at::Tensor sa = da.has_value() ? *da : at::Tensor();
+  TORCH_CHECK(!sa.defined() || (sa.scalar_type() == at::kDouble && sa.numel() == C), "prelu_bwd: da");
+  const Plan p = make_plan(outer, C, inner, block, mode);
+  const bool want_da = sa.defined();
+  const int64_t row = C * inner;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, g.scalar_type(), "prelu_bwd", [&] {
+    using raw_t = typename IO<scalar_t>::raw_t;
+    using opmath_t = typename IO<scalar_t>::opmath_t;
+    const opmath_t* ap = a.const_data_ptr<opmath_t>();
+    const auto arow = expand_row<scalar_t>(ap, p);
+    std::vector<double> part(want_da ? (p.mode == 0 ? p.items : p.items * C) : 0, 0.0);
+    PBwdArgs<scalar_t> args{reinterpret_cast<const raw_t*>(g.const_data_ptr<scalar_t>()),
+                            reinterpret_cast<const raw_t*>(s.const_data_ptr<scalar_t>()), ap, arow.data(),
+                            d.defined() ? reinterpret_cast<raw_t*>(d.mutable_data_ptr<scalar_t>()) : nullptr,
+                            want_da ? part.data() : nullptr, p};
+    at::parallel_for(0, p.items, 1, [&](int64_t w0, int64_t w1) {
+      std::vector<double> acc_row(want_da && p.mode == 1 ? row : 0);
+      prelu_bwd_items_any<scalar_t>(args, acc_row.data(), w0, w1);
+    });
+    if (want_da) {  // the partial sums in item order: the same whatever the thread count
+      double* out = sa.mutable_data_ptr<double>();
+      for (int64_t c = 0; c < C; ++c) out[c] = 0;
+      if (p.mode == 0) {
+        for (int64_t w = 0; w < p.items; ++w) out[(w / p.pieces) % C] += part[w];
+      } else {
+        for (int64_t w = 0; w < p.items; ++w)
+          for (int64_t c = 0; c < C; ++c) out[c] += part[w * C + c];
+      }
+    }
+  });
+}
+
 }  // namespace
 
 TORCH_LIBRARY(rectifiers_cpp, m) {
   m.def("frelu_fwd(Tensor x, Tensor b, Tensor(a!) y, Tensor(b!)? mask, int outer, int C, int inner, int block, int mode) -> ()");
   m.def("frelu_bwd(Tensor g, Tensor mask, Tensor(a!)? dx, Tensor(b!)? db, int outer, int C, int inner, int block, int mode) -> ()");
+  m.def("prelu_fwd(Tensor x, Tensor a, Tensor(a!) y, int outer, int C, int inner, int block, int mode) -> ()");
+  m.def("prelu_bwd(Tensor g, Tensor s, Tensor a, Tensor(a!)? dx, Tensor(b!)? da, int outer, int C, int inner, int block, int mode) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(rectifiers_cpp, CPU, m) {
   m.impl("frelu_fwd", frelu_fwd);
   m.impl("frelu_bwd", frelu_bwd);
+  m.impl("prelu_fwd", prelu_fwd);
+  m.impl("prelu_bwd", prelu_bwd);
 }
 """
 
 #: Bumped with every change of the source or flags (part of the extension's name).
-_VERSION = 5
+_VERSION = 8
 _NAME = f"rectifiers_frelu_cpu_v{_VERSION}"
 
 _lock = threading.Lock()
@@ -433,6 +691,7 @@ def load() -> bool:
             try:
                 _build()
                 torch.ops.rectifiers_cpp.frelu_fwd  # noqa: B018 (resolves the op or raises)
+                torch.ops.rectifiers_cpp.prelu_fwd  # noqa: B018
                 _state["ok"] = True
             except Exception as e:  # any build or load failure: fall back to plain torch
                 warnings.warn(
@@ -533,3 +792,37 @@ def backward(
     torch.ops.rectifiers_cpp.frelu_bwd(g, mask, dx, db, outer, c, inner, _BLOCK, mode)
     CALLS["backward"] += 1
     return dx, db
+
+
+def prelu_forward(x: torch.Tensor, a: torch.Tensor, y: torch.Tensor, p: tuple[int, int, int, int]) -> None:
+    """``y = x if x > 0 else a[c]*x`` in one pass, bitwise ``torch.prelu``.
+
+    ``a`` is the slope already rounded to x's dtype (one element, or one per channel); ``y`` has
+    x's strides.
+    """
+    outer, c, inner, mode = p
+    opmath = torch.float64 if x.dtype == torch.float64 else torch.float32
+    ao = a.detach().reshape(-1).to(opmath).contiguous()
+    torch.ops.rectifiers_cpp.prelu_fwd(x, ao, y, outer, c, inner, _BLOCK, mode)
+    CALLS["prelu_forward"] += 1
+
+
+def prelu_backward(
+    g: torch.Tensor, s: torch.Tensor, a: torch.Tensor, need_x: bool, need_a: bool,
+    p: tuple[int, int, int, int],
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """PReLU's backward in one pass over ``(g, s)``, with ``s`` the kept input or output.
+
+    ``dx = g if s > 0 else a[c]*g``; ``da[c] = sum over s <= 0 (NaN included) of g*s`` in
+    float64 (per-thread partials in the op-math type over 256-element chunks, then float64,
+    added in a fixed order). With the output kept the caller divides ``da`` by the slope.
+    ``g`` must have s's dtype and strides (the caller checks); returns ``(dx, da)``.
+    """
+    outer, c, inner, mode = p
+    opmath = torch.float64 if s.dtype == torch.float64 else torch.float32
+    ao = a.detach().reshape(-1).to(opmath).contiguous()
+    dx = torch.empty_like(s) if need_x else None
+    da = torch.empty(c, dtype=torch.float64) if need_a else None
+    torch.ops.rectifiers_cpp.prelu_bwd(g, s, ao, dx, da, outer, c, inner, _BLOCK, mode)
+    CALLS["prelu_backward"] += 1
+    return dx, da

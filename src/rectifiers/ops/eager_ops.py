@@ -9,7 +9,9 @@ What each activation keeps for backward (beyond what the next layer keeps anyway
                 a 1-byte mask ``x > 0``
 ``prelu``       every slope in (0, 1]: nothing, the output is kept and ``x = y / a`` is
                 recovered where ``y <= 0`` for the slope's gradient; otherwise (a slope <= 0
-                or > 1, where ``y / a`` is not exact) the input, as ``torch.nn.PReLU``
+                or > 1, where ``y / a`` is not exact) the input, as ``torch.nn.PReLU``; on
+                CPU a fused C++ kernel (:mod:`._eager_cpp`) writes y in one pass, and dx and
+                the slope gradient in one
 ``flexible_relu``  a 1-byte mask ``x > 0`` (``y > b`` is not exact when ``x`` is tiny
                 against ``b``); on CPU a fused C++ kernel (:mod:`._eager_cpp`, built at first
                 use) writes y and the mask in one pass, and dx and the bias gradient in one
@@ -129,14 +131,19 @@ class _PReLU(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(x: torch.Tensor, w: torch.Tensor, dim: int | None, keep_output: bool):
+    def forward(x: torch.Tensor, w: torch.Tensor, dim: int | None, keep_output: bool, fused):  # type: ignore[no-untyped-def]
+        if fused is not None:  # the C++ kernel: torch.prelu's math, one pass
+            y = torch.empty_like(x)
+            _eager_cpp.prelu_forward(x, w.to(x.dtype), y, fused)
+            return y
         return _prelu_forward(x, w.to(x.dtype), dim)
 
     @staticmethod
     def setup_context(ctx, inputs, output):  # type: ignore[no-untyped-def]
-        x, w, dim, keep_output = inputs
+        x, w, dim, keep_output, fused = inputs
         ctx.dim = dim
         ctx.keep_output = keep_output
+        ctx.fused = fused
         ctx.save_for_backward(output if keep_output else x, w)
 
     @staticmethod
@@ -158,8 +165,16 @@ class _PReLU(torch.autograd.Function):
                     t = t / av
                 dims = reduce_dims(nd, cdim)
                 dw = t.sum(dims).reshape(w.shape).to(w.dtype) if dims else t.reshape(w.shape).to(w.dtype)
-            return dx, dw, None, None
+            return dx, dw, None, None, None
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if ctx.fused is not None and g.dtype == s.dtype and _same_layout(g, s):
+            # The C++ kernel: dx and the slope gradient's float64 sums in one pass over (g, s).
+            dx, dw = _eager_cpp.prelu_backward(g, s, a, need_x, need_w, ctx.fused)
+            if dw is not None:
+                if keep_output:  # sum(g * y) / a = sum(g * x) over x <= 0, as below
+                    dw = dw / w.detach().to(torch.float64).reshape(-1)
+                dw = dw.reshape(w.shape).to(w.dtype)
+            return dx, dw, None, None, None
         dims = reduce_dims(nd, cdim)
         acc = torch.promote_types(s.dtype, torch.float32)
         dx = torch.empty_like(g, memory_format=torch.preserve_format) if need_x else None
@@ -188,7 +203,7 @@ class _PReLU(torch.autograd.Function):
             if keep_output:
                 dw = dw / w.to(acc).reshape(dw.shape)
             dw = dw.reshape(w.shape).to(w.dtype)
-        return dx, dw, None, None
+        return dx, dw, None, None, None
 
 
 def prelu(x: torch.Tensor, weight: torch.Tensor, dim: int | None) -> torch.Tensor:
@@ -197,7 +212,10 @@ def prelu(x: torch.Tensor, weight: torch.Tensor, dim: int | None) -> torch.Tenso
     a = weight.detach().to(x.dtype)
     lo, hi = (float(v) for v in torch.aminmax(a.reshape(-1)))
     keep_output = 0.0 < lo and hi <= 1.0
-    return _PReLU.apply(x, weight, dim, keep_output)
+    # The fused C++ kernel (built at the first such call) when it loads and handles x's layout;
+    # the plain-torch passes otherwise (same results).
+    fused = _eager_cpp.plan(x, dim if weight.numel() > 1 else None)
+    return _PReLU.apply(x, weight, dim, keep_output, fused)
 
 
 # --------------------------------------------------------------------------------------------
