@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import reference as ref
-from . import _eager_cpp, _eager_funnel
+from . import _eager_cpp, _eager_funnel, torch_ops
 from ._eager_common import cache_blocks, compiling, needs_grad, reduce_dims
 
 __all__ = ["relu", "leaky_relu", "prelu", "flexible_relu", "funnel_relu"]
@@ -100,7 +100,7 @@ def leaky_relu(x: torch.Tensor, negative_slope: float, inplace: bool) -> torch.T
     if inplace or not needs_grad(x) or compiling():
         # torch's in-place leaky_relu_ already keeps only its result (self_is_result=True);
         # functional.py refuses in-place with a negative slope when a gradient is needed.
-        return F.leaky_relu(x, negative_slope, inplace)
+        return torch_ops.leaky_relu(x, negative_slope, inplace)
     if negative_slope >= 0:
         return _LeakyReLUKeepOutput.apply(x, negative_slope)
     return _LeakyReLUKeepMask.apply(x, negative_slope)
@@ -108,17 +108,6 @@ def leaky_relu(x: torch.Tensor, negative_slope: float, inplace: bool) -> torch.T
 
 # --------------------------------------------------------------------------------------------
 # PReLU
-
-
-def _prelu_forward(x: torch.Tensor, w: torch.Tensor, dim: int | None) -> torch.Tensor:
-    """``torch.prelu`` with the channels anywhere (``w`` already in x's dtype)."""
-    if w.numel() == 1 or dim is None or dim == 1:
-        return torch.prelu(x, w.reshape(-1))
-    if x.dim() == 1:  # a 1-D input of channels (dim 0)
-        return torch.prelu(x.unsqueeze(0), w).squeeze(0)
-    # A permuted view: torch.prelu's output follows the view's strides, so moving the dim
-    # back gives x's own layout.
-    return torch.prelu(x.movedim(dim, 1), w).movedim(1, dim)
 
 
 class _PReLU(torch.autograd.Function):
@@ -136,7 +125,7 @@ class _PReLU(torch.autograd.Function):
             y = torch.empty_like(x)
             _eager_cpp.prelu_forward(x, w.to(x.dtype), y, fused)
             return y
-        return _prelu_forward(x, w.to(x.dtype), dim)
+        return torch_ops.prelu(x, w, dim)
 
     @staticmethod
     def setup_context(ctx, inputs, output):  # type: ignore[no-untyped-def]
@@ -208,7 +197,7 @@ class _PReLU(torch.autograd.Function):
 
 def prelu(x: torch.Tensor, weight: torch.Tensor, dim: int | None) -> torch.Tensor:
     if not needs_grad(x, weight) or compiling():
-        return _prelu_forward(x, weight.to(x.dtype), dim)
+        return torch_ops.prelu(x, weight, dim)
     a = weight.detach().to(x.dtype)
     lo, hi = (float(v) for v in torch.aminmax(a.reshape(-1)))
     keep_output = 0.0 < lo and hi <= 1.0
@@ -313,12 +302,7 @@ _FUSED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 def flexible_relu(x: torch.Tensor, bias: torch.Tensor, dim: int | None, inplace: bool) -> torch.Tensor:
     if not needs_grad(x, bias) or compiling():
-        b = ref.channel_view(bias.to(x.dtype), x, dim if dim is not None else 0)
-        if inplace and needs_grad(x, bias):  # compiling: add_ would overwrite what relu keeps
-            return x.copy_(torch.relu(x) + b)
-        if inplace:
-            return torch.relu_(x).add_(b)
-        return torch.relu(x) + b  # as the plain formula: nothing to keep, nothing to gain
+        return torch_ops.flexible_relu(x, bias, dim, inplace)  # nothing to keep, nothing to gain
     keep_mask = x.requires_grad
     # The fused C++ kernel (built at the first such call) when it loads and handles x's layout;
     # the plain-torch passes below otherwise (same results).

@@ -17,18 +17,25 @@ def leaky_relu(x: torch.Tensor, negative_slope: float, inplace: bool) -> torch.T
 
 
 def prelu(x: torch.Tensor, weight: torch.Tensor, dim: int | None) -> torch.Tensor:
-    weight = weight.to(x.dtype)
-    if dim in (None, 1) or weight.numel() == 1:
-        # torch.prelu wants the channels at dim 1 (or no channel dim at all).
-        return torch.prelu(x, weight.reshape(-1))
-    return ref.prelu(x, weight, dim)
+    """``torch.prelu`` with the channels at any ``dim`` (bitwise the reference formula)."""
+    w = weight.to(x.dtype)
+    if w.numel() == 1 or dim is None or dim == 1:
+        return torch.prelu(x, w.reshape(-1))
+    if x.dim() == 1:  # a 1-D input of channels (dim 0)
+        return torch.prelu(x.unsqueeze(0), w).squeeze(0)
+    # A permuted view: torch.prelu's output follows the view's strides, so moving the dim back
+    # gives x's own layout.
+    return torch.prelu(x.movedim(dim, 1), w).movedim(1, dim)
 
 
 def flexible_relu(x: torch.Tensor, bias: torch.Tensor, dim: int | None, inplace: bool) -> torch.Tensor:
     b = ref.channel_view(bias.to(x.dtype), x, dim if dim is not None else 0)
-    y = torch.relu(x) + b
-    # relu_(x).add_(b) would overwrite the output relu keeps for backward: copy back instead.
-    return x.copy_(y) if inplace else y
+    if not inplace:
+        return torch.relu(x) + b
+    if torch.is_grad_enabled() and (x.requires_grad or bias.requires_grad):
+        # relu_(x).add_(b) would overwrite the output relu keeps for backward: copy back instead.
+        return x.copy_(torch.relu(x) + b)
+    return torch.relu_(x).add_(b)
 
 
 def funnel_relu(
