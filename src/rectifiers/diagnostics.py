@@ -101,7 +101,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -585,7 +585,39 @@ class _Site:
         self.grad = None
 
 
-class DeadUnitMonitor:
+_M = TypeVar("_M", bound="_Hooked")
+
+
+class _Hooked:
+    """What both monitors share: their hook handles, ``detach`` and the context manager."""
+
+    _handles: list[Any]
+
+    def attach(self: _M) -> _M:  # pragma: no cover - every monitor defines its own
+        raise NotImplementedError
+
+    def _detached(self) -> None:
+        """A monitor's own clean-up once its hooks are removed."""
+
+    def detach(self) -> None:
+        """Remove every hook; what was recorded is kept for ``report()``."""
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self._detached()
+
+    def __enter__(self: _M) -> _M:
+        return self.attach()
+
+    def __exit__(self, *exc: object) -> None:
+        self.detach()
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._handles)
+
+
+class DeadUnitMonitor(_Hooked):
     """Stream dead / inactive / near-dead unit counts of every activation of ``model``.
 
     Args:
@@ -670,23 +702,9 @@ class DeadUnitMonitor:
             self._handles.append(h)
         return self
 
-    def detach(self) -> None:
-        """Remove every hook; the counters are kept for :meth:`report`."""
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
+    def _detached(self) -> None:
         self._depth = 0
         self._calls.clear()
-
-    def __enter__(self) -> "DeadUnitMonitor":
-        return self.attach()
-
-    def __exit__(self, *exc: object) -> None:
-        self.detach()
-
-    @property
-    def attached(self) -> bool:
-        return bool(self._handles)
 
     # -- hooks ----------------------------------------------------------------------------
     def _root_enter(self, module: nn.Module, args: Any) -> None:
@@ -1019,7 +1037,7 @@ def _pos(v: np.ndarray) -> np.ndarray:
     return v
 
 
-class GradientFlowMonitor:
+class GradientFlowMonitor(_Hooked):
     """Record per-layer gradient norms and activation parameters at every training step.
 
     Args:
@@ -1137,21 +1155,10 @@ class GradientFlowMonitor:
             self._handles.append(_NoHandle())
         return self
 
-    def detach(self) -> None:
-        for h in self._handles + self._order_hooks:
+    def _detached(self) -> None:
+        for h in self._order_hooks:
             h.remove()
-        self._handles.clear()
         self._order_hooks.clear()
-
-    def __enter__(self) -> "GradientFlowMonitor":
-        return self.attach()
-
-    def __exit__(self, *exc: object) -> None:
-        self.detach()
-
-    @property
-    def attached(self) -> bool:
-        return bool(self._handles)
 
     def _make_order_hook(self, name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: Any) -> None:
