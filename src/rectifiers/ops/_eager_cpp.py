@@ -253,39 +253,34 @@ RECT_INLINE void bwd_items(const BwdArgs<scalar_t>& a, double* acc_row, int64_t 
   }
 }
 
-// The same loops compiled for AVX2 too, picked at run time (the build stays portable).
+// The same loops compiled for AVX2 too, picked at run time (the build stays portable):
+// RECT_ISA_DISPATCH(f) defines f_any<scalar_t>(args...), which runs f compiled for AVX2 when the
+// CPU has it, and the portable build of f otherwise.
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define RECT_HAVE_AVX2 1
-template <typename scalar_t>
-__attribute__((target("avx2"))) void fwd_items_avx2(const FwdArgs<scalar_t>& a, int64_t w0, int64_t w1) {
-  fwd_items<scalar_t>(a, w0, w1);
-}
-template <typename scalar_t>
-__attribute__((target("avx2"))) void bwd_items_avx2(const BwdArgs<scalar_t>& a, double* acc, int64_t w0,
-                                                   int64_t w1) {
-  bwd_items<scalar_t>(a, acc, w0, w1);
-}
 bool cpu_has_avx2() {
   static const bool v = __builtin_cpu_supports("avx2");
   return v;
 }
+#define RECT_ISA_DISPATCH(NAME)                                                    \
+  template <typename scalar_t, typename... Args>                                   \
+  __attribute__((target("avx2"))) void NAME##_avx2(const Args&... args) {          \
+    NAME<scalar_t>(args...);                                                       \
+  }                                                                                \
+  template <typename scalar_t, typename... Args>                                   \
+  void NAME##_any(const Args&... args) {                                           \
+    if (cpu_has_avx2()) return NAME##_avx2<scalar_t>(args...);                     \
+    NAME<scalar_t>(args...);                                                       \
+  }
+#else
+#define RECT_ISA_DISPATCH(NAME)                                                    \
+  template <typename scalar_t, typename... Args>                                   \
+  void NAME##_any(const Args&... args) {                                           \
+    NAME<scalar_t>(args...);                                                       \
+  }
 #endif
 
-template <typename scalar_t>
-void fwd_items_any(const FwdArgs<scalar_t>& a, int64_t w0, int64_t w1) {
-#ifdef RECT_HAVE_AVX2
-  if (cpu_has_avx2()) return fwd_items_avx2<scalar_t>(a, w0, w1);
-#endif
-  fwd_items<scalar_t>(a, w0, w1);
-}
-
-template <typename scalar_t>
-void bwd_items_any(const BwdArgs<scalar_t>& a, double* acc, int64_t w0, int64_t w1) {
-#ifdef RECT_HAVE_AVX2
-  if (cpu_has_avx2()) return bwd_items_avx2<scalar_t>(a, acc, w0, w1);
-#endif
-  bwd_items<scalar_t>(a, acc, w0, w1);
-}
+RECT_ISA_DISPATCH(fwd_items)
+RECT_ISA_DISPATCH(bwd_items)
 
 template <typename scalar_t>
 void fwd_kernel(const at::Tensor& x, const at::Tensor& b, at::Tensor& y, at::Tensor& mask,
@@ -511,33 +506,8 @@ RECT_INLINE void prelu_bwd_items(const PBwdArgs<scalar_t>& a, double* acc_row, i
   else if (a.part) prelu_bwd_items_t<false, true, scalar_t>(a, acc_row, w0, w1);
 }
 
-#ifdef RECT_HAVE_AVX2
-template <typename scalar_t>
-__attribute__((target("avx2"))) void prelu_fwd_items_avx2(const FwdArgs<scalar_t>& a, int64_t w0, int64_t w1) {
-  prelu_fwd_items<scalar_t>(a, w0, w1);
-}
-template <typename scalar_t>
-__attribute__((target("avx2"))) void prelu_bwd_items_avx2(const PBwdArgs<scalar_t>& a, double* acc, int64_t w0,
-                                                         int64_t w1) {
-  prelu_bwd_items<scalar_t>(a, acc, w0, w1);
-}
-#endif
-
-template <typename scalar_t>
-void prelu_fwd_items_any(const FwdArgs<scalar_t>& a, int64_t w0, int64_t w1) {
-#ifdef RECT_HAVE_AVX2
-  if (cpu_has_avx2()) return prelu_fwd_items_avx2<scalar_t>(a, w0, w1);
-#endif
-  prelu_fwd_items<scalar_t>(a, w0, w1);
-}
-
-template <typename scalar_t>
-void prelu_bwd_items_any(const PBwdArgs<scalar_t>& a, double* acc, int64_t w0, int64_t w1) {
-#ifdef RECT_HAVE_AVX2
-  if (cpu_has_avx2()) return prelu_bwd_items_avx2<scalar_t>(a, acc, w0, w1);
-#endif
-  prelu_bwd_items<scalar_t>(a, acc, w0, w1);
-}
+RECT_ISA_DISPATCH(prelu_fwd_items)
+RECT_ISA_DISPATCH(prelu_bwd_items)
 
 template <typename scalar_t>
 std::vector<typename IO<scalar_t>::opmath_t> expand_row(const typename IO<scalar_t>::opmath_t* v, const Plan& p) {
@@ -624,7 +594,7 @@ TORCH_LIBRARY_IMPL(rectifiers_cpp, CPU, m) {
 """
 
 #: Bumped with every change of the source or flags (part of the extension's name).
-_VERSION = 8
+_VERSION = 9
 _NAME = f"rectifiers_frelu_cpu_v{_VERSION}"
 
 _lock = threading.Lock()
