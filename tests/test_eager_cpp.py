@@ -259,18 +259,21 @@ def test_build_failure_warns_once_and_falls_back(monkeypatch):
     assert torch.equal(_bits(first[0]), _bits(second[0])) and torch.equal(first[1], second[1])
 
 
+def _at_threads(n: int, fn):
+    """``fn()`` run with ``n`` intra-op threads, the setting restored afterwards."""
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(n)
+        return fn()
+    finally:
+        torch.set_num_threads(old)
+
+
 def test_deterministic_across_thread_counts(cpp):
     x = _kinky((8, 3, 20000), torch.float32, seed=5)
     b = _bias(3, torch.float32)
     g = torch.randn(8, 3, 20000)
-    n = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = _run(x, b, 1, g, _ours)
-        torch.set_num_threads(2)
-        two = _run(x, b, 1, g, _ours)
-    finally:
-        torch.set_num_threads(n)
+    one, two = (_at_threads(n, lambda: _run(x, b, 1, g, _ours)) for n in (1, 2))
     assert torch.equal(_bits(one[2]), _bits(two[2]))
 
 
@@ -495,14 +498,7 @@ def test_prelu_deterministic_across_thread_counts(cpp, per_channel):
     x = torch.randn(8, 3, 20000, generator=torch.Generator().manual_seed(5))
     a = _slopes(3 if per_channel else 1, "keep_y", torch.float32)
     g = torch.randn(8, 3, 20000)
-    n = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = _run(x, a, 1, g, _p_ours)
-        torch.set_num_threads(2)
-        two = _run(x, a, 1, g, _p_ours)
-    finally:
-        torch.set_num_threads(n)
+    one, two = (_at_threads(n, lambda: _run(x, a, 1, g, _p_ours)) for n in (1, 2))
     assert torch.equal(_bits(one[2]), _bits(two[2]))
 
 
