@@ -608,3 +608,24 @@ def test_funnel_low_precision(dtype):
         err = (o.double() - e.double()).abs().max()
         err_t = (t.double() - e.double()).abs().max()
         assert err <= 2 * err_t + 1e-2 * max(1.0, e.abs().max().item()), (err, err_t)
+
+
+def test_funnel_float64_keeps_float64():
+    """The fused funnel keeps fp32 statistics; a float64 input runs in float64 throughout and
+    passes gradcheck (it used to fail it, its statistics rounded to fp32)."""
+    c = 3
+    g = _gen(11)
+    x = torch.randn(2, c, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    cw = (torch.randn(c, 1, 3, 3, generator=g, dtype=torch.float64) * 0.3).requires_grad_()
+    bw = (torch.rand(c, generator=g, dtype=torch.float64) + 0.5).requires_grad_()
+    bb = (torch.randn(c, generator=g, dtype=torch.float64) * 0.1).requires_grad_()
+    rm, rv = torch.zeros(c, dtype=torch.float64), torch.ones(c, dtype=torch.float64)
+
+    def fun(x, cw, bw, bb):
+        return RF.funnel_relu(x, cw, bw, bb, rm, rv, True, backend="triton")
+
+    assert fun(x, cw, bw, bb).dtype == torch.float64
+    assert torch.autograd.gradcheck(fun, (x, cw, bw, bb))
+    y = RF.funnel_relu(x, cw, bw, bb, None, None, True, backend="triton")
+    y_ref = ref.funnel_relu(x, cw, None, bw, bb, None, None, True, 0.1, 1e-5)
+    assert torch.allclose(y, y_ref, rtol=1e-12, atol=1e-12)

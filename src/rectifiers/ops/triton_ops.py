@@ -46,6 +46,7 @@ import triton  # noqa: F401  (an ImportError here means "no triton backend")
 from torch import Tensor
 
 from . import _triton_kernels as K
+from . import eager_ops
 
 __all__ = ["relu", "leaky_relu", "prelu", "flexible_relu", "funnel_relu"]
 
@@ -488,7 +489,13 @@ def funnel_relu(
 ) -> Tensor:
     """``max(x, T(x))``, ``T = BatchNorm(depthwise conv(x))``: conv in PyTorch, then one fused
     kernel (BatchNorm apply, max, 2-bit code); the running statistics are updated in place in
-    training mode, as ``F.batch_norm`` does."""
+    training mode, as ``F.batch_norm`` does.
+
+    The fused kernels keep BatchNorm's statistics in fp32; a float64 input (gradient checks,
+    not speed) runs the eager backend's funnel instead, which keeps float64 throughout."""
+    if x.dtype == torch.float64:
+        return eager_ops.funnel_relu(x, conv_weight, conv_bias, bn_weight, bn_bias, running_mean,
+                                     running_var, training, momentum, eps)
     use_batch = bool(training) or running_mean is None
     tensors = (x, conv_weight, conv_bias, bn_weight, bn_bias)
     grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
