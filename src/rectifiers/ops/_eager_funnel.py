@@ -6,6 +6,12 @@ maximum). This Function keeps x and the per-channel batch statistics, and recomp
 and the BatchNorm in backward. Both run in channels-last layout, where PyTorch's CPU depthwise
 convolution is many times faster than in NCHW; (N, C, L) inputs run as (N, C, 1, L).
 Running statistics are updated once, in forward.
+
+On CPU, for an input that is not channels-last, the fused C++ kernel of
+:mod:`rectifiers.ops._funnel_cpp` does all of it instead (built at first use; the path above
+where it cannot be built, or with ``RECTIFIERS_NO_CPP=1``): it computes in the input's own
+(N, C, *spatial) layout, where PyTorch's depthwise convolution is slowest, and keeps the same
+state for backward (the input and per-channel statistics).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import reference as ref
+from . import _funnel_cpp
 from ._eager_common import compiling, needs_grad
 
 __all__ = ["funnel_relu"]
@@ -53,6 +60,18 @@ def _forward(x, conv_weight, conv_bias, bn_weight, bn_bias, rm, rv, use_batch, m
     return y, mean, invstd
 
 
+def _differentiable_backward(g, ins, rmc, rvc, use_batch, eps, need):  # type: ignore[no-untyped-def]
+    """create_graph: the gradients recomputed through the reference formula, differentiably."""
+    x, cw, cb, bw, bb = ins
+    y = ref.funnel_relu(x, cw, cb, bw, bb, rmc, rvc, use_batch, 0.0, eps)
+    sel = [(i, t) for i, t in enumerate(ins) if need[i] and t is not None]
+    gr = torch.autograd.grad(y, [t for _, t in sel], g, create_graph=True, allow_unused=True)
+    out: list[torch.Tensor | None] = [None] * 10
+    for (i, t), gi in zip(sel, gr):
+        out[i] = torch.zeros_like(t) if gi is None else gi
+    return tuple(out)
+
+
 class _Funnel(torch.autograd.Function):
     @staticmethod
     def forward(x, conv_weight, conv_bias, bn_weight, bn_bias, rm, rv, use_batch, momentum, eps):  # type: ignore[no-untyped-def]
@@ -81,14 +100,7 @@ class _Funnel(torch.autograd.Function):
         need = ctx.needs_input_grad[:5]
         use_batch, eps = ctx.use_batch, ctx.eps
         if torch.is_grad_enabled():
-            # create_graph: recompute through the reference formula, differentiably.
-            y = ref.funnel_relu(x, cw, cb, bw, bb, rmc, rvc, use_batch, 0.0, eps)
-            ins = [(i, t) for i, t in enumerate((x, cw, cb, bw, bb)) if need[i] and t is not None]
-            gr = torch.autograd.grad(y, [t for _, t in ins], g, create_graph=True, allow_unused=True)
-            out: list[torch.Tensor | None] = [None] * 10
-            for (i, t), gi in zip(ins, gr):
-                out[i] = torch.zeros_like(t) if gi is None else gi
-            return tuple(out)
+            return _differentiable_backward(g, (x, cw, cb, bw, bb), rmc, rvc, use_batch, eps, need)
 
         xw, w, pad = _work(x, cw)
         b = None if cb is None else cb.to(x.dtype)
@@ -145,6 +157,40 @@ class _Funnel(torch.autograd.Function):
         return dx, dcw, dcb, gbw, gbb, None, None, None, None, None
 
 
+class _FunnelFused(torch.autograd.Function):
+    """The funnel through the fused C++ CPU kernel: x and (C, 3) statistics kept."""
+
+    @staticmethod
+    def forward(x, conv_weight, conv_bias, bn_weight, bn_bias, rm, rv, use_batch, momentum, eps):  # type: ignore[no-untyped-def]
+        return _funnel_cpp.forward(
+            x.contiguous(), conv_weight, conv_bias, bn_weight, bn_bias, rm, rv, use_batch, momentum, eps
+        )
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[no-untyped-def]
+        x, conv_weight, conv_bias, bn_weight, bn_bias, rm, rv, use_batch, momentum, eps = inputs
+        _, stats = output
+        ctx.use_batch, ctx.eps = use_batch, eps
+        # Eval mode: a C-sized copy of the running statistics, for the double backward only
+        # (a later training step may update them in place before this backward runs).
+        rmc = None if use_batch else rm.clone()
+        rvc = None if use_batch else rv.clone()
+        ctx.save_for_backward(x, conv_weight, conv_bias, bn_weight, bn_bias, stats, rmc, rvc)
+        ctx.mark_non_differentiable(stats)
+
+    @staticmethod
+    def backward(ctx, g, _gs):  # type: ignore[no-untyped-def]
+        x, cw, cb, bw, bb, stats, rmc, rvc = ctx.saved_tensors
+        need = ctx.needs_input_grad[:5]
+        if torch.is_grad_enabled():
+            return _differentiable_backward(g, (x, cw, cb, bw, bb), rmc, rvc, ctx.use_batch, ctx.eps, need)
+        with torch.no_grad():
+            grads = _funnel_cpp.backward(
+                x.contiguous(), g.to(x.dtype).contiguous(), cw, cb, bw, bb, stats, ctx.use_batch, need
+            )
+        return grads + (None,) * 5
+
+
 def _fmt(xw: torch.Tensor) -> torch.memory_format:
     return torch.channels_last if xw.dim() == 4 else torch.channels_last_3d
 
@@ -152,7 +198,21 @@ def _fmt(xw: torch.Tensor) -> torch.memory_format:
 def funnel_relu(
     x, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var, training, momentum, eps
 ):
-    if compiling() or not needs_grad(x, conv_weight, conv_bias, bn_weight, bn_bias):
+    if compiling():
+        return ref.funnel_relu(
+            x, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var, training,
+            momentum, eps,
+        )
+    use_batch = bool(training) or running_mean is None
+    fused = _funnel_cpp.applies(x, conv_weight, use_batch)
+    if not needs_grad(x, conv_weight, conv_bias, bn_weight, bn_bias):
+        if fused:  # one fused pass (two over a cached channel in training)
+            with torch.no_grad():
+                y, _ = _funnel_cpp.forward(
+                    x.contiguous(), conv_weight, conv_bias, bn_weight, bn_bias, running_mean,
+                    running_var, use_batch, momentum, eps,
+                )
+            return y
         # Nothing to keep: the plain formula, whose conv follows x's own layout, is as fast as
         # it gets without a layout change (measured: the channels-last round trip costs more
         # than it saves in a forward pass alone).
@@ -160,8 +220,8 @@ def funnel_relu(
             x, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var, training,
             momentum, eps,
         )
-    use_batch = bool(training) or running_mean is None
-    y, _, _ = _Funnel.apply(
+    fn = _FunnelFused if fused else _Funnel
+    y, _, *_ = fn.apply(
         x, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var, use_batch,
         momentum, eps,
     )

@@ -1,0 +1,761 @@
+"""A fused C++ CPU kernel for the funnel activation's training step, built at first use.
+
+``y = max(x, T(x))``, ``T = BatchNorm(depthwise conv(x))`` with an odd ``k`` in every spatial
+dim, stride 1, padding ``k // 2``. PyTorch's depthwise convolution on CPU is slow in NCHW (a
+generic loop, several times the element-wise cost), and the plain formula makes one pass per
+op. This kernel works on one channel at a time, in the input's own (N, C, *spatial) layout:
+
+* forward (training): the conv of the channel's N planes into a channel-sized float buffer (in
+  cache), the batch mean and the variance from it (two passes, float64 totals), then
+  ``y = max(x, T)`` in one more pass over the buffer; eval mode is one pass per plane with the
+  running statistics;
+* backward: the conv again, plane by plane, with ``x_hat`` and the gradient reaching T kept in
+  two channel-sized buffers and ``dx = g`` where x won written at once; then, with the channel's
+  BatchNorm sums known, the conv branch's gradient per plane: the conv's weight gradient and
+  bias gradient (float64 totals) and the transposed depthwise conv added into ``dx``.
+
+Only the input and per-channel statistics are kept for backward. Every loop runs along the
+innermost spatial dim, in float (bfloat16 and half are converted on load; double stays double),
+compiled twice (portable and AVX2, picked at run time, as the other fused kernels are); no FMA
+contraction, so the forward and the recomputation in backward round T identically and agree on
+which side of the maximum won. ``y = max(x, T)`` follows ``torch.maximum`` with T rounded to
+x's dtype first (as the plain formula's conv output is): NaN on either side gives NaN and both
+sides the gradient, ties split it.
+
+Build, cache and fallback as :mod:`rectifiers.ops._eager_cpp`: :func:`load` compiles with
+:func:`torch.utils.cpp_extension.load_inline` into torch's extension directory; any failure
+warns once and returns ``False``; ``RECTIFIERS_NO_CPP=1`` turns it off silently. The caller
+then keeps the plain-torch path (same results).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+import warnings
+
+import torch
+
+from . import _eager_cpp
+
+__all__ = ["load", "applies", "forward", "backward", "build_seconds", "CALLS"]
+
+#: Calls of the kernel in this process (the tests check that the C++ path really ran).
+CALLS = {"forward": 0, "backward": 0}
+
+#: Largest kernel size handled (the padded plane and the weight-gradient rows grow with k).
+MAX_K = 15
+
+_SOURCE = r"""
+#include <ATen/core/Tensor.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+#if defined(__GNUC__)
+#define FN_INLINE inline __attribute__((always_inline))
+#else
+#define FN_INLINE inline
+#endif
+
+// Loads into and stores from the compute type T (float, or double for double).
+template <typename S>
+struct IO {
+  using T = S;
+  using raw = S;
+  static FN_INLINE T ld(raw v) { return v; }
+  static FN_INLINE raw st(T v) { return v; }
+};
+template <>
+struct IO<c10::BFloat16> {  // by the bits, round to nearest even, NaN to a quiet NaN
+  using T = float;
+  using raw = uint16_t;
+  static FN_INLINE float ld(uint16_t h) {
+    const uint32_t u = static_cast<uint32_t>(h) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  }
+  static FN_INLINE uint16_t st(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    const uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    const uint32_t nan = 0u - static_cast<uint32_t>(f != f);  // all ones for NaN
+    return static_cast<uint16_t>((r & ~nan) | (0x7FC0u & nan));
+  }
+};
+template <>
+struct IO<c10::Half> {
+  using T = float;
+  using raw = c10::Half;
+  static FN_INLINE float ld(c10::Half h) { return static_cast<float>(h); }
+  static FN_INLINE c10::Half st(float f) { return c10::Half(f); }
+};
+
+struct Geo {
+  int64_t N, C, D, H, W, kd, kh, kw, pd, ph, pw, Dp, Hp, Wp, S, Sp, K, rows;
+};
+
+Geo make_geo(at::IntArrayRef d) {
+  Geo g;
+  g.N = d[0]; g.C = d[1]; g.D = d[2]; g.H = d[3]; g.W = d[4];
+  g.kd = d[5]; g.kh = d[6]; g.kw = d[7];
+  g.pd = g.kd / 2; g.ph = g.kh / 2; g.pw = g.kw / 2;
+  g.Dp = g.D + 2 * g.pd; g.Hp = g.H + 2 * g.ph; g.Wp = g.W + 2 * g.pw;
+  g.S = g.D * g.H * g.W; g.Sp = g.Dp * g.Hp * g.Wp; g.K = g.kd * g.kh * g.kw;
+  g.rows = g.D * g.H;
+  return g;
+}
+
+// Row sums: W float lanes, each summing at most FLUSH rows, then added into a float64 total
+// (through 16 float lanes: vectorised, about float64's accuracy, a fixed order).
+constexpr int64_t FLUSH = 64;
+constexpr int LANES = 16;
+
+template <typename T>
+FN_INLINE double lane_total(T* acc, int64_t n) {
+  T lane[LANES] = {0};
+  int64_t i = 0;
+  for (; i + LANES <= n; i += LANES)
+    for (int j = 0; j < LANES; ++j) lane[j] += acc[i + j];
+  double s = 0;
+  for (; i < n; ++i) s += static_cast<double>(acc[i]);
+  for (int j = 0; j < LANES; ++j) s += static_cast<double>(lane[j]);
+  std::fill(acc, acc + n, T(0));
+  return s;
+}
+
+// Accumulators: `q` quantities, each `len` lanes wide (len = W, or K * W for the weight
+// gradient), with float64 totals.
+template <typename T>
+struct Acc {
+  std::vector<T> a;
+  std::vector<double> tot;
+  int64_t q, len, rows = 0;
+  Acc(int64_t q_, int64_t len_) : a(q_ * len_, T(0)), tot(q_, 0.0), q(q_), len(len_) {}
+  T* row(int64_t i) { return a.data() + i * len; }
+  void tick() {
+    if (++rows >= FLUSH) flush();
+  }
+  void flush() {
+    for (int64_t i = 0; i < q; ++i) tot[i] += lane_total(row(i), len);
+    rows = 0;
+  }
+  void reset() {
+    std::fill(a.begin(), a.end(), T(0));
+    std::fill(tot.begin(), tot.end(), 0.0);
+    rows = 0;
+  }
+};
+
+// The interior of the zero-padded plane P (borders stay zero once cleared).
+template <typename scalar_t, typename T = typename IO<scalar_t>::T>
+FN_INLINE void pad_plane(const typename IO<scalar_t>::raw* __restrict__ src, T* __restrict__ P, const Geo& g) {
+  for (int64_t d = 0; d < g.D; ++d)
+    for (int64_t h = 0; h < g.H; ++h) {
+      const auto* s = src + (d * g.H + h) * g.W;
+      T* p = P + ((d + g.pd) * g.Hp + (h + g.ph)) * g.Wp + g.pw;
+      for (int64_t w = 0; w < g.W; ++w) p[w] = IO<scalar_t>::ld(s[w]);
+    }
+}
+
+// One output row += the taps of one kernel row (KW known at compile time, or 0: any).
+template <int KW, typename T>
+FN_INLINE void taps_row(T* __restrict__ o, const T* __restrict__ p, const T* __restrict__ wr, int64_t W, int64_t kw) {
+  if (KW > 0) {
+    T wv[KW > 0 ? KW : 1];
+    for (int c = 0; c < KW; ++c) wv[c] = wr[c];
+    for (int64_t i = 0; i < W; ++i) {
+      T s = o[i];
+      for (int c = 0; c < KW; ++c) s += wv[c] * p[i + c];
+      o[i] = s;
+    }
+  } else {
+    for (int64_t c = 0; c < kw; ++c) {
+      const T wc = wr[c];
+      const T* pc = p + c;
+      for (int64_t i = 0; i < W; ++i) o[i] += wc * pc[i];
+    }
+  }
+}
+
+// out (D, H, W) = bias + the depthwise conv of the padded plane P with the kernel w (K).
+template <int KW, typename T>
+FN_INLINE void conv_plane_k(const T* __restrict__ P, const T* __restrict__ w, T bias, T* __restrict__ out, const Geo& g) {
+  for (int64_t d = 0; d < g.D; ++d)
+    for (int64_t h = 0; h < g.H; ++h) {
+      T* o = out + (d * g.H + h) * g.W;
+      for (int64_t i = 0; i < g.W; ++i) o[i] = bias;
+      for (int64_t a = 0; a < g.kd; ++a)
+        for (int64_t b = 0; b < g.kh; ++b)
+          taps_row<KW>(o, P + ((d + a) * g.Hp + (h + b)) * g.Wp, w + (a * g.kh + b) * g.kw, g.W, g.kw);
+    }
+}
+
+template <typename T>
+FN_INLINE void conv_plane(const T* P, const T* w, T bias, T* out, const Geo& g) {
+  switch (g.kw) {
+    case 1: return conv_plane_k<1>(P, w, bias, out, g);
+    case 3: return conv_plane_k<3>(P, w, bias, out, g);
+    case 5: return conv_plane_k<5>(P, w, bias, out, g);
+    case 7: return conv_plane_k<7>(P, w, bias, out, g);
+    default: return conv_plane_k<0>(P, w, bias, out, g);
+  }
+}
+
+// Weight gradient rows: acc[(a, b, c) * W + i] += dt[d, h, i] * P[d + a, h + b, i + c].
+template <typename T>
+FN_INLINE void wgrad_row(const T* __restrict__ dt, const T* __restrict__ P, T* __restrict__ acc, int64_t d,
+                         int64_t h, const Geo& g) {
+  for (int64_t a = 0; a < g.kd; ++a)
+    for (int64_t b = 0; b < g.kh; ++b) {
+      const T* p = P + ((d + a) * g.Hp + (h + b)) * g.Wp;
+      T* ab = acc + ((a * g.kh + b) * g.kw) * g.W;
+      for (int64_t c = 0; c < g.kw; ++c) {
+        T* r = ab + c * g.W;
+        const T* pc = p + c;
+        for (int64_t i = 0; i < g.W; ++i) r[i] += dt[i] * pc[i];
+      }
+    }
+}
+
+// The BatchNorm's affine map, the same arithmetic in forward and backward.
+template <typename T>
+struct Affine {
+  T mean, invstd, scale, shift;
+};
+
+template <typename T>
+FN_INLINE Affine<T> affine(double mean, double invstd, double bw, double bb) {
+  const double sc = bw * invstd;
+  return {static_cast<T>(mean), static_cast<T>(invstd), static_cast<T>(sc), static_cast<T>(bb - mean * sc)};
+}
+
+// T rounded to the input's dtype, as the plain formula's conv output is.
+template <typename scalar_t, typename T = typename IO<scalar_t>::T>
+FN_INLINE T t_of(T t, const Affine<T>& af) {
+  return IO<scalar_t>::ld(IO<scalar_t>::st(t * af.scale + af.shift));
+}
+
+// y = torch.maximum(x, T): NaN on either side gives NaN.
+template <typename T>
+FN_INLINE T max_of(T xv, T tv) {
+  return (xv < tv || tv != tv) ? tv : xv;
+}
+
+// One row of backward's pass A: the gradient's split at the maximum (dx where x won, gt where T
+// won, halves at ties, both at NaN), x_hat, and the BatchNorm sums of gt and gt * x_hat.
+template <bool DX, bool KEEP, typename scalar_t, typename T = typename IO<scalar_t>::T>
+FN_INLINE void split_row(const typename IO<scalar_t>::raw* __restrict__ xs, const typename IO<scalar_t>::raw* __restrict__ gs,
+                         const T* __restrict__ t, const Affine<T>& af, typename IO<scalar_t>::raw* __restrict__ dx,
+                         T* __restrict__ gt_out, T* __restrict__ xh_out, T* __restrict__ sg, T* __restrict__ sgx, int64_t W) {
+  for (int64_t i = 0; i < W; ++i) {
+    const T xv = IO<scalar_t>::ld(xs[i]);
+    const T gv = IO<scalar_t>::ld(gs[i]);
+    const T tv = t_of<scalar_t>(t[i], af);
+    const T xh = (t[i] - af.mean) * af.invstd;
+    const bool eq = xv == tv;
+    const T half = gv * T(0.5);
+    const T gt = xv > tv ? T(0) : (eq ? half : gv);
+    if (DX) dx[i] = IO<scalar_t>::st(xv < tv ? T(0) : (eq ? half : gv));
+    if (KEEP) {
+      gt_out[i] = gt;
+      xh_out[i] = xh;
+    }
+    sg[i] += gt;
+    sgx[i] += gt * xh;
+  }
+}
+
+template <typename scalar_t>
+struct FwdArgs {
+  using raw = typename IO<scalar_t>::raw;
+  using T = typename IO<scalar_t>::T;
+  const raw* x;
+  raw* y;
+  const T* w;
+  const T* cb;          // or nullptr
+  const double* bnw;
+  const double* bnb;
+  double* stats;        // (C, 3): mean, invstd, biased var (eval: mean, var in; mean, invstd, var out)
+  bool use_batch;
+  double eps;
+  Geo g;
+};
+
+template <typename scalar_t>
+FN_INLINE void fwd_channels(const FwdArgs<scalar_t>& A, int64_t c0, int64_t c1) {
+  using T = typename IO<scalar_t>::T;
+  const Geo& g = A.g;
+  const int64_t S = g.S, W = g.W, M = g.N * S;
+  std::vector<T> P(g.Sp, T(0));
+  std::vector<T> buf(A.use_batch ? M : S);
+  Acc<T> acc(1, W);
+  for (int64_t c = c0; c < c1; ++c) {
+    const T* wc = A.w + c * g.K;
+    const T bias = A.cb ? A.cb[c] : T(0);
+    double* st = A.stats + 3 * c;
+    double mean, invstd, var;
+    if (A.use_batch) {
+      acc.reset();
+      for (int64_t n = 0; n < g.N; ++n) {
+        pad_plane<scalar_t>(A.x + (n * g.C + c) * S, P.data(), g);
+        T* t = buf.data() + n * S;
+        conv_plane(P.data(), wc, bias, t, g);
+        for (int64_t r = 0; r < g.rows; ++r) {
+          T* a = acc.row(0);
+          const T* tr = t + r * W;
+          for (int64_t i = 0; i < W; ++i) a[i] += tr[i];
+          acc.tick();
+        }
+      }
+      acc.flush();
+      mean = acc.tot[0] / static_cast<double>(M);
+      acc.reset();
+      const T m = static_cast<T>(mean);
+      for (int64_t r = 0; r < g.N * g.rows; ++r) {
+        T* a = acc.row(0);
+        const T* tr = buf.data() + r * W;
+        for (int64_t i = 0; i < W; ++i) {
+          const T dv = tr[i] - m;
+          a[i] += dv * dv;
+        }
+        acc.tick();
+      }
+      acc.flush();
+      // sum((t - m)^2) with m the rounded mean: remove the rounding's share exactly.
+      const double dm = mean - static_cast<double>(m);
+      var = acc.tot[0] / static_cast<double>(M) - dm * dm;
+      if (var < 0) var = 0;
+      invstd = 1.0 / std::sqrt(var + A.eps);
+      const Affine<T> af = affine<T>(mean, invstd, A.bnw[c], A.bnb[c]);
+      for (int64_t n = 0; n < g.N; ++n) {
+        const int64_t o = (n * g.C + c) * S;
+        const auto* xs = A.x + o;
+        auto* ys = A.y + o;
+        const T* t = buf.data() + n * S;
+        for (int64_t i = 0; i < S; ++i)
+          ys[i] = IO<scalar_t>::st(max_of(IO<scalar_t>::ld(xs[i]), t_of<scalar_t>(t[i], af)));
+      }
+    } else {
+      mean = st[0];
+      var = st[1];
+      invstd = 1.0 / std::sqrt(var + A.eps);
+      const Affine<T> af = affine<T>(mean, invstd, A.bnw[c], A.bnb[c]);
+      for (int64_t n = 0; n < g.N; ++n) {
+        const int64_t o = (n * g.C + c) * S;
+        pad_plane<scalar_t>(A.x + o, P.data(), g);
+        T* t = buf.data();
+        conv_plane(P.data(), wc, bias, t, g);
+        const auto* xs = A.x + o;
+        auto* ys = A.y + o;
+        for (int64_t i = 0; i < S; ++i)
+          ys[i] = IO<scalar_t>::st(max_of(IO<scalar_t>::ld(xs[i]), t_of<scalar_t>(t[i], af)));
+      }
+    }
+    st[0] = mean;
+    st[1] = invstd;
+    st[2] = var;
+  }
+}
+
+template <typename scalar_t>
+struct BwdArgs {
+  using raw = typename IO<scalar_t>::raw;
+  using T = typename IO<scalar_t>::T;
+  const raw* x;
+  const raw* gy;
+  const T* w;
+  const T* wflip;
+  const T* cb;          // or nullptr
+  const double* bnw;
+  const double* bnb;
+  const double* stats;  // (C, 3): mean, invstd, var
+  raw* dx;              // or nullptr
+  double* dw;           // (C, K) or nullptr
+  double* dcb;          // (C) or nullptr
+  double* dbn;          // (C, 2): d bn_weight, d bn_bias
+  bool use_batch;
+  Geo g;
+};
+
+template <typename scalar_t>
+FN_INLINE void bwd_channels(const BwdArgs<scalar_t>& A, int64_t c0, int64_t c1) {
+  using T = typename IO<scalar_t>::T;
+  const Geo& g = A.g;
+  const int64_t S = g.S, W = g.W, M = g.N * S;
+  const bool conv_side = A.dx || A.dw || A.dcb;
+  std::vector<T> P(g.Sp, T(0)), Q(conv_side ? g.Sp : 0, T(0)), t(S), dt(conv_side ? S : 0);
+  std::vector<T> gtb(conv_side ? M : 0), xhb(conv_side ? M : 0);
+  Acc<T> acc(3, W);
+  Acc<T> wacc(A.dw ? g.K : 0, W);  // one quantity per tap
+  for (int64_t c = c0; c < c1; ++c) {
+    const T* wc = A.w + c * g.K;
+    const T* wf = A.wflip + c * g.K;
+    const T bias = A.cb ? A.cb[c] : T(0);
+    const double* st = A.stats + 3 * c;
+    const Affine<T> af = affine<T>(st[0], st[1], A.bnw[c], A.bnb[c]);
+    acc.reset();
+    // Pass A: T again; the gradient's split at the maximum; x_hat; the BatchNorm sums.
+    for (int64_t n = 0; n < g.N; ++n) {
+      const int64_t o = (n * g.C + c) * S;
+      pad_plane<scalar_t>(A.x + o, P.data(), g);
+      conv_plane(P.data(), wc, bias, t.data(), g);
+      const auto* xs = A.x + o;
+      const auto* gs = A.gy + o;
+      T* gt_n = conv_side ? gtb.data() + n * S : nullptr;
+      T* xh_n = conv_side ? xhb.data() + n * S : nullptr;
+      auto* dxs = A.dx ? A.dx + o : nullptr;
+      for (int64_t r = 0; r < g.rows; ++r) {
+        const int64_t b = r * W;
+        if (dxs && gt_n)
+          split_row<true, true, scalar_t>(xs + b, gs + b, t.data() + b, af, dxs + b, gt_n + b, xh_n + b, acc.row(0), acc.row(1), W);
+        else if (dxs)
+          split_row<true, false, scalar_t>(xs + b, gs + b, t.data() + b, af, dxs + b, (T*)nullptr, (T*)nullptr, acc.row(0), acc.row(1), W);
+        else if (gt_n)
+          split_row<false, true, scalar_t>(xs + b, gs + b, t.data() + b, af, (typename IO<scalar_t>::raw*)nullptr, gt_n + b, xh_n + b, acc.row(0), acc.row(1), W);
+        else
+          split_row<false, false, scalar_t>(xs + b, gs + b, t.data() + b, af, (typename IO<scalar_t>::raw*)nullptr, (T*)nullptr, (T*)nullptr, acc.row(0), acc.row(1), W);
+        acc.tick();
+      }
+    }
+    acc.flush();
+    const double sum_g = acc.tot[0], sum_gx = acc.tot[1];
+    A.dbn[2 * c] = sum_gx;
+    A.dbn[2 * c + 1] = sum_g;
+    if (!conv_side) continue;
+    // Pass B: the gradient reaching the conv output; the conv's gradients.
+    const double k1 = A.bnw[c] * st[1];
+    const T ka = static_cast<T>(k1);
+    const T kb = static_cast<T>(A.use_batch ? sum_g / static_cast<double>(M) : 0.0);
+    const T kc = static_cast<T>(A.use_batch ? sum_gx / static_cast<double>(M) : 0.0);
+    acc.reset();
+    if (A.dw) wacc.reset();
+    for (int64_t n = 0; n < g.N; ++n) {
+      const int64_t o = (n * g.C + c) * S;
+      const T* gt_n = gtb.data() + n * S;
+      const T* xh_n = xhb.data() + n * S;
+      for (int64_t r = 0; r < g.rows; ++r) {
+        const int64_t b = r * W;
+        T* d = dt.data() + b;
+        T* sd = acc.row(2);
+        if (A.use_batch) {
+          for (int64_t i = 0; i < W; ++i) {
+            const T v = ka * (gt_n[b + i] - kb - xh_n[b + i] * kc);
+            d[i] = v;
+            sd[i] += v;
+          }
+        } else {  // eval: the statistics are constants (and x_hat never multiplies a NaN in)
+          for (int64_t i = 0; i < W; ++i) {
+            const T v = ka * gt_n[b + i];
+            d[i] = v;
+            sd[i] += v;
+          }
+        }
+        acc.tick();
+      }
+      if (A.dw) {
+        pad_plane<scalar_t>(A.x + o, P.data(), g);
+        for (int64_t dd = 0; dd < g.D; ++dd)
+          for (int64_t h = 0; h < g.H; ++h) {
+            wgrad_row(dt.data() + (dd * g.H + h) * W, P.data(), wacc.row(0), dd, h, g);
+            wacc.tick();
+          }
+      }
+      if (A.dx) {
+        // The transposed depthwise conv: dt padded, correlated with the flipped kernel.
+        for (int64_t dd = 0; dd < g.D; ++dd)
+          for (int64_t h = 0; h < g.H; ++h) {
+            const T* s = dt.data() + (dd * g.H + h) * W;
+            T* q = Q.data() + ((dd + g.pd) * g.Hp + (h + g.ph)) * g.Wp + g.pw;
+            for (int64_t i = 0; i < W; ++i) q[i] = s[i];
+          }
+        conv_plane(Q.data(), wf, T(0), t.data(), g);
+        auto* dxs = A.dx + o;
+        for (int64_t i = 0; i < S; ++i) dxs[i] = IO<scalar_t>::st(IO<scalar_t>::ld(dxs[i]) + t[i]);
+      }
+    }
+    acc.flush();
+    if (A.dcb) A.dcb[c] = acc.tot[2];
+    if (A.dw) {
+      wacc.flush();
+      for (int64_t k = 0; k < g.K; ++k) A.dw[c * g.K + k] = wacc.tot[k];
+    }
+  }
+}
+
+// Each loop compiled for AVX2 too, picked at run time (the build itself stays portable).
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+bool has_avx2() {
+  static const bool v = __builtin_cpu_supports("avx2");
+  return v;
+}
+#define FUNNEL_ISA(NAME)                                                            \
+  template <typename scalar_t, typename... Args>                                   \
+  __attribute__((target("avx2"))) void NAME##_avx2(const Args&... args) {          \
+    NAME<scalar_t>(args...);                                                       \
+  }                                                                                \
+  template <typename scalar_t, typename... Args>                                   \
+  void NAME##_any(const Args&... args) {                                           \
+    if (has_avx2()) return NAME##_avx2<scalar_t>(args...);                         \
+    NAME<scalar_t>(args...);                                                       \
+  }
+#else
+#define FUNNEL_ISA(NAME)                                                            \
+  template <typename scalar_t, typename... Args>                                   \
+  void NAME##_any(const Args&... args) {                                           \
+    NAME<scalar_t>(args...);                                                       \
+  }
+#endif
+
+FUNNEL_ISA(fwd_channels)
+FUNNEL_ISA(bwd_channels)
+
+template <typename T>
+const T* opt_ptr(const c10::optional<at::Tensor>& t) {
+  return t.has_value() ? t->const_data_ptr<T>() : nullptr;
+}
+
+void check_args(const at::Tensor& x, const Geo& g, const at::Tensor& w, const at::Tensor& bnw,
+                const at::Tensor& bnb, const at::Tensor& stats, const char* fn) {
+  TORCH_CHECK(x.device().is_cpu() && x.is_contiguous(), fn, ": x must be a contiguous CPU tensor");
+  TORCH_CHECK(g.N * g.C * g.S == x.numel(), fn, ": dims do not match x");
+  TORCH_CHECK(w.is_contiguous() && w.numel() == g.C * g.K, fn, ": w must be (C, K)");
+  TORCH_CHECK(bnw.scalar_type() == at::kDouble && bnw.numel() == g.C && bnb.numel() == g.C, fn, ": bn");
+  TORCH_CHECK(stats.scalar_type() == at::kDouble && stats.numel() == 3 * g.C && stats.is_contiguous(), fn, ": stats");
+}
+
+void funnel_fwd(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& cb,
+                const at::Tensor& bnw, const at::Tensor& bnb, at::Tensor stats, at::Tensor y,
+                at::IntArrayRef dims, bool use_batch, double eps) {
+  const Geo g = make_geo(dims);
+  check_args(x, g, w, bnw, bnb, stats, "funnel_fwd");
+  TORCH_CHECK(y.is_contiguous() && y.numel() == x.numel() && y.scalar_type() == x.scalar_type(), "funnel_fwd: y");
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "funnel_fwd", [&] {
+    using raw = typename IO<scalar_t>::raw;
+    using T = typename IO<scalar_t>::T;
+    FwdArgs<scalar_t> a{reinterpret_cast<const raw*>(x.const_data_ptr<scalar_t>()),
+                        reinterpret_cast<raw*>(y.mutable_data_ptr<scalar_t>()),
+                        w.const_data_ptr<T>(), opt_ptr<T>(cb), bnw.const_data_ptr<double>(),
+                        bnb.const_data_ptr<double>(), stats.mutable_data_ptr<double>(), use_batch, eps, g};
+    at::parallel_for(0, g.C, 1, [&](int64_t c0, int64_t c1) { fwd_channels_any<scalar_t>(a, c0, c1); });
+  });
+}
+
+void funnel_bwd(const at::Tensor& x, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& wflip,
+                const c10::optional<at::Tensor>& cb, const at::Tensor& bnw, const at::Tensor& bnb,
+                const at::Tensor& stats, c10::optional<at::Tensor> dx, c10::optional<at::Tensor> dw,
+                c10::optional<at::Tensor> dcb, at::Tensor dbn, at::IntArrayRef dims, bool use_batch) {
+  const Geo g = make_geo(dims);
+  check_args(x, g, w, bnw, bnb, stats, "funnel_bwd");
+  TORCH_CHECK(gy.is_contiguous() && gy.numel() == x.numel() && gy.scalar_type() == x.scalar_type(), "funnel_bwd: g");
+  TORCH_CHECK(wflip.is_contiguous() && wflip.numel() == w.numel(), "funnel_bwd: wflip");
+  TORCH_CHECK(!dx.has_value() || (dx->is_contiguous() && dx->numel() == x.numel() && dx->scalar_type() == x.scalar_type()), "funnel_bwd: dx");
+  TORCH_CHECK(!dw.has_value() || (dw->scalar_type() == at::kDouble && dw->numel() == g.C * g.K), "funnel_bwd: dw");
+  TORCH_CHECK(!dcb.has_value() || (dcb->scalar_type() == at::kDouble && dcb->numel() == g.C), "funnel_bwd: dcb");
+  TORCH_CHECK(dbn.scalar_type() == at::kDouble && dbn.numel() == 2 * g.C, "funnel_bwd: dbn");
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "funnel_bwd", [&] {
+    using raw = typename IO<scalar_t>::raw;
+    using T = typename IO<scalar_t>::T;
+    BwdArgs<scalar_t> a{reinterpret_cast<const raw*>(x.const_data_ptr<scalar_t>()),
+                        reinterpret_cast<const raw*>(gy.const_data_ptr<scalar_t>()),
+                        w.const_data_ptr<T>(), wflip.const_data_ptr<T>(), opt_ptr<T>(cb),
+                        bnw.const_data_ptr<double>(), bnb.const_data_ptr<double>(), stats.const_data_ptr<double>(),
+                        dx.has_value() ? reinterpret_cast<raw*>(dx->mutable_data_ptr<scalar_t>()) : nullptr,
+                        dw.has_value() ? dw->mutable_data_ptr<double>() : nullptr,
+                        dcb.has_value() ? dcb->mutable_data_ptr<double>() : nullptr,
+                        dbn.mutable_data_ptr<double>(), use_batch, g};
+    at::parallel_for(0, g.C, 1, [&](int64_t c0, int64_t c1) { bwd_channels_any<scalar_t>(a, c0, c1); });
+  });
+}
+
+}  // namespace
+
+TORCH_LIBRARY(rectifiers_funnel_cpp, m) {
+  m.def("funnel_fwd(Tensor x, Tensor w, Tensor? cb, Tensor bnw, Tensor bnb, Tensor(a!) stats, Tensor(b!) y, int[] dims, bool use_batch, float eps) -> ()");
+  m.def("funnel_bwd(Tensor x, Tensor gy, Tensor w, Tensor wflip, Tensor? cb, Tensor bnw, Tensor bnb, Tensor stats, Tensor(a!)? dx, Tensor(b!)? dw, Tensor(c!)? dcb, Tensor(d!) dbn, int[] dims, bool use_batch) -> ()");
+}
+
+TORCH_LIBRARY_IMPL(rectifiers_funnel_cpp, CPU, m) {
+  m.impl("funnel_fwd", funnel_fwd);
+  m.impl("funnel_bwd", funnel_bwd);
+}
+"""
+
+#: Bumped with every change of the source or flags (part of the extension's name).
+_VERSION = 4
+_NAME = f"rectifiers_funnel_cpu_v{_VERSION}"
+_FLAGS = ["-O3", "-ffp-contract=off"]
+
+_lock = threading.Lock()
+_state: dict[str, object] = {"tried": False, "ok": False, "seconds": None}
+_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
+def build_seconds() -> float | None:
+    """Seconds the last :func:`load` took to build or load the extension (``None`` before)."""
+    s = _state["seconds"]
+    return float(s) if s is not None else None  # type: ignore[arg-type]
+
+
+def _build() -> None:
+    from torch.utils import cpp_extension  # lazy: imports setuptools machinery
+
+    old_path = os.environ.get("PATH", "")
+    extra = None if shutil.which("ninja") else _eager_cpp._ninja_dir()
+    if extra:  # for the build only; the user's PATH is restored afterwards
+        os.environ["PATH"] = extra + os.pathsep + old_path
+    try:
+        cpp_extension.load_inline(
+            name=_NAME, cpp_sources=[_SOURCE], extra_cflags=_FLAGS, is_python_module=False,
+            no_implicit_headers=True, verbose=False,
+        )
+    finally:
+        if extra:
+            os.environ["PATH"] = old_path
+
+
+def load() -> bool:
+    """Build (first time) and load the funnel kernel; ``False`` if it is unavailable.
+
+    Never raises: a failure is reported once with :func:`warnings.warn` and remembered, so later
+    calls return ``False`` at once. ``RECTIFIERS_NO_CPP=1`` disables the kernel silently.
+    """
+    if _eager_cpp._disabled():
+        return False
+    if _state["tried"]:
+        return bool(_state["ok"])
+    with _lock:
+        if not _state["tried"]:
+            t0 = time.perf_counter()
+            try:
+                _build()
+                torch.ops.rectifiers_funnel_cpp.funnel_fwd  # noqa: B018 (resolves the op or raises)
+                _state["ok"] = True
+            except Exception as e:  # any build or load failure: fall back to plain torch
+                last = str(e).strip().splitlines()[-1] if str(e).strip() else ""
+                warnings.warn(
+                    f"rectifiers: the fused C++ funnel kernel could not be built or loaded "
+                    f"({type(e).__name__}: {last}); using the plain-torch path (same results, "
+                    f"slower). Set RECTIFIERS_NO_CPP=1 to skip the build.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                _state["ok"] = False
+            _state["seconds"] = time.perf_counter() - t0
+            _state["tried"] = True
+    return bool(_state["ok"])
+
+
+def applies(x: torch.Tensor, conv_weight: torch.Tensor, use_batch: bool) -> bool:
+    """Whether the kernel handles this call (and loads): a CPU float tensor of 3 to 5 dims not
+    in a channels-last layout (a strided one is made contiguous), an odd kernel up to
+    :data:`MAX_K`, more than one value per channel in training."""
+    if x.device.type != "cpu" or x.dtype not in _DTYPES or x.dim() not in (3, 4, 5) or x.numel() == 0:
+        return False
+    k = conv_weight.shape[-1]
+    if k % 2 == 0 or k > MAX_K or conv_weight.device.type != "cpu":
+        return False
+    if not x.is_contiguous() and (
+        (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last))
+        or (x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d))
+    ):
+        return False  # PyTorch's own depthwise conv is fast in these layouts: the caller's path
+    if use_batch and x.numel() // x.shape[1] < 2:
+        return False  # the plain path raises torch's error for one value per channel
+    return load()
+
+
+def _dims(x: torch.Tensor, k: int) -> list[int]:
+    sp = list(x.shape[2:])
+    nsp = len(sp)
+    return [x.shape[0], x.shape[1]] + [1] * (3 - nsp) + sp + [1] * (3 - nsp) + [k] * nsp
+
+
+def _opmath(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _kernel(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    # Rounded to x's dtype first: the plain formula runs its conv in x's dtype.
+    return w.detach().to(x.dtype).to(_opmath(x)).reshape(w.shape[0], -1).contiguous()
+
+
+def _bn(t: torch.Tensor | None, c: int, fill: float) -> torch.Tensor:
+    if t is None:
+        return torch.full((c,), fill, dtype=torch.float64)
+    return t.detach().to(torch.float64).contiguous()
+
+
+def forward(
+    x: torch.Tensor, conv_weight: torch.Tensor, conv_bias: torch.Tensor | None,
+    bn_weight: torch.Tensor | None, bn_bias: torch.Tensor | None,
+    running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+    use_batch: bool, momentum: float, eps: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``y = max(x, BN(depthwise conv(x)))`` for a contiguous x; returns ``(y, stats)``.
+
+    ``stats`` is (C, 3) float64: the mean and inverse std the BatchNorm used, and the biased
+    batch variance. In training (``use_batch``) the running statistics, when given, are updated
+    in place as ``F.batch_norm`` does (the unbiased variance, ``momentum``).
+    """
+    c = x.shape[1]
+    k = conv_weight.shape[-1]
+    w = _kernel(conv_weight, x)
+    cb = None if conv_bias is None else conv_bias.detach().to(x.dtype).to(_opmath(x)).contiguous()
+    stats = torch.zeros(c, 3, dtype=torch.float64)
+    if not use_batch:
+        stats[:, 0] = running_mean.detach()
+        stats[:, 1] = running_var.detach()
+    y = torch.empty_like(x, memory_format=torch.contiguous_format)
+    torch.ops.rectifiers_funnel_cpp.funnel_fwd(
+        x, w, cb, _bn(bn_weight, c, 1.0), _bn(bn_bias, c, 0.0), stats, y, _dims(x, k), bool(use_batch),
+        float(eps),
+    )
+    CALLS["forward"] += 1
+    if use_batch and running_mean is not None and running_var is not None:
+        m = x.numel() // c
+        with torch.no_grad():
+            mean, var = stats[:, 0], stats[:, 2] * (m / (m - 1))
+            running_mean.copy_(running_mean.double() * (1.0 - momentum) + mean * momentum)
+            running_var.copy_(running_var.double() * (1.0 - momentum) + var * momentum)
+    return y, stats
+
+
+def backward(
+    x: torch.Tensor, g: torch.Tensor, conv_weight: torch.Tensor, conv_bias: torch.Tensor | None,
+    bn_weight: torch.Tensor | None, bn_bias: torch.Tensor | None, stats: torch.Tensor,
+    use_batch: bool, need: tuple[bool, bool, bool, bool, bool],
+) -> tuple[torch.Tensor | None, ...]:
+    """The gradients ``(dx, d conv_weight, d conv_bias, d bn_weight, d bn_bias)`` (``None``
+    where not needed) from the kept x and :func:`forward`'s ``stats``; x and g contiguous."""
+    c = x.shape[1]
+    k = conv_weight.shape[-1]
+    w = _kernel(conv_weight, x)
+    cb = None if conv_bias is None else conv_bias.detach().to(x.dtype).to(_opmath(x)).contiguous()
+    need_dx, need_w, need_cb = need[0], need[1], need[2] and conv_bias is not None
+    dx = torch.empty_like(x, memory_format=torch.contiguous_format) if need_dx else None
+    dw = torch.empty(c, w.shape[1], dtype=torch.float64) if need_w else None
+    dcb = torch.empty(c, dtype=torch.float64) if need_cb else None
+    dbn = torch.empty(c, 2, dtype=torch.float64)
+    torch.ops.rectifiers_funnel_cpp.funnel_bwd(
+        x, g, w, w.flip(1).contiguous(), cb, _bn(bn_weight, c, 1.0), _bn(bn_bias, c, 0.0), stats,
+        dx, dw, dcb, dbn, _dims(x, k), bool(use_batch),
+    )
+    CALLS["backward"] += 1
+    gw = None if dw is None else dw.reshape(conv_weight.shape).to(conv_weight.dtype)
+    gcb = None if dcb is None else dcb.to(conv_bias.dtype)  # type: ignore[union-attr]
+    gbw = dbn[:, 0].to(bn_weight.dtype) if need[3] and bn_weight is not None else None
+    gbb = dbn[:, 1].to(bn_bias.dtype) if need[4] and bn_bias is not None else None
+    return dx, gw, gcb, gbw, gbb
