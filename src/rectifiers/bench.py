@@ -11,9 +11,15 @@ For each activation x implementation x shape x dtype it measures, as medians ove
 
 Implementations: ``torch`` (``torch.nn.ReLU`` / ``LeakyReLU`` / ``PReLU``; FReLU as
 ``relu(x) + b``; the funnel as ``nn.Conv2d`` + ``nn.BatchNorm2d`` + ``torch.maximum``),
-``eager`` (rectifiers' eager backend) and ``compiled`` (the rectifiers module under
-``torch.compile(fullgraph=True)``). Within each repetition every implementation runs once, in
-turn, so that the noise of a shared machine hits all of them alike.
+``eager`` (rectifiers' eager backend), ``compiled`` (the rectifiers module under
+``torch.compile(fullgraph=True)``) and, on request, ``torch_compiled`` (the ``torch`` module
+compiled the same way: what the compiler makes of torch's own formula, the yardstick of
+``compiled``). Within each repetition every implementation runs once, in turn, so that the noise
+of a shared machine hits all of them alike.
+
+Compiled implementations are compiled during the warm-up (a training graph and a no_grad graph
+each); the column ``compiles_timed`` counts the graphs Dynamo compiled during the timed
+repetitions, which must stay 0 for the times to mean anything (a nonzero count is also logged).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from torch import nn
 __all__ = [
     "ACTIVATIONS",
     "IMPLEMENTATIONS",
+    "DEFAULT_IMPLS",
     "DEFAULT_SHAPES",
     "QUICK_SHAPES",
     "saved_bytes",
@@ -49,7 +56,9 @@ __all__ = [
 
 #: Activation names of the benchmark (``prelu``/``frelu`` per channel; ``*_scalar`` shared).
 ACTIVATIONS = ("relu", "leaky_relu", "prelu", "prelu_scalar", "frelu", "frelu_channel", "funnel")
-IMPLEMENTATIONS = ("torch", "eager", "compiled")
+IMPLEMENTATIONS = ("torch", "eager", "compiled", "torch_compiled")
+#: What runs when ``--impls`` is not given (``torch_compiled`` is asked for by name).
+DEFAULT_IMPLS = ("torch", "eager", "compiled")
 DEFAULT_SHAPES: tuple[tuple[int, ...], ...] = ((32, 64, 56, 56), (16, 512, 768))
 QUICK_SHAPES: tuple[tuple[int, ...], ...] = ((8, 16, 24, 24),)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
@@ -180,6 +189,7 @@ class _Case:
     times: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in _METRICS})
     extra_bytes: float = float("nan")
     error: str = ""
+    compiles_timed: int = 0
 
 
 _METRICS = ("fwd", "bwd", "fwdbwd", "nograd")
@@ -229,6 +239,13 @@ def _clone_times(x: torch.Tensor) -> float:
     return dt
 
 
+def _graphs_compiled() -> int:
+    """How many graphs Dynamo has compiled in this process so far (recompilations included)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
 def _cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -244,7 +261,7 @@ def run_benchmark(
     activations: Sequence[str] = ACTIVATIONS,
     shapes: Sequence[Sequence[int]] = DEFAULT_SHAPES,
     dtypes: Sequence[str] = ("fp32", "bf16"),
-    impls: Sequence[str] = IMPLEMENTATIONS,
+    impls: Sequence[str] = DEFAULT_IMPLS,
     repeats: int = 15,
     warmup: int = 2,
     compile_backend: str = "inductor",
@@ -267,7 +284,7 @@ def run_benchmark(
             x = torch.randn(shape, generator=gen).to(dtype).requires_grad_()
             g = torch.randn(shape, generator=gen).to(dtype)
             cases: list[tuple[str, _Case]] = []
-            if "compiled" in impls:
+            if any(i.endswith("compiled") for i in impls):
                 # Each (shape, dtype) compiles afresh: the shared functionals would otherwise
                 # reach Dynamo's recompile limit, which fullgraph=True turns into an error.
                 torch._dynamo.reset()
@@ -277,8 +294,8 @@ def run_benchmark(
                 for impl in impls:
                     label = f"{act}/{impl}"
                     try:
-                        if impl == "compiled":
-                            base = make_module(act, "eager", shape, dtype)
+                        if impl in ("compiled", "torch_compiled"):
+                            base = make_module(act, "eager" if impl == "compiled" else "torch", shape, dtype)
                             mod: nn.Module = torch.compile(base, fullgraph=True, backend=compile_backend)
                         else:
                             base = mod = make_module(act, impl, shape, dtype)
@@ -298,14 +315,18 @@ def run_benchmark(
                 for _, case in cases:
                     if case.error:
                         continue
+                    n0 = _graphs_compiled()
                     for k, v in _measure_once(case.module, x, g).items():
                         case.times[k].append(v)
+                    case.compiles_timed += _graphs_compiled() - n0
                 # The no_grad forwards in a round of their own: each then finds the allocator
                 # as another no_grad forward left it (after a training step, a fresh output may
                 # page-fault or reuse a freed block, depending on what that step freed).
                 for _, case in cases:
                     if not case.error:
+                        n0 = _graphs_compiled()
                         case.times["nograd"].append(_measure_nograd(case.module, x))
+                        case.compiles_timed += _graphs_compiled() - n0
                 clone_t.append(_clone_times(x.detach()))
             clone_ms = statistics.median(clone_t) * 1e3
             med = {
@@ -313,13 +334,17 @@ def run_benchmark(
                 for _, case in cases
             }
             leaky_nn = med.get("leaky_relu/torch", {}).get("fwdbwd")
+            for _, case in cases:
+                if case.compiles_timed:
+                    log(f"[bench] {dname} {shape} {case.name}: {case.compiles_timed} graph(s) compiled "
+                        "during the timed repetitions: its times include compilation")
             for act, case in cases:
                 impl = case.name.split("/", 1)[1]
                 row: dict[str, object] = dict(meta)
                 row.update(
                     dtype=dname, shape="x".join(map(str, shape)), activation=act, impl=impl,
                     repeats=repeats, clone_ms=round(clone_ms, 4), error=case.error,
-                    extra_bytes_per_elem=round(case.extra_bytes, 3),
+                    extra_bytes_per_elem=round(case.extra_bytes, 3), compiles_timed=case.compiles_timed,
                 )
                 ref_t = med.get(f"{act}/torch", {})
                 for k in _METRICS:
@@ -346,7 +371,7 @@ COLUMNS = (
     "fwd_ms", "bwd_ms", "fwdbwd_ms", "nograd_ms", "clone_ms",
     "fwd_vs_torch", "bwd_vs_torch", "fwdbwd_vs_torch", "nograd_vs_torch",
     "fwd_vs_clone", "bwd_vs_clone", "fwdbwd_vs_clone", "nograd_vs_clone",
-    "fwdbwd_vs_nn_leaky", "extra_bytes_per_elem", "error",
+    "fwdbwd_vs_nn_leaky", "extra_bytes_per_elem", "compiles_timed", "error",
 )
 
 
@@ -365,8 +390,14 @@ def format_table(rows: Sequence[dict[str, object]], markdown: bool = False) -> s
             "extra_bytes_per_elem")
     heads = ("dtype", "shape", "activation", "impl", "fwd ms", "bwd ms", "f+b ms", "no_grad ms",
              "f+b / torch", "no_grad / torch", "f+b / clone", "f+b / nn.Leaky", "extra B/elem")
-    body = [[_fmt(r.get(c)) if not (c == "impl" and r.get("error")) else f"{r['impl']} (failed)"
-             for c in cols] for r in rows]
+    def cell(r: dict[str, object], c: str) -> str:
+        if c == "impl" and r.get("error"):
+            return f"{r['impl']} (failed)"
+        if c == "impl" and r.get("compiles_timed"):  # its times include compilation
+            return f"{r['impl']} (recompiled)"
+        return _fmt(r.get(c))
+
+    body = [[cell(r, c) for c in cols] for r in rows]
     if markdown:
         lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
         lines += ["| " + " | ".join(b) + " |" for b in body]
@@ -452,6 +483,8 @@ def read_csv(path: str) -> list[dict[str, object]]:
                     row[k] = None if k != "error" else ""
                 elif k.endswith(("_ms", "_vs_torch", "_vs_clone", "_vs_nn_leaky", "_per_elem")):
                     row[k] = float(v)
+                elif k == "compiles_timed":
+                    row[k] = int(float(v))
                 else:
                     row[k] = v
             rows.append(row)
@@ -475,9 +508,11 @@ def _parse_shape(s: str) -> tuple[int, ...]:
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--activations", nargs="+", default=list(ACTIVATIONS), metavar="NAME",
                    help=f"activations (default: all of {', '.join(ACTIVATIONS)})")
-    p.add_argument("--impls", nargs="+", default=list(IMPLEMENTATIONS), metavar="IMPL",
+    p.add_argument("--impls", nargs="+", default=list(DEFAULT_IMPLS), metavar="IMPL",
                    help="implementations: torch (torch.nn or the plain formula), eager, compiled "
-                   "(default: all; 'torch' is always added, the ratios need it)")
+                   "(the rectifiers module under torch.compile), torch_compiled (the torch one "
+                   "under torch.compile) (default: torch eager compiled; 'torch' is always added, "
+                   "the ratios need it)")
     p.add_argument("--shapes", nargs="+", type=_parse_shape, default=None, metavar="SHAPE",
                    help="shapes like 32x64x56x56, channels at dim 1 (default: 32x64x56x56 16x512x768)")
     p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], metavar="DTYPE",
