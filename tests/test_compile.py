@@ -96,3 +96,40 @@ def test_compile_inplace_after_a_layer_same_as_eager(make) -> None:
     torch.testing.assert_close(yc, y)
     for a, b in zip(grads_c, grads):
         torch.testing.assert_close(a, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# The benchmark's compiled implementations: compiled in the warm-up, never in the timed loop
+
+
+def _bench_rows(warmup: int):
+    from rectifiers.bench import format_table, run_benchmark
+
+    rows = run_benchmark(
+        ["relu", "frelu"], [(2, C, 5, 6)], ["fp32"], ["torch", "compiled", "torch_compiled"],
+        repeats=2, warmup=warmup, compile_backend="aot_eager", log=lambda s: None,
+    )
+    return {(r["activation"], r["impl"]): r for r in rows}, format_table(rows)
+
+
+def test_bench_compiles_only_during_warmup() -> None:
+    rows, table = _bench_rows(warmup=1)
+    for act in ("relu", "frelu"):
+        for impl in ("compiled", "torch_compiled"):
+            r = rows[(act, impl)]
+            assert r["error"] == "", r["error"]
+            assert r["compiles_timed"] == 0, (act, impl, r["compiles_timed"])
+            assert r["fwdbwd_ms"] is not None and r["nograd_ms"] is not None
+    assert "recompiled" not in table
+
+
+def test_bench_counts_compiles_in_the_timed_loop() -> None:
+    """Without a warm-up the first timed repetition compiles: the row says so, the table too."""
+    rows, table = _bench_rows(warmup=0)
+    for act in ("relu", "frelu"):
+        # The bytes-kept measurement compiles the training graph before the timing; the no_grad
+        # graph is then compiled in the first timed repetition.
+        assert rows[(act, "compiled")]["compiles_timed"] >= 1
+        assert rows[(act, "torch_compiled")]["compiles_timed"] >= 1
+        assert rows[(act, "torch")]["compiles_timed"] == 0
+    assert "compiled (recompiled)" in table
