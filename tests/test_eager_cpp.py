@@ -193,8 +193,8 @@ def test_inplace(cpp):
     torch.testing.assert_close(db, rdb)
 
 
-def test_unhandled_layouts_fall_back(cpp):
-    # A strided view, and a gradient whose layout differs from the mask's: the plain path.
+def test_strided_view_is_copied_then_fused(cpp):
+    # A view with gaps: one contiguous copy, then the kernel (autograd passes g through the copy).
     base = _kinky((3, 5, 7, 18), torch.float32).requires_grad_()
     b = _bias(5, torch.float32).requires_grad_()
     g = torch.randn(3, 5, 7, 9)
@@ -203,16 +203,136 @@ def test_unhandled_layouts_fall_back(cpp):
     for fn in (_ours, ref.flexible_relu):
         y = fn(base[..., ::2], b, 1)
         out.append((y.detach(),) + torch.autograd.grad(y, (base, b), g))
-        if fn is _ours:
-            assert cpp == before
+    assert cpp["forward"] == before["forward"] + 1 and cpp["backward"] == before["backward"] + 1
     assert torch.equal(_bits(out[0][0]), _bits(out[1][0])) and torch.equal(_bits(out[0][1]), _bits(out[1][1]))
     torch.testing.assert_close(out[0][2], out[1][2])
-    x = _kinky((3, 5, 7, 9), torch.float32).contiguous(memory_format=torch.channels_last)
-    y, dx, db = _run(x, b, 1, g, _ours)  # g contiguous, mask channels_last
-    assert cpp["forward"] == before["forward"] + 1 and cpp["backward"] == before["backward"]
-    ry, rdx, rdb = _run(x, b, 1, g, ref.flexible_relu)
-    assert torch.equal(_bits(dx), _bits(rdx))
+
+
+def test_inplace_on_a_strided_view_falls_back(cpp):
+    # In place on a view with gaps: the plain path (a bool mask), same results.
+    x0 = _kinky((3, 5, 7, 18), torch.float32)
+    b = _bias(5, torch.float32).requires_grad_()
+    g = torch.randn(3, 5, 7, 9)
+    before = dict(cpp)
+    h0 = x0.clone().requires_grad_()
+    h = h0 * 1.0
+    y = RF.flexible_relu(h[..., ::2], b, 1, inplace=True, backend=B)
+    dh0, db = torch.autograd.grad(y, (h0, b), g)
+    assert cpp == before
+    ry, rdx, rdb = _run(x0[..., ::2], b, 1, g, ref.flexible_relu)
+    assert torch.equal(_bits(y.detach()), _bits(ry)) and torch.equal(_bits(dh0[..., ::2]), _bits(rdx))
+    assert not dh0[..., 1::2].any()
     torch.testing.assert_close(db, rdb)
+
+
+# Dense layouts other than contiguous: the kernel reads them in memory order.
+LAYOUTS = [
+    ("channels_last", lambda t: t.contiguous(memory_format=torch.channels_last), 1),
+    ("transposed_c_inner", lambda t: t.transpose(1, 3).contiguous().transpose(1, 3), 1),
+    ("permuted", lambda t: t.permute(2, 0, 3, 1).contiguous().permute(1, 3, 0, 2), 1),
+    ("channel_at_dim2_cl", lambda t: t.contiguous(memory_format=torch.channels_last), 2),
+    ("channels_last_one_bias", lambda t: t.contiguous(memory_format=torch.channels_last), None),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("layout", LAYOUTS, ids=[l[0] for l in LAYOUTS])
+def test_dense_layouts_use_the_kernel(cpp, layout, dtype):
+    _, make, dim = layout
+    shape = (3, 13, 5, 7)  # no size a multiple of 8
+    x = make(_kinky(shape, torch.float32, seed=7).nan_to_num(0.0).to(dtype))
+    g = make(torch.randn(shape).to(dtype))
+    b = _bias(shape[dim], dtype) if dim is not None else _bias(1, dtype)
+    before = dict(cpp)
+    y, dx, db = _run(x, b, dim if dim is not None else 1, g, _ours)
+    assert cpp["forward"] == before["forward"] + 1 and cpp["backward"] == before["backward"] + 1
+    ry, rdx, rdb = _run(x, b, dim if dim is not None else 1, g, ref.flexible_relu)
+    assert y.stride() == x.stride() and dx.stride() == x.stride()
+    assert torch.equal(_bits(y), _bits(ry)) and torch.equal(_bits(dx), _bits(rdx))
+    tol = 1e-12 if dtype == torch.float64 else (1e-5 if dtype == torch.float32 else 1e-2)
+    torch.testing.assert_close(db, rdb, rtol=tol, atol=tol * x.numel() ** 0.5)
+
+
+def test_gradient_in_another_layout_is_copied_then_fused(cpp):
+    # g contiguous while x (and so the mask's order) is channels_last: g is copied into x's order.
+    x = _kinky((3, 5, 7, 9), torch.float32).contiguous(memory_format=torch.channels_last)
+    b = _bias(5, torch.float32)
+    g = torch.randn(3, 5, 7, 9)
+    before = dict(cpp)
+    y, dx, db = _run(x, b, 1, g, _ours)
+    assert cpp["forward"] == before["forward"] + 1 and cpp["backward"] == before["backward"] + 1
+    ry, rdx, rdb = _run(x, b, 1, g, ref.flexible_relu)
+    assert torch.equal(_bits(y), _bits(ry)) and torch.equal(_bits(dx), _bits(rdx))
+    torch.testing.assert_close(db, rdb)
+
+
+# --------------------------------------------------------------------------------------------
+# The bit-packed mask: 1 bit per element, in memory order.
+
+
+def test_mask_layout_bit_by_bit(cpp):
+    # Bit i % 8 of byte i // 8 is relu(x_i) != 0 (x > 0 or NaN); the bits past the end are 0.
+    vals = [1.0, -1.0, 0.0, -0.0, float("nan"), float("inf"), float("-inf"), 1e-45, -1e-45, 2.0, -3.0]
+    x = torch.tensor(vals)
+    p = E.plan(x, None)
+    m = E.new_mask(x)
+    y = torch.empty_like(x)
+    E.forward(x, torch.tensor([0.5]), y, m, p)
+    want = [1, 0, 0, 0, 1, 1, 0, 1, 0, 1, 0]
+    expect = [sum(bit << j for j, bit in enumerate(want[k:k + 8])) for k in range(0, len(want), 8)]
+    assert m.dtype == torch.uint8 and m.tolist() == expect
+    assert E.unpack_mask(m, x.shape, x.stride()).tolist() == [bool(v) for v in want]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize(
+    "shape,dim",
+    [((1, 1, 1), 1), ((5,), 0), ((7, 3, 9), 1), ((2, 3, 301), 1), ((4, 5, 15), 1), ((3, 7, 1001), 1),
+     ((300, 9, 11), 1), ((2, 40009), None), ((2, 5, 8200), 1)],
+    ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else f"d{v}",
+)
+def test_mask_bits_on_odd_sizes(cpp, shape, dim, dtype):
+    # Sizes and runs that are not multiples of 8 or 16 (bytes shared by two channels, a final
+    # partial byte), both bias modes, several work items: every bit against relu(x) != 0.
+    x = _kinky(shape, torch.float32, seed=11).to(dtype)
+    cdim = dim if dim is not None else None
+    b = _bias(shape[dim] if dim is not None else 1, dtype)
+    p = E.plan(x, cdim)
+    assert p is not None
+    m = E.new_mask(x)
+    y = torch.empty_like(x)
+    E.forward(x, b, y, m, p)
+    n = x.numel()
+    assert m.numel() == (n + 7) // 8
+    assert torch.equal(E.unpack_mask(m, x.shape, x.stride()), torch.relu(x) != 0)
+    if n % 8:
+        assert int(m[-1]) >> (n % 8) == 0
+    g = torch.randn(shape).to(dtype)
+    dx, db = E.backward(g, m, True, True, p)
+    assert torch.equal(_bits(dx), _bits(torch.where(torch.relu(x) != 0, g, torch.zeros_like(g))))
+    dims = [d for d in range(x.dim()) if d != cdim]
+    rdb = g.double().sum(dims) if dims else g.double()
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(db, rdb.reshape(-1), rtol=tol, atol=tol * n ** 0.5)
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_mask_keeps_one_bit_per_element(cpp, per_channel):
+    # What autograd saves: the packed mask only, ceil(n / 8) bytes (x is not kept).
+    shape = (3, 5, 7, 11)
+    x = torch.randn(shape, requires_grad=True)
+    h = x * 1.0
+    b = _bias(5 if per_channel else 1, torch.float32).requires_grad_()
+    seen = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = RF.flexible_relu(h, b, 1, backend=B)
+    seen.pop(y.untyped_storage().data_ptr(), None)
+    assert sum(seen.values()) == (x.numel() + 7) // 8
 
 
 def _results(shape=(4, 6, 300), dim=1):

@@ -39,10 +39,11 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 
 import torch
 
-__all__ = ["load", "plan", "forward", "backward", "prelu_forward", "prelu_backward", "build_seconds", "CALLS"]
+__all__ = ["load", "plan", "forward", "backward", "new_mask", "unpack_mask", "mask_bytes", "prelu_forward", "prelu_backward", "build_seconds", "CALLS"]
 
 #: Calls of the fused kernels in this process (the tests check that the C++ path really ran).
 CALLS = {"forward": 0, "backward": 0, "prelu_forward": 0, "prelu_backward": 0}
@@ -66,6 +67,9 @@ _SOURCE = r"""
 #include <cstring>
 #include <type_traits>
 #include <vector>
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -125,52 +129,75 @@ struct IO<c10::BFloat16> {
   }
 };
 
-// One run of the forward: a bias per element (ROWB, bs) or one bias (bc).
-template <bool MASK, bool ROWB, typename scalar_t>
-RECT_INLINE void fwd_loop(const typename IO<scalar_t>::raw_t* xs, typename IO<scalar_t>::raw_t* ys,
-                          uint8_t* ms, const typename IO<scalar_t>::opmath_t* bs,
-                          typename IO<scalar_t>::opmath_t bc, int64_t n) {
-  using opmath_t = typename IO<scalar_t>::opmath_t;
-  for (int64_t i = 0; i < n; ++i) {
-    const opmath_t v = IO<scalar_t>::load(xs[i]);
-    if (MASK) ms[i] = !(v <= opmath_t(0));
-    ys[i] = IO<scalar_t>::store(relu_of(v) + (ROWB ? bs[i] : bc));
-  }
+// The same loops compiled for AVX2 too, picked at run time (the build stays portable):
+// RECT_ISA_DISPATCH(f) defines f_any<scalar_t>(args...), which runs f compiled for AVX2 when the
+// CPU has it, and the portable build of f otherwise.
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define RECT_X86 1
+bool cpu_has_avx2() {
+  static const bool v = __builtin_cpu_supports("avx2");
+  return v;
 }
+#define RECT_ISA_DISPATCH(NAME)                                                    \
+  template <typename scalar_t, typename... Args>                                   \
+  __attribute__((target("avx2"))) void NAME##_avx2(const Args&... args) {          \
+    NAME<scalar_t>(args...);                                                       \
+  }                                                                                \
+  template <typename scalar_t, typename... Args>                                   \
+  void NAME##_any(const Args&... args) {                                           \
+    if (cpu_has_avx2()) return NAME##_avx2<scalar_t>(args...);                     \
+    NAME<scalar_t>(args...);                                                       \
+  }
+#else
+#define RECT_X86 0
+bool cpu_has_avx2() { return false; }
+#define RECT_ISA_DISPATCH(NAME)                                                    \
+  template <typename scalar_t, typename... Args>                                   \
+  void NAME##_any(const Args&... args) {                                           \
+    NAME<scalar_t>(args...);                                                       \
+  }
+#endif
 
-template <typename scalar_t>
-struct FwdArgs {
-  using raw_t = typename IO<scalar_t>::raw_t;
-  using opmath_t = typename IO<scalar_t>::opmath_t;
-  const raw_t* x;
-  raw_t* y;
-  uint8_t* m;
-  const opmath_t* b;     // per channel
-  const opmath_t* brow;  // row mode: the bias expanded over one row
-  Plan p;
+// ------------------------------------------------------------------------------------------
+// FReLU: y = relu(x) + b[c], and a bit-packed mask: bit i % 8 of byte i / 8 is relu(x_i) != 0
+// (x > 0 or NaN), i the element's position in memory order; the bits past the last element
+// are 0. Backward: dx = bit ? g : 0 and the float64 per-channel sums of g.
+//
+// Work items are flat ranges of memory order, [w*B, (w+1)*B), B a multiple of 64 (no two items
+// share a mask byte), each done in sub-blocks of SUB elements whose passes (mask bits, then y;
+// dx, then the sums) run from L1. Bias: "segment" mode (0) walks the runs of `inner` elements
+// with one bias each (a broadcast constant in the loop); "row" mode (1), for short runs, reads
+// the bias from a periodic expansion of the row of C * inner biases, and then B is a whole
+// number of rows.
+
+constexpr int64_t SUB = 4096;
+
+struct FPlan {
+  int64_t n, C, inner, row, B, items, mode;
 };
 
-template <typename scalar_t>
-RECT_INLINE void fwd_items(const FwdArgs<scalar_t>& a, int64_t w0, int64_t w1) {
-  const Plan& p = a.p;
-  const int64_t C = p.C, inner = p.inner, row = C * inner;
-  for (int64_t w = w0; w < w1; ++w) {
-    if (p.mode == 0) {
-      const int64_t seg = w / p.pieces, piece = w % p.pieces;
-      const int64_t start = seg * inner + piece * p.block;
-      const int64_t n = std::min(p.block, inner - piece * p.block);
-      const auto bc = a.b[seg % C];
-      if (a.m) fwd_loop<true, false, scalar_t>(a.x + start, a.y + start, a.m + start, nullptr, bc, n);
-      else fwd_loop<false, false, scalar_t>(a.x + start, a.y + start, nullptr, nullptr, bc, n);
-    } else {
-      const int64_t r0 = w * p.rpb, r1 = std::min(p.outer, r0 + p.rpb);
-      for (int64_t r = r0; r < r1; ++r) {
-        const int64_t o = r * row;
-        if (a.m) fwd_loop<true, true, scalar_t>(a.x + o, a.y + o, a.m + o, a.brow, 0, row);
-        else fwd_loop<false, true, scalar_t>(a.x + o, a.y + o, nullptr, a.brow, 0, row);
-      }
-    }
+FPlan make_fplan(int64_t outer, int64_t C, int64_t inner, int64_t block, int64_t mode) {
+  FPlan p{outer * C * inner, C, inner, C * inner, block, 0, C == 1 ? 0 : mode};
+  if (p.mode == 1) {
+    int64_t a = p.row, b = 64;  // rows per item: a multiple of 64 / gcd(row, 64)
+    while (b) { const int64_t t = a % b; a = b; b = t; }
+    const int64_t q = 64 / a;
+    int64_t r = std::max<int64_t>(1, block / p.row);
+    r = (r + q - 1) / q * q;
+    p.B = r * p.row;
   }
+  p.items = p.n > 0 ? (p.n + p.B - 1) / p.B : 0;
+  return p;
+}
+
+// y = relu(x) + b over n elements: a bias per element (ROWB, bs) or one bias (bc).
+template <bool ROWB, typename scalar_t>
+RECT_INLINE void fwd_loop(const typename IO<scalar_t>::raw_t* xs, typename IO<scalar_t>::raw_t* ys,
+                          const typename IO<scalar_t>::opmath_t* bs,
+                          typename IO<scalar_t>::opmath_t bc, int64_t n) {
+  using opmath_t = typename IO<scalar_t>::opmath_t;
+  for (int64_t i = 0; i < n; ++i)
+    ys[i] = IO<scalar_t>::store(relu_of(IO<scalar_t>::load(xs[i])) + (ROWB ? bs[i] : bc));
 }
 
 constexpr int LANES = 16;
@@ -196,147 +223,292 @@ RECT_INLINE double sum_of(const typename IO<scalar_t>::raw_t* g, int64_t n) {
   return s;
 }
 
-// dx = m ? g : 0 without a branch (a random mask mispredicts half the time): g's bits AND'ed
-// with all ones or all zeros, a loop the compiler vectorises for every dtype.
-template <typename scalar_t>
-RECT_INLINE void masked_copy(const scalar_t* g, const uint8_t* m, scalar_t* d, int64_t n) {
-  using bits_t = std::conditional_t<sizeof(scalar_t) == 8, uint64_t,
-                 std::conditional_t<sizeof(scalar_t) == 4, uint32_t, uint16_t>>;
-  static_assert(sizeof(bits_t) == sizeof(scalar_t), "masked_copy: size");
-  const bits_t* gb = reinterpret_cast<const bits_t*>(g);
-  bits_t* db = reinterpret_cast<bits_t*>(d);
-  for (int64_t i = 0; i < n; ++i) db[i] = gb[i] & static_cast<bits_t>(bits_t(0) - bits_t(m[i] != 0));
+// A run [i0, i1) of the forward, i0 and i1 absolute element indices (x, y, m are the bases):
+// a byte's first element (i % 8 == 0) writes the byte, its later ones OR into it (a run that
+// starts inside a byte follows, in the same item, the run that started it). bs[i - i0] is the
+// bias of element i (ROWB), else bc.
+template <bool ROWB, typename scalar_t>
+RECT_INLINE void fwd_run_portable(const typename IO<scalar_t>::raw_t* x, typename IO<scalar_t>::raw_t* y,
+                                  uint8_t* m, const typename IO<scalar_t>::opmath_t* bs,
+                                  typename IO<scalar_t>::opmath_t bc, int64_t i0, int64_t i1) {
+  using opmath_t = typename IO<scalar_t>::opmath_t;
+  if (m) {  // the bits first: with y == x (in place) the y loop overwrites x
+    for (int64_t i = i0; i < i1; ++i) {
+      const unsigned bit = !(IO<scalar_t>::load(x[i]) <= opmath_t(0));
+      if ((i & 7) == 0) m[i >> 3] = static_cast<uint8_t>(bit);
+      else m[i >> 3] |= static_cast<uint8_t>(bit << (i & 7));
+    }
+  }
+  fwd_loop<ROWB, scalar_t>(x + i0, y + i0, bs, bc, i1 - i0);
+}
+
+// dx = bit ? g : 0 (g's bits AND'ed with all ones or zeros: -0.0, NaN, inf kept) over the run
+// [i0, i1), and the sum of g over it (DB).
+template <bool DX, bool DB, typename scalar_t>
+RECT_INLINE double bwd_run_portable(const typename IO<scalar_t>::raw_t* g, const uint8_t* m,
+                                    typename IO<scalar_t>::raw_t* d, int64_t i0, int64_t i1) {
+  using raw_t = typename IO<scalar_t>::raw_t;
+  using bits_t = std::conditional_t<sizeof(raw_t) == 8, uint64_t,
+                 std::conditional_t<sizeof(raw_t) == 4, uint32_t, uint16_t>>;
+  static_assert(sizeof(bits_t) == sizeof(raw_t), "bwd_run_portable: size");
+  if (DX) {
+    const bits_t* gb = reinterpret_cast<const bits_t*>(g);
+    bits_t* db = reinterpret_cast<bits_t*>(d);
+    for (int64_t i = i0; i < i1; ++i)
+      db[i] = gb[i] & static_cast<bits_t>(bits_t(0) - bits_t((m[i >> 3] >> (i & 7)) & 1u));
+  }
+  return DB ? sum_of<scalar_t>(g + i0, i1 - i0) : 0.0;
+}
+
+#if RECT_X86
+// AVX2, float32 and bfloat16: 8 elements (one mask byte) per step, in the op-math type float.
+#define RECT_AVX2 inline __attribute__((target("avx2"), always_inline))
+
+RECT_AVX2 __m256 ld8(const float* p) { return _mm256_loadu_ps(p); }
+RECT_AVX2 __m256 ld8(const uint16_t* p) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+RECT_AVX2 void st8(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+RECT_AVX2 void st8(uint16_t* p, __m256 v) {  // as IO<BFloat16>::store: nearest even, NaN 0x7FC0
+  const __m256i u = _mm256_castps_si256(v);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7FFF)), lsb), 16);
+  r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7FC0), _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+  const __m256i q = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(q));
+}
+// The 8 lanes of mask byte b as all ones / all zeros, for 32-bit and 16-bit elements.
+RECT_AVX2 __m256i lanes32(uint8_t b) {
+  const __m256i sel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  return _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(b), sel), sel);
+}
+RECT_AVX2 __m128i lanes16(uint8_t b) {
+  const __m128i sel = _mm_setr_epi16(1, 2, 4, 8, 16, 32, 64, 128);
+  return _mm_cmpeq_epi16(_mm_and_si128(_mm_set1_epi16(b), sel), sel);
+}
+// dx = bit ? g : 0 for 8 elements at p (mask byte b); returns g in float for the sum.
+template <bool DX>
+RECT_AVX2 __m256 dx8(const float* g, float* d, uint8_t b) {
+  const __m256 gv = _mm256_loadu_ps(g);
+  if (DX) _mm256_storeu_ps(d, _mm256_and_ps(gv, _mm256_castsi256_ps(lanes32(b))));
+  return gv;
+}
+template <bool DX>
+RECT_AVX2 __m256 dx8(const uint16_t* g, uint16_t* d, uint8_t b) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(g));
+  if (DX) _mm_storeu_si128(reinterpret_cast<__m128i*>(d), _mm_and_si128(h, lanes16(b)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+#ifndef RECT_PF
+#define RECT_PF 1024
+#endif
+template <bool ROWB, typename raw_t, typename scalar_t>
+__attribute__((target("avx2"))) void fwd_run_avx2(const raw_t* x, raw_t* y, uint8_t* m, const float* bs,
+                                                  float bc, int64_t i0, int64_t i1) {
+  // The head up to the next byte and the tail past the last whole byte: portable.
+  const int64_t h = std::min(i1, (i0 + 7) & ~int64_t(7));
+  if (h > i0) fwd_run_portable<ROWB, scalar_t>(x, y, m, bs, bc, i0, h);
+  const __m256 zero = _mm256_setzero_ps(), bv = _mm256_set1_ps(bc);
+  int64_t i = h;
+  // 64 elements per step where whole: the mask's 8 bytes in one store.
+  for (; i + 64 <= i1; i += 64) {
+    uint64_t bits = 0;
+    for (int k = 0; k < 8; ++k) {
+      const int64_t j = i + 8 * k;
+      if ((k * 8 * sizeof(raw_t)) % 64 == 0)  // each line RECT_PF elements ahead, once
+        _mm_prefetch(reinterpret_cast<const char*>(x + j + RECT_PF), _MM_HINT_T0);
+      const __m256 v = ld8(x + j);
+      bits |= static_cast<uint64_t>(_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_NLE_UQ))) << (8 * k);
+      st8(y + j, _mm256_add_ps(_mm256_max_ps(zero, v), ROWB ? _mm256_loadu_ps(bs + (j - i0)) : bv));
+    }
+    if (m) std::memcpy(m + (i >> 3), &bits, 8);
+  }
+  for (; i + 8 <= i1; i += 8) {
+    const __m256 v = ld8(x + i);
+    if (m) m[i >> 3] = static_cast<uint8_t>(_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_NLE_UQ)));
+    // max(0, v): v for -0.0 and NaN (the second operand wins ties and NaN), as relu_of.
+    st8(y + i, _mm256_add_ps(_mm256_max_ps(zero, v), ROWB ? _mm256_loadu_ps(bs + (i - i0)) : bv));
+  }
+  if (i < i1) fwd_run_portable<ROWB, scalar_t>(x, y, m, ROWB ? bs + (i - i0) : bs, bc, i, i1);
+}
+
+template <bool DX, bool DB, typename raw_t, typename scalar_t>
+__attribute__((target("avx2"))) double bwd_run_avx2(const raw_t* g, const uint8_t* m, raw_t* d,
+                                                    int64_t i0, int64_t i1) {
+  const int64_t h = std::min(i1, (i0 + 7) & ~int64_t(7));
+  double s = h > i0 ? bwd_run_portable<DX, DB, scalar_t>(g, m, d, i0, h) : 0.0;
+  __m256d t0 = _mm256_setzero_pd(), t1 = _mm256_setzero_pd();
+  int64_t i = h;
+  while (i + 8 <= i1) {  // chunks of CHUNK elements: four float sums, then float64
+    const int64_t ce = std::min(i1, i + CHUNK);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (; i + 32 <= ce; i += 32) {
+      for (int64_t q = 0; q < 32 * int64_t(sizeof(raw_t)); q += 64)  // the lines RECT_PF ahead
+        _mm_prefetch(reinterpret_cast<const char*>(g + i + RECT_PF) + q, _MM_HINT_T0);
+      a0 = _mm256_add_ps(a0, dx8<DX>(g + i, d + i, m[i >> 3]));
+      a1 = _mm256_add_ps(a1, dx8<DX>(g + i + 8, d + i + 8, m[(i >> 3) + 1]));
+      a2 = _mm256_add_ps(a2, dx8<DX>(g + i + 16, d + i + 16, m[(i >> 3) + 2]));
+      a3 = _mm256_add_ps(a3, dx8<DX>(g + i + 24, d + i + 24, m[(i >> 3) + 3]));
+    }
+    for (; i + 8 <= ce; i += 8) a0 = _mm256_add_ps(a0, dx8<DX>(g + i, d + i, m[i >> 3]));
+    if (DB) {
+      const __m256 a = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+      t0 = _mm256_add_pd(t0, _mm256_cvtps_pd(_mm256_castps256_ps128(a)));
+      t1 = _mm256_add_pd(t1, _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)));
+    }
+  }
+  if (i < i1) s += bwd_run_portable<DX, DB, scalar_t>(g, m, d, i, i1);
+  if (DB) {
+    alignas(32) double v[4];
+    _mm256_store_pd(v, _mm256_add_pd(t0, t1));
+    s += (v[0] + v[1]) + (v[2] + v[3]);
+  }
+  return s;
+}
+#undef RECT_AVX2
+#endif
+
+template <bool ROWB, typename scalar_t>
+RECT_INLINE void fwd_run(const typename IO<scalar_t>::raw_t* x, typename IO<scalar_t>::raw_t* y, uint8_t* m,
+                         const typename IO<scalar_t>::opmath_t* bs, typename IO<scalar_t>::opmath_t bc,
+                         int64_t i0, int64_t i1) {
+#if RECT_X86
+  if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, c10::BFloat16>) {
+    if (cpu_has_avx2()) return fwd_run_avx2<ROWB, typename IO<scalar_t>::raw_t, scalar_t>(x, y, m, bs, bc, i0, i1);
+  }
+#endif
+  fwd_run_portable<ROWB, scalar_t>(x, y, m, bs, bc, i0, i1);
+}
+
+template <bool DX, bool DB, typename scalar_t>
+RECT_INLINE double bwd_run(const typename IO<scalar_t>::raw_t* g, const uint8_t* m,
+                           typename IO<scalar_t>::raw_t* d, int64_t i0, int64_t i1) {
+#if RECT_X86
+  if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, c10::BFloat16>) {
+    if (cpu_has_avx2()) return bwd_run_avx2<DX, DB, typename IO<scalar_t>::raw_t, scalar_t>(g, m, d, i0, i1);
+  }
+#endif
+  return bwd_run_portable<DX, DB, scalar_t>(g, m, d, i0, i1);
 }
 
 template <typename scalar_t>
-struct BwdArgs {
+struct FFwdArgs {
+  using raw_t = typename IO<scalar_t>::raw_t;
+  using opmath_t = typename IO<scalar_t>::opmath_t;
+  const raw_t* x;
+  raw_t* y;
+  uint8_t* m;             // or nullptr
+  const opmath_t* b;      // per channel
+  const opmath_t* bext;   // row mode: the bias expanded periodically over row + SUB elements
+  FPlan p;
+};
+
+template <typename scalar_t>
+RECT_INLINE void frelu_fwd_items(const FFwdArgs<scalar_t>& a, int64_t w0, int64_t w1) {
+  const FPlan& p = a.p;
+  for (int64_t w = w0; w < w1; ++w) {
+    const int64_t s = w * p.B, e = std::min(p.n, s + p.B);
+    if (p.mode == 1) {
+      for (int64_t ss = s; ss < e; ss += SUB)
+        fwd_run<true, scalar_t>(a.x, a.y, a.m, a.bext + ss % p.row, 0, ss, std::min(e, ss + SUB));
+    } else {
+      for (int64_t i = s; i < e;) {  // runs of one bias, in order
+        const int64_t seg = i / p.inner, re = std::min(e, (seg + 1) * p.inner);
+        fwd_run<false, scalar_t>(a.x, a.y, a.m, nullptr, a.b[seg % p.C], i, re);
+        i = re;
+      }
+    }
+  }
+}
+
+template <typename scalar_t>
+struct FBwdArgs {
   using raw_t = typename IO<scalar_t>::raw_t;
   const raw_t* g;
   const uint8_t* m;
   raw_t* dx;     // or nullptr
-  double* part;  // or nullptr: one sum per item (segment mode), per item and channel (row mode)
-  Plan p;
+  double* part;  // or nullptr: segment mode, one sum per (item w, run seg) at w + seg; row
+                 // mode, one per item and channel at w * C + c
+  FPlan p;
 };
 
-template <typename scalar_t>
-RECT_INLINE void bwd_items(const BwdArgs<scalar_t>& a, double* acc_row, int64_t w0, int64_t w1) {
-  using opmath_t = typename IO<scalar_t>::opmath_t;
-  const Plan& p = a.p;
-  const int64_t C = p.C, inner = p.inner, row = C * inner;
+template <bool DX, bool DB, typename scalar_t>
+RECT_INLINE void frelu_bwd_items_t(const FBwdArgs<scalar_t>& a, double* acc, int64_t w0, int64_t w1) {
+  const FPlan& p = a.p;
   for (int64_t w = w0; w < w1; ++w) {
+    const int64_t s = w * p.B, e = std::min(p.n, s + p.B);
     if (p.mode == 0) {
-      const int64_t seg = w / p.pieces, piece = w % p.pieces;
-      const int64_t start = seg * inner + piece * p.block;
-      const int64_t n = std::min(p.block, inner - piece * p.block);
-      if (a.dx) masked_copy(a.g + start, a.m + start, a.dx + start, n);
-      if (a.part) a.part[w] = sum_of<scalar_t>(a.g + start, n);
-    } else {
-      const int64_t r0 = w * p.rpb, r1 = std::min(p.outer, r0 + p.rpb);
-      if (a.part) std::fill(acc_row, acc_row + row, 0.0);
-      for (int64_t r = r0; r < r1; ++r) {
-        const int64_t o = r * row;
-        if (a.dx) masked_copy(a.g + o, a.m + o, a.dx + o, row);
-        if (a.part) {
-          const auto* gs = a.g + o;
-          for (int64_t i = 0; i < row; ++i)
-            acc_row[i] += static_cast<double>(static_cast<opmath_t>(IO<scalar_t>::load(gs[i])));
-        }
+      for (int64_t i = s; i < e;) {  // runs of one channel, cut in pieces of at most SUB
+        const int64_t seg = i / p.inner, re = std::min({e, (seg + 1) * p.inner, i + SUB});
+        const double r = bwd_run<DX, DB, scalar_t>(a.g, a.m, a.dx, i, re);
+        if (DB) a.part[w + seg] += r;
+        i = re;
       }
-      if (a.part) {
-        for (int64_t c = 0; c < C; ++c) {
-          double s = 0;
-          for (int64_t k = 0; k < inner; ++k) s += acc_row[c * inner + k];
-          a.part[w * C + c] = s;
-        }
+      continue;
+    }
+    // Row mode: dx by sub-blocks, the sums per place in the row (float64), then per channel.
+    if (DB) std::fill(acc, acc + p.row, 0.0);
+    for (int64_t ss = s; ss < e; ss += SUB) {
+      const int64_t se = std::min(e, ss + SUB);
+      if (DX) bwd_run<true, false, scalar_t>(a.g, a.m, a.dx, ss, se);
+      if (!DB) continue;
+      for (int64_t i = ss; i < se;) {  // the items start on a row: o is i's place in its row
+        const int64_t o = i % p.row, n = std::min(se - i, p.row - o);
+        const auto* gs = a.g + i;
+        double* ac = acc + o;
+        for (int64_t k = 0; k < n; ++k) ac[k] += static_cast<double>(IO<scalar_t>::load(gs[k]));
+        i += n;
+      }
+    }
+    if (DB) {
+      for (int64_t c = 0; c < p.C; ++c) {
+        double t = 0;
+        for (int64_t k = 0; k < p.inner; ++k) t += acc[c * p.inner + k];
+        a.part[w * p.C + c] = t;
       }
     }
   }
 }
 
-// The same loops compiled for AVX2 too, picked at run time (the build stays portable):
-// RECT_ISA_DISPATCH(f) defines f_any<scalar_t>(args...), which runs f compiled for AVX2 when the
-// CPU has it, and the portable build of f otherwise.
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-bool cpu_has_avx2() {
-  static const bool v = __builtin_cpu_supports("avx2");
-  return v;
-}
-#define RECT_ISA_DISPATCH(NAME)                                                    \
-  template <typename scalar_t, typename... Args>                                   \
-  __attribute__((target("avx2"))) void NAME##_avx2(const Args&... args) {          \
-    NAME<scalar_t>(args...);                                                       \
-  }                                                                                \
-  template <typename scalar_t, typename... Args>                                   \
-  void NAME##_any(const Args&... args) {                                           \
-    if (cpu_has_avx2()) return NAME##_avx2<scalar_t>(args...);                     \
-    NAME<scalar_t>(args...);                                                       \
-  }
-#else
-#define RECT_ISA_DISPATCH(NAME)                                                    \
-  template <typename scalar_t, typename... Args>                                   \
-  void NAME##_any(const Args&... args) {                                           \
-    NAME<scalar_t>(args...);                                                       \
-  }
-#endif
-
-RECT_ISA_DISPATCH(fwd_items)
-RECT_ISA_DISPATCH(bwd_items)
-
 template <typename scalar_t>
-void fwd_kernel(const at::Tensor& x, const at::Tensor& b, at::Tensor& y, at::Tensor& mask,
-                const Plan& p) {
-  using raw_t = typename IO<scalar_t>::raw_t;
-  using opmath_t = typename IO<scalar_t>::opmath_t;
-  const opmath_t* bp = b.const_data_ptr<opmath_t>();
-  const int64_t C = p.C, inner = p.inner, row = C * inner;
-  std::vector<opmath_t> brow;
-  if (p.mode == 1) {
-    brow.resize(row);
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t k = 0; k < inner; ++k) brow[c * inner + k] = bp[c];
-  }
-  FwdArgs<scalar_t> a{reinterpret_cast<const raw_t*>(x.const_data_ptr<scalar_t>()),
-                      reinterpret_cast<raw_t*>(y.mutable_data_ptr<scalar_t>()),
-                      mask.defined() ? reinterpret_cast<uint8_t*>(mask.mutable_data_ptr<bool>()) : nullptr,
-                      bp, brow.data(), p};
-  at::parallel_for(0, p.items, 1, [&](int64_t w0, int64_t w1) { fwd_items_any<scalar_t>(a, w0, w1); });
+RECT_INLINE void frelu_bwd_items(const FBwdArgs<scalar_t>& a, double* acc, int64_t w0, int64_t w1) {
+  if (a.dx && a.part) frelu_bwd_items_t<true, true, scalar_t>(a, acc, w0, w1);
+  else if (a.dx) frelu_bwd_items_t<true, false, scalar_t>(a, acc, w0, w1);
+  else if (a.part) frelu_bwd_items_t<false, true, scalar_t>(a, acc, w0, w1);
 }
 
-template <typename scalar_t>
-void bwd_kernel(const at::Tensor& g, const at::Tensor& mask, at::Tensor& dx, at::Tensor& db,
-                const Plan& p) {
-  using raw_t = typename IO<scalar_t>::raw_t;
-  const bool want_db = db.defined();
-  const int64_t C = p.C, row = C * p.inner;
-  std::vector<double> part(want_db ? (p.mode == 0 ? p.items : p.items * C) : 0, 0.0);
-  BwdArgs<scalar_t> a{reinterpret_cast<const raw_t*>(g.const_data_ptr<scalar_t>()),
-                      reinterpret_cast<const uint8_t*>(mask.const_data_ptr<bool>()),
-                      dx.defined() ? reinterpret_cast<raw_t*>(dx.mutable_data_ptr<scalar_t>()) : nullptr,
-                      want_db ? part.data() : nullptr, p};
-  at::parallel_for(0, p.items, 1, [&](int64_t w0, int64_t w1) {
-    std::vector<double> acc_row(want_db && p.mode == 1 ? row : 0);
-    bwd_items_any<scalar_t>(a, acc_row.data(), w0, w1);
-  });
-  if (want_db) {  // the partial sums in item order: the same whatever the thread count
-    double* out = db.mutable_data_ptr<double>();
-    for (int64_t c = 0; c < C; ++c) out[c] = 0;
-    if (p.mode == 0) {
-      for (int64_t w = 0; w < p.items; ++w) out[(w / p.pieces) % C] += part[w];
-    } else {
-      for (int64_t w = 0; w < p.items; ++w)
-        for (int64_t c = 0; c < C; ++c) out[c] += part[w * C + c];
-    }
-  }
-}
+RECT_ISA_DISPATCH(frelu_fwd_items)
+RECT_ISA_DISPATCH(frelu_bwd_items)
 
 void frelu_fwd(const at::Tensor& x, const at::Tensor& b, at::Tensor y, c10::optional<at::Tensor> mask,
                int64_t outer, int64_t C, int64_t inner, int64_t block, int64_t mode) {
   TORCH_CHECK(x.device().is_cpu(), "frelu_fwd: CPU tensors only");
-  TORCH_CHECK(outer * C * inner == x.numel() && y.numel() == x.numel(), "frelu_fwd: bad view");
-  at::Tensor m = mask.has_value() ? *mask : at::Tensor();
-  const Plan p = make_plan(outer, C, inner, block, mode);
+  TORCH_CHECK(outer * C * inner == x.numel() && y.numel() == x.numel() && b.numel() == C, "frelu_fwd: bad view");
+  TORCH_CHECK(block > 0 && block % 64 == 0, "frelu_fwd: block must be a positive multiple of 64");
+  const int64_t n = x.numel();
+  uint8_t* mp = nullptr;
+  if (mask.has_value()) {
+    TORCH_CHECK(mask->scalar_type() == at::kByte && mask->numel() == (n + 7) / 8 && mask->is_contiguous(),
+                "frelu_fwd: mask must be a contiguous uint8 tensor of (numel + 7) // 8 bytes");
+    mp = mask->mutable_data_ptr<uint8_t>();
+  }
+  const FPlan p = make_fplan(outer, C, inner, block, mode);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "frelu_fwd", [&] {
-    fwd_kernel<scalar_t>(x, b, y, m, p);
+    using raw_t = typename IO<scalar_t>::raw_t;
+    using opmath_t = typename IO<scalar_t>::opmath_t;
+    const opmath_t* bp = b.const_data_ptr<opmath_t>();
+    std::vector<opmath_t> bext;
+    if (p.mode == 1) {  // periodic: the sub-block starting at place o of a row reads bext[o:]
+      const int64_t len = p.row + std::min(SUB, p.n);
+      bext.resize(len);
+      for (int64_t k = 0, c = 0; k < len; k += p.inner, c = c + 1 == p.C ? 0 : c + 1)
+        std::fill(bext.begin() + k, bext.begin() + std::min(len, k + p.inner), bp[c]);
+    }
+    FFwdArgs<scalar_t> a{reinterpret_cast<const raw_t*>(x.const_data_ptr<scalar_t>()),
+                         reinterpret_cast<raw_t*>(y.mutable_data_ptr<scalar_t>()), mp, bp, bext.data(), p};
+    at::parallel_for(0, p.items, 1, [&](int64_t w0, int64_t w1) { frelu_fwd_items_any<scalar_t>(a, w0, w1); });
   });
 }
 
@@ -344,15 +516,56 @@ void frelu_bwd(const at::Tensor& g, const at::Tensor& mask, c10::optional<at::Te
                c10::optional<at::Tensor> db, int64_t outer, int64_t C, int64_t inner, int64_t block,
                int64_t mode) {
   TORCH_CHECK(g.device().is_cpu(), "frelu_bwd: CPU tensors only");
-  TORCH_CHECK(outer * C * inner == g.numel() && mask.numel() == g.numel(), "frelu_bwd: bad view");
+  const int64_t n = g.numel();
+  TORCH_CHECK(outer * C * inner == n, "frelu_bwd: bad view");
+  TORCH_CHECK(block > 0 && block % 64 == 0, "frelu_bwd: block must be a positive multiple of 64");
+  TORCH_CHECK(mask.scalar_type() == at::kByte && mask.numel() == (n + 7) / 8 && mask.is_contiguous(),
+              "frelu_bwd: mask must be a contiguous uint8 tensor of (numel + 7) // 8 bytes");
   at::Tensor d = dx.has_value() ? *dx : at::Tensor();
   at::Tensor s = db.has_value() ? *db : at::Tensor();
+  TORCH_CHECK(!d.defined() || (d.numel() == n && d.scalar_type() == g.scalar_type()), "frelu_bwd: dx");
   TORCH_CHECK(!s.defined() || (s.scalar_type() == at::kDouble && s.numel() == C), "frelu_bwd: db");
-  const Plan p = make_plan(outer, C, inner, block, mode);
+  const FPlan p = make_fplan(outer, C, inner, block, mode);
+  const bool want_db = s.defined();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, g.scalar_type(), "frelu_bwd", [&] {
-    bwd_kernel<scalar_t>(g, mask, d, s, p);
+    using raw_t = typename IO<scalar_t>::raw_t;
+    std::vector<double> part(want_db ? (p.mode == 1 ? p.items * C : p.items + outer * C) : 0, 0.0);
+    FBwdArgs<scalar_t> a{reinterpret_cast<const raw_t*>(g.const_data_ptr<scalar_t>()),
+                         mask.const_data_ptr<uint8_t>(),
+                         d.defined() ? reinterpret_cast<raw_t*>(d.mutable_data_ptr<scalar_t>()) : nullptr,
+                         want_db ? part.data() : nullptr, p};
+    at::parallel_for(0, p.items, 1, [&](int64_t w0, int64_t w1) {
+      std::vector<double> acc(want_db && p.mode == 1 ? p.row : 0);
+      frelu_bwd_items_any<scalar_t>(a, acc.data(), w0, w1);
+    });
+    if (want_db) {  // the partial sums in item order: the same whatever the thread count
+      double* out = s.mutable_data_ptr<double>();
+      for (int64_t c = 0; c < C; ++c) out[c] = 0;
+      for (int64_t w = 0; w < p.items; ++w) {
+        if (p.mode == 1) {
+          for (int64_t c = 0; c < C; ++c) out[c] += part[w * C + c];
+        } else {
+          const int64_t s0 = w * p.B / p.inner, s1 = (std::min(p.n, (w + 1) * p.B) - 1) / p.inner;
+          for (int64_t seg = s0; seg <= s1; ++seg) out[seg % C] += part[w + seg];
+        }
+      }
+    }
   });
 }
+
+// ------------------------------------------------------------------------------------------
+// Shared by PReLU's forward.
+template <typename scalar_t>
+struct FwdArgs {
+  using raw_t = typename IO<scalar_t>::raw_t;
+  using opmath_t = typename IO<scalar_t>::opmath_t;
+  const raw_t* x;
+  raw_t* y;
+  uint8_t* m;
+  const opmath_t* b;     // per channel
+  const opmath_t* brow;  // row mode: the bias expanded over one row
+  Plan p;
+};
 
 // ------------------------------------------------------------------------------------------
 // PReLU: y = x > 0 ? x : a*x (torch.prelu's single multiply); backward from the kept tensor s
@@ -594,7 +807,7 @@ TORCH_LIBRARY_IMPL(rectifiers_cpp, CPU, m) {
 """
 
 #: Bumped with every change of the source or flags (part of the extension's name).
-_VERSION = 9
+_VERSION = 10
 _NAME = f"rectifiers_frelu_cpu_v{_VERSION}"
 
 _lock = threading.Lock()
@@ -682,24 +895,33 @@ _DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
 def _view(x: torch.Tensor, cdim: int | None) -> tuple[int, int, int] | None:
-    """``(outer, C, inner)`` when x's memory is that array in order, else ``None``."""
+    """``(outer, C, inner)`` when x's memory is that array in order, else ``None``.
+
+    Any dense layout (no gaps, no overlap: contiguous, channels_last, a permutation, a
+    transpose) is: the dims whose strides are below the channel's make ``inner``, the others
+    ``outer``. A view with gaps (a step, a narrowed dim) is not.
+    """
     n = x.numel()
-    if cdim is None:
-        # One bias: any dense layout (no gaps, no overlap) is a flat array of n elements.
-        if x.is_contiguous() or _dense(x):
-            return 1, 1, n
-        return None
-    c = x.shape[cdim]
     if x.is_contiguous():
+        if cdim is None:
+            return 1, 1, n
+        c = x.shape[cdim]
         inner = 1
         for s in x.shape[cdim + 1:]:
             inner *= s
         return n // (c * inner) if c * inner else 0, c, inner
-    if x.dim() == 4 and cdim == 1 and x.is_contiguous(memory_format=torch.channels_last):
-        return n // c if c else 0, c, 1
-    if x.dim() == 5 and cdim == 1 and x.is_contiguous(memory_format=torch.channels_last_3d):
-        return n // c if c else 0, c, 1
-    return None
+    if not _dense(x):
+        return None
+    if cdim is None or x.shape[cdim] == 1:
+        return 1, 1, n  # one bias (or one channel): the memory is a flat array of n elements
+    c, st = x.shape[cdim], x.stride(cdim)
+    inner = 1
+    for d in range(x.dim()):
+        if d != cdim and x.shape[d] > 1 and x.stride(d) < st:
+            inner *= x.shape[d]
+    if inner != st:
+        return None
+    return n // (c * inner), c, inner
 
 
 def _dense(x: torch.Tensor) -> bool:
@@ -734,13 +956,42 @@ def plan(x: torch.Tensor, cdim: int | None) -> tuple[int, int, int, int] | None:
     return outer, c, inner, mode
 
 
+def mask_bytes(n: int) -> int:
+    """Bytes of the bit-packed FReLU mask of ``n`` elements: ``ceil(n / 8)``."""
+    return (n + 7) // 8
+
+
+def new_mask(x: torch.Tensor) -> torch.Tensor:
+    """An uninitialised bit-packed mask for x: a flat uint8 tensor of ``ceil(numel / 8)`` bytes."""
+    return torch.empty(mask_bytes(x.numel()), dtype=torch.uint8, device=x.device)
+
+
+_BIT_WEIGHTS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
+
+
+def unpack_mask(mask: torch.Tensor, size: Sequence[int], stride: Sequence[int]) -> torch.Tensor:
+    """The bit-packed mask as a bool tensor of this shape and these strides (the forward's x's).
+
+    Bit ``i % 8`` of byte ``i // 8`` belongs to the element at memory offset ``i`` of a dense
+    tensor (contiguous, channels_last or any other permutation). Plain torch ops: for the
+    double backward and other rare paths.
+    """
+    n = 1
+    for s in size:
+        n *= s
+    flat = mask.unsqueeze(-1).bitwise_and(_BIT_WEIGHTS.to(mask.device)).ne(0).reshape(-1)
+    return flat[:n].as_strided(tuple(size), tuple(stride))
+
+
 def forward(
     x: torch.Tensor, b: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None,
     p: tuple[int, int, int, int],
 ) -> None:
-    """``y = relu(x) + b[c]`` and ``mask = relu(x) != 0`` in one pass (``y`` may be ``x``).
+    """``y = relu(x) + b[c]`` and the bit-packed mask of ``relu(x) != 0`` in one pass (``y`` may be ``x``).
 
-    ``b`` is the bias already rounded to x's dtype; ``y`` and ``mask`` have x's strides.
+    ``b`` is the bias already rounded to x's dtype; ``y`` has x's strides; ``mask`` is
+    :func:`new_mask`'s flat uint8 tensor (bit ``i % 8`` of byte ``i // 8`` for the element at
+    memory offset ``i``; the bits past the last element are 0) or ``None``.
     """
     outer, c, inner, mode = p
     opmath = torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -752,12 +1003,13 @@ def forward(
 def backward(
     g: torch.Tensor, mask: torch.Tensor, need_x: bool, need_b: bool, p: tuple[int, int, int, int],
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """``dx = g if mask else 0`` and ``db[c] = sum of g over channel c`` (float64) in one pass.
+    """``dx = g if bit else 0`` and ``db[c] = sum of g over channel c`` (float64) in one pass.
 
-    ``g`` must have the mask's strides (the caller checks); returns ``(dx, db)``.
+    ``mask`` is the forward's bit-packed mask; ``g`` must lie in memory as the forward's x did
+    (the caller checks); ``dx`` gets g's strides. Returns ``(dx, db)``.
     """
     outer, c, inner, mode = p
-    dx = torch.empty_like(mask, dtype=g.dtype) if need_x else None
+    dx = torch.empty_like(g) if need_x else None
     db = torch.empty(c, dtype=torch.float64) if need_b else None
     torch.ops.rectifiers_cpp.frelu_bwd(g, mask, dx, db, outer, c, inner, _BLOCK, mode)
     CALLS["backward"] += 1

@@ -212,47 +212,45 @@ def prelu(x: torch.Tensor, weight: torch.Tensor, dim: int | None) -> torch.Tenso
 
 
 class _FlexibleReLU(torch.autograd.Function):
-    """``max(0, x) + b`` keeping a 1-byte mask (y > b is not exact for tiny x).
+    """``max(0, x) + b`` keeping a mask of ``x > 0`` (y > b is not exact for tiny x).
 
     The mask is ``relu(x) != 0``: true where ``x > 0`` and where ``x`` is NaN, where torch's
-    ReLU (whose backward tests its result) passes the gradient too. Forward returns it as a
-    second, non-differentiable output so that ``setup_context`` can keep it.
+    ReLU (whose backward tests its result) passes the gradient too. With the fused C++ kernel
+    it is bit-packed (1 bit per element, in x's memory order); on the plain path a bool tensor.
+    It is an intermediate saved from ``forward(ctx, ...)``, not a second output: a Function
+    that works in place on a view may return one tensor only, and this form also skips
+    ``Function.apply``'s per-call signature binding (tens of microseconds).
     """
 
     @staticmethod
-    def forward(x, bias, dim, inplace, keep_mask, fused):  # type: ignore[no-untyped-def]
+    def forward(ctx, x, bias, dim, inplace, keep_mask, fused):  # type: ignore[no-untyped-def]
         cdim = dim if (dim is not None and bias.numel() > 1) else None
         y = x if inplace else torch.empty_like(x)
-        mask = torch.empty_like(x, dtype=torch.bool) if keep_mask else None
-        if fused is not None:  # the C++ kernel: y and the mask in one pass
+        if fused is not None:  # the C++ kernel: y and the bit-packed mask in one pass
+            mask = _eager_cpp.new_mask(x) if keep_mask else None
             _eager_cpp.forward(x, bias.to(x.dtype), y, mask, fused)
-            return y, mask
-        b = ref.channel_view(bias.to(x.dtype), x, cdim if cdim is not None else 0)
-        # Block by block, so that the three passes (relu, mask, + b) over a block stay in cache.
-        for idx in cache_blocks(x, cdim):
-            yb = y[idx]
-            torch.clamp_min(x[idx], 0, out=yb)  # torch.relu is clamp_min(x, 0)
-            if mask is not None:
-                torch.ne(yb, 0, out=mask[idx])
-            yb.add_(b)
-        return y, mask
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):  # type: ignore[no-untyped-def]
-        x, bias, dim, inplace, _, fused = inputs
-        y, mask = output
+        else:
+            mask = torch.empty_like(x, dtype=torch.bool) if keep_mask else None
+            b = ref.channel_view(bias.to(x.dtype), x, cdim if cdim is not None else 0)
+            # Block by block, so that the three passes (relu, mask, + b) stay in cache.
+            for idx in cache_blocks(x, cdim):
+                yb = y[idx]
+                torch.clamp_min(x[idx], 0, out=yb)  # torch.relu is clamp_min(x, 0)
+                if mask is not None:
+                    torch.ne(yb, 0, out=mask[idx])
+                yb.add_(b)
         if inplace:
             ctx.mark_dirty(x)
-        if mask is not None:
-            ctx.mark_non_differentiable(mask)
         ctx.dim, ctx.fused = dim, fused
-        # No zero-filled gradient for the mask output (a full bool pass for nothing).
+        # The bit-packed mask follows x's memory order: keep x's layout.
+        ctx.size, ctx.stride = x.shape, x.stride()
         ctx.set_materialize_grads(False)
         ctx.bias_shape, ctx.bias_dtype = bias.shape, bias.dtype
         ctx.save_for_backward(mask)
+        return y
 
     @staticmethod
-    def backward(ctx, g, _gmask=None):  # type: ignore[no-untyped-def]
+    def backward(ctx, g):  # type: ignore[no-untyped-def]
         (mask,) = ctx.saved_tensors
         if g is None:  # y unused (grads are not materialised): nothing flows back
             return None, None, None, None, None, None
@@ -261,14 +259,19 @@ class _FlexibleReLU(torch.autograd.Function):
         dims = reduce_dims(g.dim(), cdim)
         acc = torch.promote_types(g.dtype, torch.float32)
         dx = db = None
+        packed = ctx.fused is not None  # the C++ kernel's bit-packed mask, else a bool tensor
         if torch.is_grad_enabled():  # create_graph: differentiable, out-of-place
             if need_x:
-                dx = _aten.threshold_backward(g, mask.to(g.dtype), 0)
+                m = _eager_cpp.unpack_mask(mask, ctx.size, ctx.stride) if packed else mask
+                dx = _aten.threshold_backward(g, m.to(g.dtype), 0)
             if need_b:
                 db = (g.sum(dims, dtype=acc) if dims else g.to(acc)).reshape(ctx.bias_shape).to(ctx.bias_dtype)
             return dx, db, None, None, None, None
-        if ctx.fused is not None and _same_layout(g, mask):
-            # The C++ kernel: dx and the per-channel sum of g in one pass (float64 sums).
+        if packed:
+            # The C++ kernel: dx and the per-channel sum of g in one pass (float64 sums). It reads
+            # g in x's memory order: a g laid out otherwise is copied so first (one pass).
+            if not _laid_out_as(g, ctx.size, ctx.stride):
+                g = torch.empty_strided(ctx.size, ctx.stride, dtype=g.dtype).copy_(g)
             dx, db = _eager_cpp.backward(g, mask, need_x, need_b, ctx.fused)
             if db is not None:
                 db = db.reshape(ctx.bias_shape).to(ctx.bias_dtype)
@@ -276,7 +279,7 @@ class _FlexibleReLU(torch.autograd.Function):
         if need_x:
             dx = torch.empty_like(g)
         if need_b:
-            db = torch.zeros(g.shape[cdim] if cdim is not None else (), dtype=acc)
+            db = torch.zeros(g.shape[cdim] if cdim is not None else (), dtype=acc, device=g.device)
         for idx in cache_blocks(g, cdim):
             gb = g[idx]
             if need_x:
@@ -300,15 +303,27 @@ def _same_layout(g: torch.Tensor, mask: torch.Tensor) -> bool:
 _FUSED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
+def _laid_out_as(g: torch.Tensor, size: torch.Size, stride: tuple[int, ...]) -> bool:
+    """Whether g has this shape and these strides (where the size is > 1)."""
+    return g.shape == size and all(n == 1 or a == b for n, a, b in zip(size, g.stride(), stride))
+
+
 def flexible_relu(x: torch.Tensor, bias: torch.Tensor, dim: int | None, inplace: bool) -> torch.Tensor:
     if not needs_grad(x, bias) or compiling():
         return torch_ops.flexible_relu(x, bias, dim, inplace)  # nothing to keep, nothing to gain
     keep_mask = x.requires_grad
-    # The fused C++ kernel (built at the first such call) when it loads and handles x's layout;
-    # the plain-torch passes below otherwise (same results).
-    fused = _eager_cpp.plan(x, dim if bias.numel() > 1 else None) if keep_mask else None
-    y, _ = _FlexibleReLU.apply(x, bias, dim, inplace, keep_mask, fused)
-    return y
+    # The fused C++ kernel (built at the first such call) when it loads and handles x's layout
+    # (any dense one); the plain-torch passes otherwise (same results).
+    cdim = dim if bias.numel() > 1 else None
+    fused = _eager_cpp.plan(x, cdim) if keep_mask else None
+    if fused is None and keep_mask and not inplace and x.device.type == "cpu" and not x.is_contiguous():
+        # A view with gaps (a step, a narrowed dim): one contiguous copy (autograd passes the
+        # gradient straight through it) costs less than the plain path's passes.
+        xc = x.contiguous()
+        fused = _eager_cpp.plan(xc, cdim)
+        if fused is not None:
+            x = xc
+    return _FlexibleReLU.apply(x, bias, dim, inplace, keep_mask, fused)
 
 
 # --------------------------------------------------------------------------------------------
