@@ -133,3 +133,28 @@ def test_bench_counts_compiles_in_the_timed_loop() -> None:
         assert rows[(act, "torch_compiled")]["compiles_timed"] >= 1
         assert rows[(act, "torch")]["compiles_timed"] == 0
     assert "compiled (recompiled)" in table
+
+
+# ---------------------------------------------------------------------------------------------
+# Inductor's generated C++ code, not only aot_eager
+
+
+@pytest.mark.parametrize("name", ["relu", "leaky", "leaky_negative", "frelu_c"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_inductor_same_as_eager_at_the_kinks(name: str, channels_last: bool) -> None:
+    """Inductor (C++ code) against eager, with 0, -0, tiny, NaN and inf in x and inf in g."""
+    torch._dynamo.reset()
+    m = MODULES[name]()
+    mc = copy.deepcopy(m)
+    x = _input(name)
+    x.view(-1)[:6] = torch.tensor([0.0, -0.0, 1e-30, -1e-30, float("nan"), float("inf")])
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    g = torch.randn(x.shape)
+    g.view(-1)[6:8] = float("inf")
+    compiled = torch.compile(mc, fullgraph=True)
+    y, grads = _step(m, x, g)
+    yc, grads_c = _step(compiled, x, g)
+    torch.testing.assert_close(yc, y, equal_nan=True)
+    for a, b in zip(grads_c, grads):
+        torch.testing.assert_close(a, b, equal_nan=True)
