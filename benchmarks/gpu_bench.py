@@ -42,7 +42,7 @@ try:  # run from a checkout without `pip install -e .`: use the source tree besi
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-SHAPES = [(32, 64, 56, 56), (64, 256, 56, 56), (8, 4096, 4096)]
+SHAPES = [(32, 64, 56, 56), (16, 512, 768), (64, 256, 56, 56), (8, 4096, 4096)]
 DRY_SHAPES = [(2, 8, 9, 7), (2, 16, 33)]
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 ACTS = ("relu", "leaky_relu", "prelu", "flexible_relu", "funnel_relu")
@@ -242,6 +242,18 @@ def saved_bytes_per_element(act: str, impl: str, device, dtype) -> float:
     return sum(b for ptr, b in seen.items() if ptr not in skip) / x.numel()
 
 
+def step_ms(timer: "Timer", act: str, impl: str, device, dtype, batch: int, hw: int, width: int) -> float:
+    """Median time of one training step (forward, loss, backward) of :func:`small_net`."""
+    net = small_net(act, impl, width).to(device=device, dtype=dtype)
+    x = torch.randn(batch, 3, hw, hw, device=device, dtype=dtype)
+    y = torch.randint(0, 10, (batch,), device=device)
+
+    def step(_):
+        F.cross_entropy(net(x).float(), y).backward()
+
+    return timer(step)
+
+
 def peak_memory_mb(act: str, impl: str, device, dtype, batch: int, hw: int, width: int) -> float:
     net = small_net(act, impl, width).to(device=device, dtype=dtype)
     x = torch.randn(batch, 3, hw, hw, device=device, dtype=dtype)
@@ -363,17 +375,22 @@ def main(argv: list[str] | None = None) -> int:
                 if device.type == "cuda":
                     batch, hw, width = (32, 64, 64) if not dry else (2, 8, 8)
                     row[f"peak_MiB_{impl}"] = peak_memory_mb(act, impl, device, dtype, batch, hw, width)
+                    row[f"step_ms_{impl}"] = step_ms(timer, act, impl, device, dtype, batch, hw, width)
                 else:
                     # no allocator statistics on CPU: run the step to exercise the code path only
                     net = small_net(act, impl, 8).to(dtype=dtype)
                     F.cross_entropy(net(torch.randn(2, 3, 8, 8, dtype=dtype)).float(),
                                     torch.zeros(2, dtype=torch.long)).backward()
                     row[f"peak_MiB_{impl}"] = float("nan")
+                    row[f"step_ms_{impl}"] = float("nan")
             row["peak_saving"] = 1 - row["peak_MiB_triton"] / row["peak_MiB_torch"]
+            row["step_speedup"] = row["step_ms_torch"] / row["step_ms_triton"]
             mem_rows.append(row)
     print("\n## training step of a 3-block conv net: peak memory above the step's start (MiB), "
-          "and bytes kept for backward per activation element\n")
+          "median step time (ms; speed-up = torch / triton), and bytes kept for backward per "
+          "activation element\n")
     print(_fmt_table(mem_rows, ["act", "dtype", "peak_MiB_torch", "peak_MiB_triton", "peak_saving",
+                                "step_ms_torch", "step_ms_triton", "step_speedup",
                                 "saved_B_per_elem_torch", "saved_B_per_elem_triton"]))
 
     print("\n## goals")

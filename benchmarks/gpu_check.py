@@ -309,6 +309,14 @@ def modules(ck: Checker, device) -> None:
         name = type(ours).__name__
         ck.add("module vs torch.nn", name, "auto", torch.float32, "contiguous", x.shape, 0.0, 0.0,
                exact=_bits(ya.detach(), yb.detach()) and _bits(a.grad, b.grad))
+    # torch's relu(-0.0) differs by device (CPU -0.0, CUDA +0.0): the kernels follow the device's
+    z = torch.tensor([-0.0, 0.0, float("nan"), -1.0], device=device)
+    theirs, ours = torch.relu(z), RF.relu(z, backend="triton")
+    print(f"relu([-0.0, 0.0, nan, -1.0]) on {device.type}: torch {theirs.tolist()} "
+          f"(signs {torch.signbit(theirs).tolist()}), triton {ours.tolist()} "
+          f"(signs {torch.signbit(ours).tolist()})")
+    ck.add("relu(-0.0) sign as torch", "relu", "triton", torch.float32, "-", z.shape, 0.0, 0.0,
+           exact=_bits(ours, theirs))
     chosen = rectifiers.ops.resolve_backend(x)
     ck.add("auto picks triton on CUDA", "-", chosen, torch.float32, "-", x.shape, 0.0, 0.0,
            exact=(chosen == "triton") == (device.type == "cuda"))

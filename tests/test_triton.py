@@ -317,10 +317,12 @@ def test_mask_is_bit_packed():
     n = 4 * 16 * 7 * 9  # 4032 elements
     x = _randn(4, 16, 7, 9).requires_grad_()
     h = x * 1.0  # a non-leaf, so that only the activation's saves are counted
-    # relu / leaky: the mask alone, 1 bit per element
-    for fn in (lambda: RF.relu(h, backend="triton"), lambda: RF.leaky_relu(h, 0.1, backend="triton")):
-        _, saved = _saved(fn)
-        assert saved == [(torch.int32, 4 * ((n + 31) // 32))], saved
+    # relu: torch.relu's own output and nothing else (the next layer keeps it anyway)
+    y, saved = _saved(lambda: RF.relu(h, backend="triton"))
+    assert saved == [(torch.float32, 4 * n)] and y.grad_fn.name() == "ReluBackward0", saved
+    # leaky: the mask alone, 1 bit per element
+    _, saved = _saved(lambda: RF.leaky_relu(h, 0.1, backend="triton"))
+    assert saved == [(torch.int32, 4 * ((n + 31) // 32))], saved
     # frelu: mask + the bias
     b = torch.zeros(16, requires_grad=True)
     _, saved = _saved(lambda: RF.flexible_relu(h, b, backend="triton"))
@@ -535,9 +537,14 @@ def test_kernels_compile_for_sm90():
     cases = [
         ("act_fwd", {"X": ptr["bf16"], "Y": ptr["bf16"], "M": "*i32", "W": ptr["bf16"], "N": "i64",
                      "C": "i32", "INNER": "i64", "slope": "fp32", "KIND": c, "PER_CHANNEL": c,
-                     "WIDE": c, "WRITE_MASK": c, "FP64": c, "BLOCK": c},
+                     "WIDE": c, "WRITE_MASK": c, "FP64": c, "NEG_ZERO": c, "BLOCK": c},
          {"KIND": 2, "PER_CHANNEL": True, "WIDE": True, "WRITE_MASK": True, "FP64": False,
-          "BLOCK": 2048}),
+          "NEG_ZERO": False, "BLOCK": 2048}),
+        ("act_fwd", {"X": ptr["fp32"], "Y": ptr["fp32"], "M": "*i32", "W": ptr["fp32"], "N": "i64",
+                     "C": "i32", "INNER": "i64", "slope": "fp32", "KIND": c, "PER_CHANNEL": c,
+                     "WIDE": c, "WRITE_MASK": c, "FP64": c, "NEG_ZERO": c, "BLOCK": c},
+         {"KIND": 0, "PER_CHANNEL": False, "WIDE": False, "WRITE_MASK": True, "FP64": False,
+          "NEG_ZERO": False, "BLOCK": 2048}),
         ("act_bwd_flat", {"G": ptr["fp32"], "M": "*i32", "W": ptr["fp32"], "S": ptr["fp32"],
                           "DX": ptr["fp32"], "PART": "*fp32", "N": "i64", "slope": "fp32",
                           "KIND": c, "SAVED_IS_X": c, "NEED_WGRAD": c, "FP64": c, "BLOCK": c},

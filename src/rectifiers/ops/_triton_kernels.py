@@ -14,8 +14,10 @@ elements of channel ``c`` sit at ``o * C * INNER + c * INNER + i`` for ``o < OUT
 
 Kinds (the ``KIND`` constexpr):
 
-* 0 relu: ``y = 0 if x < 0 else x`` (keeps ``-0.0`` and NaN as ``torch.relu``); mask bit
-  ``not (x <= 0)`` (``torch``'s ``threshold_backward`` passes the gradient at NaN).
+* 0 relu: ``y = 0 if x < 0 else x``, NaN kept, as ``torch.relu``; ``relu(-0.0)`` is
+  ``-0.0`` as torch's CPU kernel gives in the interpreter and ``+0.0`` as its CUDA kernel gives
+  on a GPU (the ``NEG_ZERO`` constexpr); mask bit ``not (x <= 0)`` (``torch``'s
+  ``threshold_backward`` passes the gradient at NaN).
 * 1 leaky: ``y = x if x > 0 else a*x``; mask bit ``x > 0``.
 * 2 prelu: as leaky with ``a = w[c]`` (cast to the input's dtype first, as torch does).
 * 3 frelu: ``y = relu(x) + b[c]``; mask bit as relu.
@@ -43,7 +45,7 @@ _sum_combine = tl.standard._sum_combine
 def act_fwd(
     X, Y, M, W, N, C, INNER, slope,
     KIND: tl.constexpr, PER_CHANNEL: tl.constexpr, WIDE: tl.constexpr, WRITE_MASK: tl.constexpr,
-    FP64: tl.constexpr, BLOCK: tl.constexpr,
+    FP64: tl.constexpr, NEG_ZERO: tl.constexpr, BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0).to(tl.int64)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
@@ -53,8 +55,14 @@ def act_fwd(
         xf = x.to(tl.float64)
     else:
         xf = x.to(tl.float32)
+    # relu(-0.0): torch's CPU kernel gives -0.0, its CUDA kernel +0.0; NEG_ZERO picks the
+    # CPU's (set for the interpreter, which runs on CPU tensors).
+    if NEG_ZERO:
+        r = tl.where(xf < 0, 0.0, xf)
+    else:
+        r = tl.where(xf > 0, xf, tl.where(xf != xf, xf, 0.0))
     if KIND == 0:
-        y = tl.where(xf < 0, 0.0, xf).to(x.dtype)
+        y = r.to(x.dtype)
         bit = (xf > 0) | (xf != xf)
     elif KIND == 1:
         y = tl.where(xf > 0, xf, xf * slope).to(x.dtype)
@@ -84,7 +92,6 @@ def act_fwd(
             y = tl.where(xf > 0, xf, p * xf).to(x.dtype)
             bit = xf > 0
         else:
-            r = tl.where(xf < 0, 0.0, xf)
             y = (r + p).to(x.dtype)
             bit = (xf > 0) | (xf != xf)
     tl.store(Y + offs, y, mask=valid)

@@ -6,7 +6,9 @@ Importing this module imports ``triton``: an ImportError here is how
 
 What each activation keeps for backward (beyond its parameters):
 
-* ``relu``, ``leaky_relu``, ``flexible_relu``: a sign mask, 1 bit per element (32 per int32
+* ``relu``: ``torch.relu`` itself, which keeps only its output (nothing beyond what the next
+  layer keeps); no kernel of ours could do better.
+* ``leaky_relu``, ``flexible_relu``: a sign mask, 1 bit per element (32 per int32
   word), written by the forward kernel. Backward reads the incoming gradient and the mask and
   writes ``dx``; for FReLU the bias gradient ``sum g`` is reduced in the same pass.
 * ``prelu``: the mask and the output ``y`` (which the next layer usually keeps anyway, so it
@@ -31,9 +33,11 @@ non-dense input (a strided slice) is made contiguous first.
 First derivatives only: a backward with ``create_graph=True`` (double backward, gradgradcheck)
 is refused with a clear error; the ``"eager"`` and ``"torch"`` backends provide it.
 
-Every kernel launch sits inside a ``torch.library.custom_op`` with a fake implementation and a
-registered autograd formula, so ``torch.compile(fullgraph=True)`` traces through without a
-graph break.
+Under ``torch.compile`` and ``torch.export`` every kernel launch sits inside a
+``torch.library.custom_op`` with a fake implementation and a registered autograd formula, so
+``torch.compile(fullgraph=True)`` traces through without a graph break. Eager calls run the same
+Python functions through a plain ``torch.autograd.Function``, skipping the custom op's dispatch
+(tens of microseconds a call, as long as the kernel itself for a few-megabyte tensor on a GPU).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from torch import Tensor
 
 from . import _triton_kernels as K
 from . import eager_ops
+from ._eager_common import compiling
 
 __all__ = ["relu", "leaky_relu", "prelu", "flexible_relu", "funnel_relu"]
 
@@ -137,7 +142,7 @@ def _launch_fwd(x: Tensor, y: Tensor, mask: Tensor, w: Optional[Tensor], kind: i
     K.kernel("act_fwd", x.device.type)[grid](
         x, y, mask, w.to(x.dtype) if w is not None else x, n, c, inner, float(slope),
         KIND=kind, PER_CHANNEL=per, WIDE=inner >= BLOCK, WRITE_MASK=write_mask, FP64=x.dtype == torch.float64,
-        BLOCK=BLOCK, **_opts(),
+        NEG_ZERO=x.device.type == "cpu", BLOCK=BLOCK, **_opts(),
     )
 
 
@@ -200,14 +205,16 @@ def _mask_words(n: int, per_word: int = 32) -> int:
     return (n + per_word - 1) // per_word
 
 
-@torch.library.custom_op(f"{NS}::act_fwd", mutates_args=())
-def _act_fwd(x: Tensor, w: Optional[Tensor], kind: int, slope: float, dim: int,
-             write_mask: bool, save_x: bool) -> tuple[Tensor, Tensor]:
+def _act_fwd_impl(x: Tensor, w: Optional[Tensor], kind: int, slope: float, dim: int,
+                  write_mask: bool, save_x: bool) -> tuple[Tensor, Tensor]:
     x = _prep(x)
     y = torch.empty_like(x)
     mask = x.new_empty((_mask_words(x.numel()) if write_mask else 0,), dtype=torch.int32)
     _launch_fwd(x, y, mask, w, kind, slope, dim, write_mask)
     return y, mask
+
+
+_act_fwd = torch.library.custom_op(f"{NS}::act_fwd", _act_fwd_impl, mutates_args=())
 
 
 @_act_fwd.register_fake
@@ -226,10 +233,9 @@ def _(x, w, kind, slope, dim):
     return None
 
 
-@torch.library.custom_op(f"{NS}::act_bwd", mutates_args=())
-def _act_bwd(g: Tensor, mask: Tensor, w: Optional[Tensor], saved: Optional[Tensor], kind: int,
-             slope: float, dim: int, shape: list[int], stride: list[int], saved_is_x: bool,
-             need_wgrad: bool) -> tuple[Tensor, Tensor]:
+def _act_bwd_impl(g: Tensor, mask: Tensor, w: Optional[Tensor], saved: Optional[Tensor], kind: int,
+                  slope: float, dim: int, shape: list[int], stride: list[int], saved_is_x: bool,
+                  need_wgrad: bool) -> tuple[Tensor, Tensor]:
     g = _to_layout(g, shape, stride)
     if saved is not None:
         saved = _to_layout(saved, shape, stride)
@@ -238,6 +244,9 @@ def _act_bwd(g: Tensor, mask: Tensor, w: Optional[Tensor], saved: Optional[Tenso
     if dw is None:
         return dx, g.new_empty((0,))
     return dx, dw.to(w.dtype)
+
+
+_act_bwd = torch.library.custom_op(f"{NS}::act_bwd", _act_bwd_impl, mutates_args=())
 
 
 @_act_bwd.register_fake
@@ -272,16 +281,44 @@ def _no_double_backward(name: str) -> None:
         )
 
 
-def _act_backward(ctx, gy, gmask):
+def _act_grads(ctx, gy, bwd):
     _no_double_backward(("relu", "leaky_relu", "prelu", "flexible_relu")[ctx.kind])
     mask, w, saved = ctx.saved_tensors
     need_wgrad = w is not None and ctx.needs_input_grad[1]
-    dx, dw = _act_bwd(gy, mask, w, saved, ctx.kind, ctx.slope, ctx.dim, ctx.shape, ctx.stride,
-                      ctx.save_x, need_wgrad)
+    dx, dw = bwd(gy, mask, w, saved, ctx.kind, ctx.slope, ctx.dim, ctx.shape, ctx.stride,
+                 ctx.save_x, need_wgrad)
     return dx, (dw if need_wgrad else None), None, None, None, None, None
 
 
+def _act_backward(ctx, gy, gmask):
+    return _act_grads(ctx, gy, _act_bwd)
+
+
 _act_fwd.register_autograd(_act_backward, setup_context=_act_setup)
+
+
+class _Act(torch.autograd.Function):
+    """The same forward and backward as the custom ops, without them, for eager calls.
+
+    A ``torch.library.custom_op`` call costs tens of microseconds of Python dispatch (argument
+    defaults, redispatch, its autograd wrapper), as much as the kernel itself on a GPU for a
+    few-megabyte tensor; the custom ops are kept for ``torch.compile`` and ``torch.export``,
+    which need them.
+    """
+
+    # forward(ctx, ...) rather than a separate setup_context: with setup_context, every apply
+    # binds its arguments through inspect.signature, more Python than the rest of the call.
+    @staticmethod
+    def forward(ctx, x, w, kind, slope, dim, write_mask, save_x):  # type: ignore[no-untyped-def]
+        inputs = (x, w, kind, slope, dim, write_mask, save_x)
+        output = _act_fwd_impl(*inputs)
+        _act_setup(ctx, inputs, output)
+        ctx.mark_non_differentiable(output[1])
+        return output
+
+    @staticmethod
+    def backward(ctx, gy, gmask):  # type: ignore[no-untyped-def]
+        return _act_grads(ctx, gy, _act_bwd_impl)
 
 
 def _slopes_invertible(w: Tensor, dtype: torch.dtype) -> bool:
@@ -294,21 +331,32 @@ def _pointwise(x: Tensor, w: Optional[Tensor], kind: int, slope: float, dim: Opt
                inplace: bool) -> Tensor:
     d = -1 if dim is None else int(dim)
     grad = torch.is_grad_enabled() and (x.requires_grad or (w is not None and w.requires_grad))
+    traced = compiling()
     if inplace and not grad and _is_dense(x):
-        _act_fwd_inplace(x, w, kind, float(slope), d)
+        if traced:
+            _act_fwd_inplace(x, w, kind, float(slope), d)
+        else:
+            _launch_fwd(x, x, x.new_empty((0,), dtype=torch.int32), w, kind, float(slope), d, False)
         return x
     save_x = False
     if kind == PRELU and grad and w is not None and w.requires_grad:
-        save_x = torch.compiler.is_compiling() or not _slopes_invertible(w, x.dtype)
-    y, _ = _act_fwd(x, w, kind, float(slope), d, grad, save_x)
+        save_x = traced or not _slopes_invertible(w, x.dtype)
+    if traced:
+        y, _ = _act_fwd(x, w, kind, float(slope), d, grad, save_x)
+    elif grad:
+        y, _ = _Act.apply(x, w, kind, float(slope), d, True, save_x)
+    else:
+        y, _ = _act_fwd_impl(x, w, kind, float(slope), d, False, False)
     if inplace:
         return x.copy_(y)
     return y
 
 
 def relu(x: Tensor, inplace: bool) -> Tensor:
-    """``max(0, x)`` (``torch.relu``'s signs and NaN); keeps a 1-bit mask for backward."""
-    return _pointwise(x, None, RELU, 0.0, None, inplace)
+    """``torch.relu`` itself: it keeps only its output, which the next layer keeps anyway, and
+    runs one kernel from C++; a Triton kernel could only add a mask and Python dispatch time.
+    (The relu kernel, ``KIND`` 0, stays for tests of the shared code and as FReLU's first half.)"""
+    return torch.relu_(x) if inplace else torch.relu(x)
 
 
 def leaky_relu(x: Tensor, negative_slope: float, inplace: bool) -> Tensor:
@@ -349,10 +397,9 @@ def _reduce_dims(x: Tensor) -> list[int]:
     return [0] + list(range(2, x.dim()))
 
 
-@torch.library.custom_op(f"{NS}::funnel_fwd", mutates_args=())
-def _funnel_fwd(x: Tensor, conv_w: Tensor, conv_b: Optional[Tensor], bn_w: Optional[Tensor],
-                bn_b: Optional[Tensor], stat_mean: Optional[Tensor], stat_var: Optional[Tensor],
-                use_batch: bool, eps: float, write_mask: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _funnel_fwd_impl(x: Tensor, conv_w: Tensor, conv_b: Optional[Tensor], bn_w: Optional[Tensor],
+                     bn_b: Optional[Tensor], stat_mean: Optional[Tensor], stat_var: Optional[Tensor],
+                     use_batch: bool, eps: float, write_mask: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     x = _prep(x)
     c = x.shape[1]
     t = _to_layout(_conv(x, conv_w, conv_b), x.shape, x.stride())
@@ -375,6 +422,9 @@ def _funnel_fwd(x: Tensor, conv_w: Tensor, conv_b: Optional[Tensor], bn_w: Optio
     return y, mask, mean.clone() if not use_batch else mean, var.clone() if not use_batch else var
 
 
+_funnel_fwd = torch.library.custom_op(f"{NS}::funnel_fwd", _funnel_fwd_impl, mutates_args=())
+
+
 @_funnel_fwd.register_fake
 def _(x, conv_w, conv_b, bn_w, bn_b, stat_mean, stat_var, use_batch, eps, write_mask):
     x = _prep(x)
@@ -384,10 +434,9 @@ def _(x, conv_w, conv_b, bn_w, bn_b, stat_mean, stat_var, use_batch, eps, write_
             stats, torch.empty_like(stats))
 
 
-@torch.library.custom_op(f"{NS}::funnel_bwd", mutates_args=())
-def _funnel_bwd(g: Tensor, mask: Tensor, x: Tensor, conv_w: Tensor, conv_b: Optional[Tensor],
-                bn_w: Optional[Tensor], bn_b: Optional[Tensor], mean: Tensor, var: Tensor,
-                use_batch: bool, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _funnel_bwd_impl(g: Tensor, mask: Tensor, x: Tensor, conv_w: Tensor, conv_b: Optional[Tensor],
+                     bn_w: Optional[Tensor], bn_b: Optional[Tensor], mean: Tensor, var: Tensor,
+                     use_batch: bool, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     x = _prep(x)
     g = _to_layout(g, x.shape, x.stride())
     n, c = x.numel(), x.shape[1]
@@ -442,6 +491,9 @@ def _funnel_bwd(g: Tensor, mask: Tensor, x: Tensor, conv_w: Tensor, conv_b: Opti
     )
 
 
+_funnel_bwd = torch.library.custom_op(f"{NS}::funnel_bwd", _funnel_bwd_impl, mutates_args=())
+
+
 @_funnel_bwd.register_fake
 def _(g, mask, x, conv_w, conv_b, bn_w, bn_b, mean, var, use_batch, eps):
     x = _prep(x)
@@ -465,11 +517,10 @@ def _funnel_setup(ctx, inputs, output) -> None:
     ctx.use_batch, ctx.eps = use_batch, eps
 
 
-def _funnel_backward(ctx, gy, gmask, gmean, gvar):
+def _funnel_grads(ctx, gy, bwd):
     _no_double_backward("funnel_relu")
     mask, x, conv_w, conv_b, bn_w, bn_b, mean, var = ctx.saved_tensors
-    dx, dcw, dcb, dbw, dbb = _funnel_bwd(gy, mask, x, conv_w, conv_b, bn_w, bn_b, mean, var,
-                                         ctx.use_batch, ctx.eps)
+    dx, dcw, dcb, dbw, dbb = bwd(gy, mask, x, conv_w, conv_b, bn_w, bn_b, mean, var, ctx.use_batch, ctx.eps)
     return (
         dx, dcw,
         dcb if conv_b is not None else None,
@@ -479,7 +530,25 @@ def _funnel_backward(ctx, gy, gmask, gmean, gvar):
     )
 
 
+def _funnel_backward(ctx, gy, gmask, gmean, gvar):
+    return _funnel_grads(ctx, gy, _funnel_bwd)
+
+
 _funnel_fwd.register_autograd(_funnel_backward, setup_context=_funnel_setup)
+
+
+class _Funnel(torch.autograd.Function):
+    """The funnel's custom ops without their dispatch cost, for eager calls (see :class:`_Act`)."""
+
+    @staticmethod
+    def forward(ctx, *inputs):  # type: ignore[no-untyped-def]
+        output = _funnel_fwd_impl(*inputs)
+        _funnel_setup(ctx, inputs, output)
+        return output
+
+    @staticmethod
+    def backward(ctx, gy, gmask, gmean, gvar):  # type: ignore[no-untyped-def]
+        return _funnel_grads(ctx, gy, _funnel_bwd_impl)
 
 
 def funnel_relu(
@@ -505,7 +574,11 @@ def funnel_relu(
             "funnel_relu: batch statistics need more than 1 value per channel, got input shape "
             f"{tuple(x.shape)}"
         )
-    y, _, mean, var = _funnel_fwd(
+    if compiling():
+        fwd = _funnel_fwd
+    else:
+        fwd = _Funnel.apply if grad else _funnel_fwd_impl
+    y, _, mean, var = fwd(
         x, conv_weight, conv_bias, bn_weight, bn_bias,
         None if use_batch else running_mean, None if use_batch else running_var,
         use_batch, float(eps), grad,
