@@ -170,13 +170,21 @@ FN_INLINE void pad_plane(const typename IO<scalar_t>::raw* __restrict__ src, T* 
     }
 }
 
-// One output row += the taps of one kernel row (KW known at compile time, or 0: any).
+// The conv runs over the padded plane as one flat array: output j (= d * Hp * Wp + h * Wp + w)
+// reads P[j + a * Hp * Wp + b * Wp + c] for tap (a, b, c), so each kernel row is one long
+// vector loop whatever W is (short rows, 7 x 7 planes, vectorise as well as long ones); the
+// outputs at j's pad columns are computed and thrown away. L = the last valid j + 1.
+FN_INLINE int64_t flat_len(const Geo& g) {
+  return (g.D - 1) * g.Hp * g.Wp + (g.H - 1) * g.Wp + g.W;
+}
+
+// o[0, n) += the taps of one kernel row (KW known at compile time, or 0: any).
 template <int KW, typename T>
-FN_INLINE void taps_row(T* __restrict__ o, const T* __restrict__ p, const T* __restrict__ wr, int64_t W, int64_t kw) {
+FN_INLINE void taps_run(T* __restrict__ o, const T* __restrict__ p, const T* __restrict__ wr, int64_t n, int64_t kw) {
   if (KW > 0) {
     T wv[KW > 0 ? KW : 1];
     for (int c = 0; c < KW; ++c) wv[c] = wr[c];
-    for (int64_t i = 0; i < W; ++i) {
+    for (int64_t i = 0; i < n; ++i) {
       T s = o[i];
       for (int c = 0; c < KW; ++c) s += wv[c] * p[i + c];
       o[i] = s;
@@ -185,49 +193,58 @@ FN_INLINE void taps_row(T* __restrict__ o, const T* __restrict__ p, const T* __r
     for (int64_t c = 0; c < kw; ++c) {
       const T wc = wr[c];
       const T* pc = p + c;
-      for (int64_t i = 0; i < W; ++i) o[i] += wc * pc[i];
+      for (int64_t i = 0; i < n; ++i) o[i] += wc * pc[i];
     }
   }
 }
 
-// out (D, H, W) = bias + the depthwise conv of the padded plane P with the kernel w (K).
+// F (flat, L) = bias + the depthwise conv of the padded plane P with the kernel w (K).
 template <int KW, typename T>
-FN_INLINE void conv_plane_k(const T* __restrict__ P, const T* __restrict__ w, T bias, T* __restrict__ out, const Geo& g) {
+FN_INLINE void conv_flat_k(const T* __restrict__ P, const T* __restrict__ w, T bias, T* __restrict__ F, const Geo& g) {
+  const int64_t L = flat_len(g), HW = g.Hp * g.Wp;
+  for (int64_t i = 0; i < L; ++i) F[i] = bias;
+  for (int64_t a = 0; a < g.kd; ++a)
+    for (int64_t b = 0; b < g.kh; ++b)
+      taps_run<KW>(F, P + a * HW + b * g.Wp, w + (a * g.kh + b) * g.kw, L, g.kw);
+}
+
+// out (D, H, W) = bias + the depthwise conv of the padded plane P; F is scratch (Sp).
+template <typename T>
+FN_INLINE void conv_plane(const T* P, const T* w, T bias, T* out, T* F, const Geo& g) {
+  switch (g.kw) {
+    case 1: conv_flat_k<1>(P, w, bias, F, g); break;
+    case 3: conv_flat_k<3>(P, w, bias, F, g); break;
+    case 5: conv_flat_k<5>(P, w, bias, F, g); break;
+    case 7: conv_flat_k<7>(P, w, bias, F, g); break;
+    default: conv_flat_k<0>(P, w, bias, F, g); break;
+  }
   for (int64_t d = 0; d < g.D; ++d)
     for (int64_t h = 0; h < g.H; ++h) {
+      const T* f = F + (d * g.Hp + h) * g.Wp;
       T* o = out + (d * g.H + h) * g.W;
-      for (int64_t i = 0; i < g.W; ++i) o[i] = bias;
-      for (int64_t a = 0; a < g.kd; ++a)
-        for (int64_t b = 0; b < g.kh; ++b)
-          taps_row<KW>(o, P + ((d + a) * g.Hp + (h + b)) * g.Wp, w + (a * g.kh + b) * g.kw, g.W, g.kw);
+      for (int64_t i = 0; i < g.W; ++i) o[i] = f[i];
     }
 }
 
+// The weight gradient of one plane: tot[tap] += sum_j Z[j] * P[j + offset(tap)], Z the flat
+// dt (zero at the pad columns: the padded dt plane seen from its first interior element).
+// LANES float partial sums per tap and plane, then float64.
 template <typename T>
-FN_INLINE void conv_plane(const T* P, const T* w, T bias, T* out, const Geo& g) {
-  switch (g.kw) {
-    case 1: return conv_plane_k<1>(P, w, bias, out, g);
-    case 3: return conv_plane_k<3>(P, w, bias, out, g);
-    case 5: return conv_plane_k<5>(P, w, bias, out, g);
-    case 7: return conv_plane_k<7>(P, w, bias, out, g);
-    default: return conv_plane_k<0>(P, w, bias, out, g);
-  }
-}
-
-// Weight gradient rows: acc[(a, b, c) * W + i] += dt[d, h, i] * P[d + a, h + b, i + c].
-template <typename T>
-FN_INLINE void wgrad_row(const T* __restrict__ dt, const T* __restrict__ P, T* __restrict__ acc, int64_t d,
-                         int64_t h, const Geo& g) {
+FN_INLINE void wgrad_plane(const T* __restrict__ Z, const T* __restrict__ P, double* tot, const Geo& g) {
+  const int64_t L = flat_len(g), HW = g.Hp * g.Wp;
   for (int64_t a = 0; a < g.kd; ++a)
-    for (int64_t b = 0; b < g.kh; ++b) {
-      const T* p = P + ((d + a) * g.Hp + (h + b)) * g.Wp;
-      T* ab = acc + ((a * g.kh + b) * g.kw) * g.W;
+    for (int64_t b = 0; b < g.kh; ++b)
       for (int64_t c = 0; c < g.kw; ++c) {
-        T* r = ab + c * g.W;
-        const T* pc = p + c;
-        for (int64_t i = 0; i < g.W; ++i) r[i] += dt[i] * pc[i];
+        const T* p = P + a * HW + b * g.Wp + c;
+        T lane[LANES] = {0};
+        int64_t i = 0;
+        for (; i + LANES <= L; i += LANES)
+          for (int j = 0; j < LANES; ++j) lane[j] += Z[i + j] * p[i + j];
+        double s = 0;
+        for (; i < L; ++i) s += static_cast<double>(Z[i] * p[i]);
+        for (int j = 0; j < LANES; ++j) s += static_cast<double>(lane[j]);
+        tot[(a * g.kh + b) * g.kw + c] += s;
       }
-    }
 }
 
 // The BatchNorm's affine map, the same arithmetic in forward and backward.
@@ -299,7 +316,7 @@ FN_INLINE void fwd_channels(const FwdArgs<scalar_t>& A, int64_t c0, int64_t c1) 
   using T = typename IO<scalar_t>::T;
   const Geo& g = A.g;
   const int64_t S = g.S, W = g.W, M = g.N * S;
-  std::vector<T> P(g.Sp, T(0));
+  std::vector<T> P(g.Sp, T(0)), F(g.Sp);
   std::vector<T> buf(A.use_batch ? M : S);
   Acc<T> acc(1, W);
   for (int64_t c = c0; c < c1; ++c) {
@@ -312,7 +329,7 @@ FN_INLINE void fwd_channels(const FwdArgs<scalar_t>& A, int64_t c0, int64_t c1) 
       for (int64_t n = 0; n < g.N; ++n) {
         pad_plane<scalar_t>(A.x + (n * g.C + c) * S, P.data(), g);
         T* t = buf.data() + n * S;
-        conv_plane(P.data(), wc, bias, t, g);
+        conv_plane(P.data(), wc, bias, t, F.data(), g);
         for (int64_t r = 0; r < g.rows; ++r) {
           T* a = acc.row(0);
           const T* tr = t + r * W;
@@ -357,7 +374,7 @@ FN_INLINE void fwd_channels(const FwdArgs<scalar_t>& A, int64_t c0, int64_t c1) 
         const int64_t o = (n * g.C + c) * S;
         pad_plane<scalar_t>(A.x + o, P.data(), g);
         T* t = buf.data();
-        conv_plane(P.data(), wc, bias, t, g);
+        conv_plane(P.data(), wc, bias, t, F.data(), g);
         const auto* xs = A.x + o;
         auto* ys = A.y + o;
         for (int64_t i = 0; i < S; ++i)
@@ -396,10 +413,10 @@ FN_INLINE void bwd_channels(const BwdArgs<scalar_t>& A, int64_t c0, int64_t c1) 
   const Geo& g = A.g;
   const int64_t S = g.S, W = g.W, M = g.N * S;
   const bool conv_side = A.dx || A.dw || A.dcb;
-  std::vector<T> P(g.Sp, T(0)), Q(conv_side ? g.Sp : 0, T(0)), t(S), dt(conv_side ? S : 0);
+  std::vector<T> P(g.Sp, T(0)), Q(conv_side ? g.Sp : 0, T(0)), F(g.Sp), t(S), dt(conv_side ? S : 0);
+  std::vector<double> wtot(g.K);
   std::vector<T> gtb(conv_side ? M : 0), xhb(conv_side ? M : 0);
   Acc<T> acc(3, W);
-  Acc<T> wacc(A.dw ? g.K : 0, W);  // one quantity per tap
   for (int64_t c = c0; c < c1; ++c) {
     const T* wc = A.w + c * g.K;
     const T* wf = A.wflip + c * g.K;
@@ -411,7 +428,7 @@ FN_INLINE void bwd_channels(const BwdArgs<scalar_t>& A, int64_t c0, int64_t c1) 
     for (int64_t n = 0; n < g.N; ++n) {
       const int64_t o = (n * g.C + c) * S;
       pad_plane<scalar_t>(A.x + o, P.data(), g);
-      conv_plane(P.data(), wc, bias, t.data(), g);
+      conv_plane(P.data(), wc, bias, t.data(), F.data(), g);
       const auto* xs = A.x + o;
       const auto* gs = A.gy + o;
       T* gt_n = conv_side ? gtb.data() + n * S : nullptr;
@@ -441,7 +458,7 @@ FN_INLINE void bwd_channels(const BwdArgs<scalar_t>& A, int64_t c0, int64_t c1) 
     const T kb = static_cast<T>(A.use_batch ? sum_g / static_cast<double>(M) : 0.0);
     const T kc = static_cast<T>(A.use_batch ? sum_gx / static_cast<double>(M) : 0.0);
     acc.reset();
-    if (A.dw) wacc.reset();
+    std::fill(wtot.begin(), wtot.end(), 0.0);
     for (int64_t n = 0; n < g.N; ++n) {
       const int64_t o = (n * g.C + c) * S;
       const T* gt_n = gtb.data() + n * S;
@@ -465,23 +482,20 @@ FN_INLINE void bwd_channels(const BwdArgs<scalar_t>& A, int64_t c0, int64_t c1) 
         }
         acc.tick();
       }
+      // dt into the padded plane Q (borders stay zero).
+      for (int64_t dd = 0; dd < g.D; ++dd)
+        for (int64_t h = 0; h < g.H; ++h) {
+          const T* s = dt.data() + (dd * g.H + h) * W;
+          T* q = Q.data() + ((dd + g.pd) * g.Hp + (h + g.ph)) * g.Wp + g.pw;
+          for (int64_t i = 0; i < W; ++i) q[i] = s[i];
+        }
       if (A.dw) {
         pad_plane<scalar_t>(A.x + o, P.data(), g);
-        for (int64_t dd = 0; dd < g.D; ++dd)
-          for (int64_t h = 0; h < g.H; ++h) {
-            wgrad_row(dt.data() + (dd * g.H + h) * W, P.data(), wacc.row(0), dd, h, g);
-            wacc.tick();
-          }
+        wgrad_plane(Q.data() + (g.pd * g.Hp + g.ph) * g.Wp + g.pw, P.data(), wtot.data(), g);
       }
       if (A.dx) {
         // The transposed depthwise conv: dt padded, correlated with the flipped kernel.
-        for (int64_t dd = 0; dd < g.D; ++dd)
-          for (int64_t h = 0; h < g.H; ++h) {
-            const T* s = dt.data() + (dd * g.H + h) * W;
-            T* q = Q.data() + ((dd + g.pd) * g.Hp + (h + g.ph)) * g.Wp + g.pw;
-            for (int64_t i = 0; i < W; ++i) q[i] = s[i];
-          }
-        conv_plane(Q.data(), wf, T(0), t.data(), g);
+        conv_plane(Q.data(), wf, T(0), t.data(), F.data(), g);
         auto* dxs = A.dx + o;
         for (int64_t i = 0; i < S; ++i) dxs[i] = IO<scalar_t>::st(IO<scalar_t>::ld(dxs[i]) + t[i]);
       }
@@ -489,8 +503,7 @@ FN_INLINE void bwd_channels(const BwdArgs<scalar_t>& A, int64_t c0, int64_t c1) 
     acc.flush();
     if (A.dcb) A.dcb[c] = acc.tot[2];
     if (A.dw) {
-      wacc.flush();
-      for (int64_t k = 0; k < g.K; ++k) A.dw[c * g.K + k] = wacc.tot[k];
+      for (int64_t k = 0; k < g.K; ++k) A.dw[c * g.K + k] = wtot[k];
     }
   }
 }
@@ -594,7 +607,7 @@ TORCH_LIBRARY_IMPL(rectifiers_funnel_cpp, CPU, m) {
 """
 
 #: Bumped with every change of the source or flags (part of the extension's name).
-_VERSION = 4
+_VERSION = 5
 _NAME = f"rectifiers_funnel_cpu_v{_VERSION}"
 _FLAGS = ["-O3", "-ffp-contract=off"]
 
