@@ -267,3 +267,26 @@ def test_build_failure_warns_once_and_falls_back(monkeypatch) -> None:
         warnings.simplefilter("error")  # remembered: no second warning
         _compare(m, mr, x, torch.randn_like(x), rtol=1e-10, atol=1e-12)
     assert FC.CALLS == before
+
+
+@pytest.mark.parametrize("nsp", [1, 2, 3])
+def test_inf_and_nan_in_eval_match_the_formula(cpp, nsp) -> None:
+    """inf and NaN in x (eval mode, where they stay local): NaN in the same places, forward and
+    every gradient; the padding around an inf must not leak 0 * inf into the weight gradient."""
+    m, mr = _pair(nsp, 3, 3, torch.float64, bias=True)
+    m.eval()
+    mr.eval()
+    x = torch.randn((2, 3) + (5, 6, 7)[:nsp], dtype=torch.float64)
+    flat = x.view(-1)
+    flat[0] = float("inf")  # a corner: its neighbours include the padding
+    flat[-1] = float("-inf")
+    flat[flat.numel() // 2] = float("nan")
+    x.requires_grad_()
+    g = torch.randn(x.shape, dtype=torch.float64)
+    before = dict(cpp)
+    y, grads = _step(m, x, g)
+    yr, grads_r = _step(mr, x, g)
+    assert cpp["backward"] == before["backward"] + 1
+    torch.testing.assert_close(y, yr, equal_nan=True, rtol=1e-10, atol=1e-12)
+    for a, b in zip(grads, grads_r):
+        torch.testing.assert_close(a, b, equal_nan=True, rtol=1e-10, atol=1e-12)

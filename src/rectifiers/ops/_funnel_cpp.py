@@ -228,9 +228,11 @@ FN_INLINE void conv_plane(const T* P, const T* w, T bias, T* out, T* F, const Ge
 
 // The weight gradient of one plane: tot[tap] += sum_j Z[j] * P[j + offset(tap)], Z the flat
 // dt (zero at the pad columns: the padded dt plane seen from its first interior element).
-// LANES float partial sums per tap and plane, then float64.
+// LANES float partial sums per tap and plane, then float64. `valid` (flat, L) is 1 at real
+// outputs, 0 at pad columns: those are skipped, not multiplied by 0 (x may be inf or NaN there).
 template <typename T>
-FN_INLINE void wgrad_plane(const T* __restrict__ Z, const T* __restrict__ P, double* tot, const Geo& g) {
+FN_INLINE void wgrad_plane(const T* __restrict__ Z, const T* __restrict__ P, const T* __restrict__ valid,
+                           double* tot, const Geo& g) {
   const int64_t L = flat_len(g), HW = g.Hp * g.Wp;
   for (int64_t a = 0; a < g.kd; ++a)
     for (int64_t b = 0; b < g.kh; ++b)
@@ -239,9 +241,9 @@ FN_INLINE void wgrad_plane(const T* __restrict__ Z, const T* __restrict__ P, dou
         T lane[LANES] = {0};
         int64_t i = 0;
         for (; i + LANES <= L; i += LANES)
-          for (int j = 0; j < LANES; ++j) lane[j] += Z[i + j] * p[i + j];
+          for (int j = 0; j < LANES; ++j) lane[j] += valid[i + j] != T(0) ? Z[i + j] * p[i + j] : T(0);
         double s = 0;
-        for (; i < L; ++i) s += static_cast<double>(Z[i] * p[i]);
+        for (; i < L; ++i) s += valid[i] != T(0) ? static_cast<double>(Z[i] * p[i]) : 0.0;
         for (int j = 0; j < LANES; ++j) s += static_cast<double>(lane[j]);
         tot[(a * g.kh + b) * g.kw + c] += s;
       }
@@ -415,6 +417,9 @@ FN_INLINE void bwd_channels(const BwdArgs<scalar_t>& A, int64_t c0, int64_t c1) 
   const bool conv_side = A.dx || A.dw || A.dcb;
   std::vector<T> P(g.Sp, T(0)), Q(conv_side ? g.Sp : 0, T(0)), F(g.Sp), t(S), dt(conv_side ? S : 0);
   std::vector<double> wtot(g.K);
+  std::vector<T> valid(A.dw ? flat_len(g) : 0, T(0));
+  for (int64_t j = 0; j < static_cast<int64_t>(valid.size()); ++j)
+    valid[j] = ((j % g.Wp) < W && ((j / g.Wp) % g.Hp) < g.H) ? T(1) : T(0);
   std::vector<T> gtb(conv_side ? M : 0), xhb(conv_side ? M : 0);
   Acc<T> acc(3, W);
   for (int64_t c = c0; c < c1; ++c) {
@@ -491,7 +496,7 @@ FN_INLINE void bwd_channels(const BwdArgs<scalar_t>& A, int64_t c0, int64_t c1) 
         }
       if (A.dw) {
         pad_plane<scalar_t>(A.x + o, P.data(), g);
-        wgrad_plane(Q.data() + (g.pd * g.Hp + g.ph) * g.Wp + g.pw, P.data(), wtot.data(), g);
+        wgrad_plane(Q.data() + (g.pd * g.Hp + g.ph) * g.Wp + g.pw, P.data(), valid.data(), wtot.data(), g);
       }
       if (A.dx) {
         // The transposed depthwise conv: dt padded, correlated with the flipped kernel.
@@ -607,7 +612,7 @@ TORCH_LIBRARY_IMPL(rectifiers_funnel_cpp, CPU, m) {
 """
 
 #: Bumped with every change of the source or flags (part of the extension's name).
-_VERSION = 5
+_VERSION = 6
 _NAME = f"rectifiers_funnel_cpu_v{_VERSION}"
 _FLAGS = ["-O3", "-ffp-contract=off"]
 
