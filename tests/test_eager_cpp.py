@@ -397,13 +397,39 @@ def test_deterministic_across_thread_counts(cpp):
     assert torch.equal(_bits(one[2]), _bits(two[2]))
 
 
-def test_no_grad_does_not_use_the_kernel(cpp):
+@pytest.mark.parametrize("inplace", [False, True])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_no_grad_uses_the_built_kernel_without_a_mask(cpp, layout, inplace):
+    # Under no_grad the kernel, once built, writes y alone in one pass: the plain formula's bits.
+    x = _make((3, 5, 7, 9), layout, torch.float32)
+    b = torch.linspace(-1.0, 0.5, 5, requires_grad=True)
+    want = ref.flexible_relu(x, b.detach(), 1)
+    before = dict(cpp)
+    h = x.clone()
+    with torch.no_grad():
+        y = RF.flexible_relu(h, b, 1, inplace=inplace, backend=B)
+    assert cpp["forward"] == before["forward"] + 1 and cpp["backward"] == before["backward"]
+    assert (y is h) == inplace and y.stride() == x.stride()
+    assert torch.equal(_bits(y), _bits(want))
+
+
+def test_no_grad_never_starts_the_build(monkeypatch):
+    # Inference alone does not compile the kernel: the plain formula, no build attempt.
+    monkeypatch.delenv("RECTIFIERS_NO_CPP", raising=False)
+    monkeypatch.setitem(E._state, "tried", False)
+    monkeypatch.setitem(E._state, "ok", False)
+
+    def no_build() -> None:
+        raise AssertionError("no_grad started a build")
+
+    monkeypatch.setattr(E, "_build", no_build)
     x = torch.randn(2, 3, 300, requires_grad=True)
     b = torch.randn(3, requires_grad=True)
-    before = dict(cpp)
+    before = dict(E.CALLS)
     with torch.no_grad():
-        RF.flexible_relu(x, b, 1, backend=B)
-    assert cpp == before
+        y = RF.flexible_relu(x, b, 1, backend=B)
+    assert E.CALLS == before and E._state["tried"] is False
+    assert torch.equal(y, ref.flexible_relu(x.detach(), b.detach(), 1))
 
 
 # --------------------------------------------------------------------------------------------

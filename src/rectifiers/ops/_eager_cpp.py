@@ -1,23 +1,30 @@
 """Fused CPU kernels for FReLU's and PReLU's training steps, built at first use (C++, ``load_inline``).
 
-PyTorch has no kernel that writes ``max(0, x) + b`` and the 1-byte mask ``x > 0`` in one pass,
-or ``dx = mask ? g : 0`` and the per-channel sum of ``g`` in one pass, so the eager FReLU
+PyTorch has no kernel that writes ``max(0, x) + b`` and a mask of ``x > 0`` in one pass, or
+``dx = mask ? g : 0`` and the per-channel sum of ``g`` in one pass, so the eager FReLU
 otherwise makes three passes forward and two backward. This module holds the C++ source of
 both fused passes and loads it lazily:
 
 * the first FReLU call on CPU that needs a gradient compiles it with
   :func:`torch.utils.cpp_extension.load_inline` (gcc and ninja; about half a minute on two cores;
   the build is cached in torch's extension directory, ``TORCH_EXTENSIONS_DIR``, and reused);
+  :func:`loaded` tells whether that happened (the eager FReLU under ``torch.no_grad()`` uses the
+  kernel only then: inference alone never starts a build);
 * on any failure (no compiler, no ninja, a load error), or with the environment variable
-  ``RECTIFIERS_NO_CPP=1``, :func:`load` returns ``None`` after one warning (none for the
+  ``RECTIFIERS_NO_CPP=1``, :func:`load` returns ``False`` after one warning (none for the
   variable), and the eager backend keeps its plain-torch implementation, which gives the same
   results.
 
-Semantics are exactly the plain path's: ``y = relu(x) + b`` (``relu(-0.0) = -0.0``, NaN stays NaN,
-the add rounded once in x's dtype), ``mask = relu(x) != 0`` (true for ``x > 0`` and NaN),
-``dx = g if mask else 0``, ``db[c] = sum of g over channel c`` accumulated in float64 in a fixed
-order (fixed-size blocks, partial sums added in block order: deterministic whatever the thread
-count).
+FReLU semantics are exactly the plain path's: ``y = relu(x) + b`` (``relu(-0.0) = -0.0``, NaN
+stays NaN, the add rounded once in x's dtype), mask ``relu(x) != 0`` (true for ``x > 0`` and
+NaN), ``dx = g if mask else 0``, ``db[c] = sum of g over channel c`` accumulated in float64 in a
+fixed order (fixed-size blocks, partial sums added in block order: deterministic whatever the
+thread count). The mask is bit-packed (:func:`new_mask`, :func:`unpack_mask`): a flat uint8
+tensor of ``ceil(n / 8)`` bytes, bit ``i % 8`` of byte ``i // 8`` for the element at memory
+offset ``i``, so 1/8 byte per element is kept for backward. Forward is one loop that reads x
+once and writes y and the mask bytes; backward one loop that reads g and the mask once and
+writes dx while summing g. On x86 CPUs with AVX2, float32 and bfloat16 run hand-vectorised
+loops (8 elements per mask byte), picked at run time; other dtypes and CPUs run portable ones.
 
 PReLU (:func:`prelu_forward`, :func:`prelu_backward`, the same build): ``y = x if x > 0 else
 a[c]*x`` in one pass (bitwise ``torch.prelu``: the same single multiply); backward one pass over
@@ -26,9 +33,10 @@ and the float64 sums ``sum over s <= 0 of g*s`` (the eager backend divides by ``
 the output), in the same fixed order as FReLU's bias gradient. PyTorch's own PReLU backward makes
 several passes and is many times slower than an element-wise pass.
 
-Layouts (both activations): a tensor whose memory is ``(outer, C, inner)`` in order (contiguous with the channel at
-any dim, channels_last with the channel at dim 1, any dense layout for a single bias). Anything
-else, and the double backward, stay on the plain path (:func:`plan` returns ``None``).
+Layouts (both activations): any dense tensor (no gaps, no overlap: contiguous, channels_last,
+any permutation), whose memory is then ``(outer, C, inner)`` in order, the channel at any dim
+(:func:`plan`). A view with gaps returns ``None`` from :func:`plan` (the eager FReLU copies it
+to contiguous first; PReLU takes its plain path), as does the double backward.
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["load", "plan", "forward", "backward", "new_mask", "unpack_mask", "mask_bytes", "prelu_forward", "prelu_backward", "build_seconds", "CALLS"]
+__all__ = ["load", "plan", "forward", "backward", "new_mask", "unpack_mask", "mask_bytes", "loaded", "prelu_forward", "prelu_backward", "build_seconds", "CALLS"]
 
 #: Calls of the fused kernels in this process (the tests check that the C++ path really ran).
 CALLS = {"forward": 0, "backward": 0, "prelu_forward": 0, "prelu_backward": 0}
@@ -807,7 +815,7 @@ TORCH_LIBRARY_IMPL(rectifiers_cpp, CPU, m) {
 """
 
 #: Bumped with every change of the source or flags (part of the extension's name).
-_VERSION = 10
+_VERSION = 11
 _NAME = f"rectifiers_frelu_cpu_v{_VERSION}"
 
 _lock = threading.Lock()
@@ -889,6 +897,11 @@ def load() -> bool:
             _state["seconds"] = time.perf_counter() - t0
             _state["tried"] = True
     return bool(_state["ok"])
+
+
+def loaded() -> bool:
+    """Whether the kernels are built and loaded already (never starts a build)."""
+    return bool(_state["ok"]) and not _disabled()
 
 
 _DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)

@@ -12,9 +12,10 @@ What each activation keeps for backward (beyond what the next layer keeps anyway
                 or > 1, where ``y / a`` is not exact) the input, as ``torch.nn.PReLU``; on
                 CPU a fused C++ kernel (:mod:`._eager_cpp`) writes y in one pass, and dx and
                 the slope gradient in one
-``flexible_relu``  a 1-byte mask ``x > 0`` (``y > b`` is not exact when ``x`` is tiny
-                against ``b``); on CPU a fused C++ kernel (:mod:`._eager_cpp`, built at first
-                use) writes y and the mask in one pass, and dx and the bias gradient in one
+``flexible_relu``  a mask ``x > 0`` (``y > b`` is not exact when ``x`` is tiny against
+                ``b``); on CPU a fused C++ kernel (:mod:`._eager_cpp`, built at first use)
+                writes y and the mask, bit-packed (1/8 byte per element), in one pass, and
+                dx and the bias gradient in one; elsewhere a 1-byte bool mask
 ``funnel_relu`` the input only, plus per-channel statistics: the depthwise conv and the
                 BatchNorm are recomputed in backward, in channels-last layout (PyTorch's CPU
                 depthwise conv is many times faster there than in NCHW)
@@ -309,12 +310,21 @@ def _laid_out_as(g: torch.Tensor, size: torch.Size, stride: tuple[int, ...]) -> 
 
 
 def flexible_relu(x: torch.Tensor, bias: torch.Tensor, dim: int | None, inplace: bool) -> torch.Tensor:
-    if not needs_grad(x, bias) or compiling():
-        return torch_ops.flexible_relu(x, bias, dim, inplace)  # nothing to keep, nothing to gain
+    if compiling():
+        return torch_ops.flexible_relu(x, bias, dim, inplace)
+    cdim = dim if bias.numel() > 1 else None
+    if not needs_grad(x, bias):
+        # Nothing to keep. The fused kernel writes y in one pass (relu, then + b, takes two)
+        # when it is already built: inference alone never starts the build.
+        fused = _eager_cpp.plan(x, cdim) if _eager_cpp.loaded() else None
+        if fused is None:
+            return torch_ops.flexible_relu(x, bias, dim, inplace)
+        y = x if inplace else torch.empty_like(x)
+        _eager_cpp.forward(x, bias.to(x.dtype), y, None, fused)
+        return y
     keep_mask = x.requires_grad
     # The fused C++ kernel (built at the first such call) when it loads and handles x's layout
     # (any dense one); the plain-torch passes otherwise (same results).
-    cdim = dim if bias.numel() > 1 else None
     fused = _eager_cpp.plan(x, cdim) if keep_mask else None
     if fused is None and keep_mask and not inplace and x.device.type == "cpu" and not x.is_contiguous():
         # A view with gaps (a step, a narrowed dim): one contiguous copy (autograd passes the
