@@ -575,6 +575,12 @@ def test_kernels_compile_for_sm90():
     for name, sig, consts in cases:
         k = _compile_for_sm90(name, sig, consts)
         assert k.asm.get("cubin"), name
+        # Triton specialises an integer argument equal to 1 into a constant (a Python int in
+        # the kernel, without tensor methods such as .to): compile that variant too.
+        ints = [a for a, t in sig.items() if t in ("i32", "i64")]
+        sig1 = {a: ("constexpr" if a in ints else t) for a, t in sig.items()}
+        k = _compile_for_sm90(name, sig1, {**consts, **{a: 1 for a in ints}})
+        assert k.asm.get("cubin"), (name, "ints = 1")
 
 
 def test_environment_variable_selects_triton(monkeypatch):

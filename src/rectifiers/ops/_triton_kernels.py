@@ -81,7 +81,7 @@ def act_fwd(
                 p = tl.where(r0 + tl.arange(0, BLOCK) >= INNER, tl.load(W + c1), tl.load(W + c0))
             else:
                 local = r0.to(tl.int32) + tl.arange(0, BLOCK)  # INNER < BLOCK here
-                c = (c0 + local // INNER.to(tl.int32)) % C
+                c = (c0 + local // tl.cast(INNER, tl.int32)) % C
                 p = tl.load(W + c, mask=valid, other=0.0)
         else:
             p = tl.load(W)
@@ -230,7 +230,7 @@ def funnel_fwd(
         c = tl.where(c >= C, c - C, c)
     else:
         local = r0.to(tl.int32) + tl.arange(0, BLOCK)  # INNER < BLOCK here
-        c = (c0 + local // INNER.to(tl.int32)) % C
+        c = (c0 + local // tl.cast(INNER, tl.int32)) % C
     x0 = tl.load(X + offs, mask=valid, other=0.0)
     x = x0.to(tl.float32)
     t = tl.load(T + offs, mask=valid, other=0.0).to(tl.float32)
