@@ -126,6 +126,28 @@ def test_exact_against_reference(cpp, case, dtype):
     assert db.dtype == b.dtype and db.shape == b.shape
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[3], CASES[8], CASES[10]],
+                         ids=["seg", "one", "cl", "pieces", "flat"])
+def test_every_isa_level_matches_the_reference(isa, case, dtype):
+    # The AVX-512, AVX2 and portable loops: the reference's bits for y and dx, kinks included.
+    shape, dim, per_channel, layout = case
+    x = _make(shape, layout, torch.float32, seed=2).to(dtype)
+    b = _case_bias(x, dim, per_channel, dtype)
+    g = torch.randn(shape).to(dtype)
+    if layout != "contiguous":
+        g = g.contiguous(memory_format=getattr(torch, layout))
+    y, dx, db = _run(x, b, dim, g, _ours)
+    ry, rdx, rdb = _run(x, b, dim % x.dim(), g, ref.flexible_relu)
+    nan = ry.isnan()  # bf16 NaN payloads differ (0x7FC0 here); where NaN is, both are NaN
+    assert torch.equal(y.isnan(), nan)
+    assert torch.equal(_bits(y.masked_fill(nan, 0)), _bits(ry.masked_fill(nan, 0)))
+    assert torch.equal(_bits(dx), _bits(rdx))
+    _, _, fdb = _run(x.float(), b.float(), dim % x.dim(), g.float(), ref.flexible_relu)
+    torch.testing.assert_close(db.float(), fdb, rtol=1e-5 if dtype == torch.float32 else 1e-2,
+                               atol=1e-5 * x.numel() ** 0.5)
+
+
 def test_nan_passes_the_gradient(cpp):
     # The plain path's semantics: mask = relu(x) != 0, true where x is NaN.
     x = torch.tensor([[float("nan"), -1.0, 2.0, 0.0, -0.0]] * 3).T.contiguous()
@@ -284,6 +306,14 @@ def test_mask_layout_bit_by_bit(cpp):
     assert E.unpack_mask(m, x.shape, x.stride()).tolist() == [bool(v) for v in want]
 
 
+@pytest.fixture(params=[2, 1, 0], ids=["avx512", "avx2", "portable"])
+def isa(request, cpp):
+    """Each instruction-set level of the kernels in turn (the CPU's own support still applies)."""
+    before = E.set_isa(request.param)
+    yield request.param
+    E.set_isa(before)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
 @pytest.mark.parametrize(
     "shape,dim",
@@ -291,7 +321,7 @@ def test_mask_layout_bit_by_bit(cpp):
      ((300, 9, 11), 1), ((2, 40009), None), ((2, 5, 8200), 1)],
     ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else f"d{v}",
 )
-def test_mask_bits_on_odd_sizes(cpp, shape, dim, dtype):
+def test_mask_bits_on_odd_sizes(isa, shape, dim, dtype):
     # Sizes and runs that are not multiples of 8 or 16 (bytes shared by two channels, a final
     # partial byte), both bias modes, several work items: every bit against relu(x) != 0.
     x = _kinky(shape, torch.float32, seed=11).to(dtype)

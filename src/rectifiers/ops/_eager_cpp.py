@@ -51,7 +51,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["load", "plan", "forward", "backward", "new_mask", "unpack_mask", "mask_bytes", "loaded", "prelu_forward", "prelu_backward", "build_seconds", "CALLS"]
+__all__ = ["load", "plan", "forward", "backward", "new_mask", "unpack_mask", "mask_bytes", "loaded", "set_isa", "prelu_forward", "prelu_backward", "build_seconds", "CALLS"]
 
 #: Calls of the fused kernels in this process (the tests check that the C++ path really ran).
 CALLS = {"forward": 0, "backward": 0, "prelu_forward": 0, "prelu_backward": 0}
@@ -142,9 +142,20 @@ struct IO<c10::BFloat16> {
 // CPU has it, and the portable build of f otherwise.
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define RECT_X86 1
+// The highest instruction set the kernels may use: 2 AVX-512, 1 AVX2, 0 portable code only
+// (set_isa lowers it, so that the tests run every path on one machine).
+int& isa_cap() {
+  static int v = 2;
+  return v;
+}
 bool cpu_has_avx2() {
   static const bool v = __builtin_cpu_supports("avx2");
-  return v;
+  return v && isa_cap() >= 1;
+}
+bool cpu_has_avx512() {
+  static const bool v = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                        __builtin_cpu_supports("avx512vl");
+  return v && isa_cap() >= 2;
 }
 #define RECT_ISA_DISPATCH(NAME)                                                    \
   template <typename scalar_t, typename... Args>                                   \
@@ -158,7 +169,12 @@ bool cpu_has_avx2() {
   }
 #else
 #define RECT_X86 0
+int& isa_cap() {
+  static int v = 0;
+  return v;
+}
 bool cpu_has_avx2() { return false; }
+bool cpu_has_avx512() { return false; }
 #define RECT_ISA_DISPATCH(NAME)                                                    \
   template <typename scalar_t, typename... Args>                                   \
   void NAME##_any(const Args&... args) {                                           \
@@ -376,6 +392,97 @@ __attribute__((target("avx2"))) double bwd_run_avx2(const raw_t* g, const uint8_
   return s;
 }
 #undef RECT_AVX2
+
+// AVX-512 (F, BW, VL), float32 and bfloat16: 16 elements (two mask bytes, one k-register) per
+// step; what is left after the last whole step goes to the AVX2 loop above.
+#define RECT_AVX512_T __attribute__((target("avx512f,avx512bw,avx512vl")))
+#define RECT_AVX512 inline RECT_AVX512_T __attribute__((always_inline))
+
+RECT_AVX512 __m512 ld16(const float* p) { return _mm512_loadu_ps(p); }
+RECT_AVX512 __m512 ld16(const uint16_t* p) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+RECT_AVX512 void st16(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
+RECT_AVX512 void st16(uint16_t* p, __m512 v) {  // as IO<BFloat16>::store: nearest even, NaN 0x7FC0
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7FFF)), lsb), 16);
+  r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7FC0));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(r));
+}
+template <bool DX>
+RECT_AVX512 __m512 dx16(const float* g, float* d, __mmask16 k) {
+  const __m512 gv = _mm512_loadu_ps(g);
+  if (DX) _mm512_storeu_ps(d, _mm512_maskz_mov_ps(k, gv));
+  return gv;
+}
+template <bool DX>
+RECT_AVX512 __m512 dx16(const uint16_t* g, uint16_t* d, __mmask16 k) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g));
+  if (DX) _mm256_storeu_si256(reinterpret_cast<__m256i*>(d), _mm256_maskz_mov_epi16(k, h));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+RECT_AVX512 __mmask16 bits16(const uint8_t* m) {
+  uint16_t v;
+  std::memcpy(&v, m, 2);
+  return static_cast<__mmask16>(v);
+}
+
+template <bool ROWB, typename raw_t, typename scalar_t>
+RECT_AVX512_T void fwd_run_avx512(const raw_t* x, raw_t* y, uint8_t* m, const float* bs, float bc,
+                                  int64_t i0, int64_t i1) {
+  const int64_t h = std::min(i1, (i0 + 7) & ~int64_t(7));
+  if (h > i0) fwd_run_portable<ROWB, scalar_t>(x, y, m, bs, bc, i0, h);
+  const __m512 zero = _mm512_setzero_ps(), bv = _mm512_set1_ps(bc);
+  int64_t i = h;
+  for (; i + 64 <= i1; i += 64) {  // the mask's 8 bytes in one store
+    uint64_t bits = 0;
+    for (int k = 0; k < 4; ++k) {
+      const int64_t j = i + 16 * k;
+      if ((k * 16 * sizeof(raw_t)) % 64 == 0)
+        _mm_prefetch(reinterpret_cast<const char*>(x + j + RECT_PF), _MM_HINT_T0);
+      const __m512 v = ld16(x + j);
+      bits |= static_cast<uint64_t>(_mm512_cmp_ps_mask(v, zero, _CMP_NLE_UQ)) << (16 * k);
+      st16(y + j, _mm512_add_ps(_mm512_max_ps(zero, v), ROWB ? _mm512_loadu_ps(bs + (j - i0)) : bv));
+    }
+    if (m) std::memcpy(m + (i >> 3), &bits, 8);
+  }
+  if (i < i1) fwd_run_avx2<ROWB, raw_t, scalar_t>(x, y, m, ROWB ? bs + (i - i0) : bs, bc, i, i1);
+}
+
+template <bool DX, bool DB, typename raw_t, typename scalar_t>
+RECT_AVX512_T double bwd_run_avx512(const raw_t* g, const uint8_t* m, raw_t* d, int64_t i0, int64_t i1) {
+  const int64_t h = std::min(i1, (i0 + 7) & ~int64_t(7));
+  double s = h > i0 ? bwd_run_portable<DX, DB, scalar_t>(g, m, d, i0, h) : 0.0;
+  __m512d t0 = _mm512_setzero_pd(), t1 = _mm512_setzero_pd();
+  int64_t i = h;
+  while (i + 16 <= i1) {  // chunks of CHUNK elements: two float sums, then float64
+    const int64_t ce = std::min(i1, i + CHUNK);
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+    for (; i + 32 <= ce; i += 32) {
+      for (int64_t q = 0; q < 32 * int64_t(sizeof(raw_t)); q += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(g + i + RECT_PF) + q, _MM_HINT_T0);
+      a0 = _mm512_add_ps(a0, dx16<DX>(g + i, d + i, bits16(m + (i >> 3))));
+      a1 = _mm512_add_ps(a1, dx16<DX>(g + i + 16, d + i + 16, bits16(m + (i >> 3) + 2)));
+    }
+    for (; i + 16 <= ce; i += 16) a0 = _mm512_add_ps(a0, dx16<DX>(g + i, d + i, bits16(m + (i >> 3))));
+    if (DB) {
+      const __m512 a = _mm512_add_ps(a0, a1);
+      t0 = _mm512_add_pd(t0, _mm512_cvtps_pd(_mm512_castps512_ps256(a)));
+      t1 = _mm512_add_pd(t1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1))));
+    }
+  }
+  if (i < i1) s += bwd_run_avx2<DX, DB, raw_t, scalar_t>(g, m, d, i, i1);
+  if (DB) {
+    alignas(64) double v[8];
+    _mm512_store_pd(v, _mm512_add_pd(t0, t1));
+    s += ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+  }
+  return s;
+}
+#undef RECT_AVX512
+#undef RECT_AVX512_T
 #endif
 
 template <bool ROWB, typename scalar_t>
@@ -384,6 +491,7 @@ RECT_INLINE void fwd_run(const typename IO<scalar_t>::raw_t* x, typename IO<scal
                          int64_t i0, int64_t i1) {
 #if RECT_X86
   if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, c10::BFloat16>) {
+    if (cpu_has_avx512()) return fwd_run_avx512<ROWB, typename IO<scalar_t>::raw_t, scalar_t>(x, y, m, bs, bc, i0, i1);
     if (cpu_has_avx2()) return fwd_run_avx2<ROWB, typename IO<scalar_t>::raw_t, scalar_t>(x, y, m, bs, bc, i0, i1);
   }
 #endif
@@ -395,6 +503,7 @@ RECT_INLINE double bwd_run(const typename IO<scalar_t>::raw_t* g, const uint8_t*
                            typename IO<scalar_t>::raw_t* d, int64_t i0, int64_t i1) {
 #if RECT_X86
   if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, c10::BFloat16>) {
+    if (cpu_has_avx512()) return bwd_run_avx512<DX, DB, typename IO<scalar_t>::raw_t, scalar_t>(g, m, d, i0, i1);
     if (cpu_has_avx2()) return bwd_run_avx2<DX, DB, typename IO<scalar_t>::raw_t, scalar_t>(g, m, d, i0, i1);
   }
 #endif
@@ -797,9 +906,18 @@ void prelu_bwd(const at::Tensor& g, const at::Tensor& s, const at::Tensor& a, c1
   });
 }
 
+// Caps the instruction set of the FReLU and PReLU loops (2 AVX-512, 1 AVX2, 0 portable);
+// returns the cap before. The CPU's own support still applies.
+int64_t set_isa(int64_t level) {
+  const int64_t before = isa_cap();
+  isa_cap() = static_cast<int>(level);
+  return before;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(rectifiers_cpp, m) {
+  m.def("set_isa(int level) -> int", &set_isa);
   m.def("frelu_fwd(Tensor x, Tensor b, Tensor(a!) y, Tensor(b!)? mask, int outer, int C, int inner, int block, int mode) -> ()");
   m.def("frelu_bwd(Tensor g, Tensor mask, Tensor(a!)? dx, Tensor(b!)? db, int outer, int C, int inner, int block, int mode) -> ()");
   m.def("prelu_fwd(Tensor x, Tensor a, Tensor(a!) y, int outer, int C, int inner, int block, int mode) -> ()");
@@ -815,7 +933,7 @@ TORCH_LIBRARY_IMPL(rectifiers_cpp, CPU, m) {
 """
 
 #: Bumped with every change of the source or flags (part of the extension's name).
-_VERSION = 11
+_VERSION = 12
 _NAME = f"rectifiers_frelu_cpu_v{_VERSION}"
 
 _lock = threading.Lock()
@@ -897,6 +1015,16 @@ def load() -> bool:
             _state["seconds"] = time.perf_counter() - t0
             _state["tried"] = True
     return bool(_state["ok"])
+
+
+def set_isa(level: int) -> int:
+    """Cap the kernels' instruction set: 2 AVX-512, 1 AVX2, 0 portable loops only (for tests).
+
+    Returns the cap before. The CPU's own support still applies (a cap of 2 on a CPU without
+    AVX-512 runs AVX2). Results are bitwise the same at every level except the float64 sums
+    of the bias and slope gradients, whose order of additions depends on the vector width.
+    """
+    return int(torch.ops.rectifiers_cpp.set_isa(int(level)))
 
 
 def loaded() -> bool:
