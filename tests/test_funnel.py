@@ -211,3 +211,23 @@ def test_failed_call_changes_nothing(monkeypatch):
         m(torch.randn(2, 5, 4, 4))
     for k, v in m.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_eager_working_layout_follows_device():
+    """CPU computes in channels-last (its depthwise conv is fast there); other devices keep the
+    input's layout (checked on 'meta' tensors, which have layouts but no data)."""
+    from rectifiers.ops import _eager_funnel as EF
+
+    w = torch.zeros(4, 1, 3, 3)
+    cl = torch.channels_last
+    for dev, nchw_becomes_cl in (("cpu", True), ("meta", False)):
+        x = torch.empty(2, 4, 5, 6, device=dev)
+        xw, _, pad = EF._work(x, w.to(dev))
+        assert xw.is_contiguous(memory_format=cl) == nchw_becomes_cl and pad == [1, 1]
+        assert (EF._fmt(xw) == cl) == nchw_becomes_cl
+        xw, _, _ = EF._work(x.to(memory_format=cl), w.to(dev))
+        assert xw.is_contiguous(memory_format=cl) and EF._fmt(xw) == cl
+        x1 = torch.empty(2, 4, 7, device=dev)
+        xw, w1, pad = EF._work(x1, torch.zeros(4, 1, 3, device=dev))
+        assert xw.shape == (2, 4, 1, 7) and w1.shape == (4, 1, 1, 3) and pad == [0, 1]
+        assert xw.is_contiguous(memory_format=cl) == nchw_becomes_cl

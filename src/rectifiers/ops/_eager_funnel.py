@@ -3,8 +3,9 @@
 ``y = max(x, T(x))`` with ``T = BatchNorm(depthwise conv(x))``. The plain formula keeps three
 input-sized tensors for backward (x for the conv, the conv output for the BatchNorm, T for the
 maximum). This Function keeps x and the per-channel batch statistics, and recomputes the conv
-and the BatchNorm in backward. Both run in channels-last layout, where PyTorch's CPU depthwise
-convolution is many times faster than in NCHW; (N, C, L) inputs run as (N, C, 1, L).
+and the BatchNorm in backward. On CPU both run in channels-last layout, where PyTorch's CPU
+depthwise convolution is many times faster than in NCHW; (N, C, L) inputs run as (N, C, 1, L).
+On a GPU they run in the input's own layout.
 Running statistics are updated once, in forward.
 
 On CPU, for an input that is not channels-last, the fused C++ kernel of
@@ -29,16 +30,19 @@ _aten = torch.ops.aten
 
 
 def _work(x: torch.Tensor, conv_weight: torch.Tensor):
-    """x in the working layout (4-D channels_last, or 5-D channels_last_3d), the kernel in x's
-    dtype shaped for it, and the conv's padding."""
+    """x in the working layout, the kernel in x's dtype shaped for it, and the conv's padding.
+
+    On CPU the working layout is channels-last (4-D channels_last, 5-D channels_last_3d). On
+    other devices (cuDNN has fast depthwise kernels in either layout) it is x's own: channels-last
+    when x is, else contiguous.
+    """
     k = conv_weight.shape[-1]
     w = conv_weight.to(x.dtype)
-    if x.dim() == 3:  # (N, C, L) -> (N, C, 1, L)
-        xw = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
-        return xw, w.unsqueeze(2), [0, k // 2]
-    if x.dim() == 4:
-        return x.contiguous(memory_format=torch.channels_last), w, [k // 2] * 2
-    return x.contiguous(memory_format=torch.channels_last_3d), w, [k // 2] * 3
+    xw, w, pad = (x.unsqueeze(2), w.unsqueeze(2), [0, k // 2]) if x.dim() == 3 else (x, w, [k // 2] * (x.dim() - 2))
+    cl = torch.channels_last if xw.dim() == 4 else torch.channels_last_3d
+    if x.device.type == "cpu" or (x.dim() > 3 and xw.is_contiguous(memory_format=cl)):
+        return xw.contiguous(memory_format=cl), w, pad
+    return xw.contiguous(), w, pad
 
 
 def _conv(xw: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, pad: list[int]) -> torch.Tensor:
@@ -192,7 +196,9 @@ class _FunnelFused(torch.autograd.Function):
 
 
 def _fmt(xw: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if xw.dim() == 4 else torch.channels_last_3d
+    """The memory format of the working layout (see :func:`_work`)."""
+    cl = torch.channels_last if xw.dim() == 4 else torch.channels_last_3d
+    return cl if xw.is_contiguous(memory_format=cl) else torch.contiguous_format
 
 
 def funnel_relu(

@@ -14,9 +14,10 @@ What each activation keeps for backward (beyond its parameters):
 * ``prelu``: the mask and the output ``y`` (which the next layer usually keeps anyway, so it
   costs nothing extra there). Where ``x <= 0``, ``x = y / a`` recovers the input for the slope
   gradient ``sum_{x<=0} g*x``. While a slope is 0, non-finite or tiny (then ``y`` does not
-  determine ``x``), and under ``torch.compile`` (where that check would need a device sync
-  inside the graph), the input is kept instead of ``y``. The check is one small reduction and a
-  device sync per training forward; it is skipped when the weight needs no gradient.
+  determine ``x``), the input is kept instead of ``y``. Knowing which needs the slopes' values
+  on the host: a device sync on a GPU, which would stall every training forward, so on CUDA
+  tensors (and under ``torch.compile``) the input is kept, as ``torch.nn.PReLU`` keeps it; the
+  check runs only for CPU tensors (the interpreter), and not when the weight needs no gradient.
 * ``funnel_relu``: the input, a 2-bit code per element (x won, T(x) won, tie, NaN) and the
   per-channel batch statistics. The depthwise conv runs in PyTorch (cuDNN on GPU); one kernel
   applies BatchNorm with the statistics, takes the max and writes the codes. Backward recomputes
@@ -314,10 +315,13 @@ class _Act(torch.autograd.Function):
         output = _act_fwd_impl(*inputs)
         _act_setup(ctx, inputs, output)
         ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)  # no zero-filled gradient for the mask
         return output
 
     @staticmethod
     def backward(ctx, gy, gmask):  # type: ignore[no-untyped-def]
+        if gy is None:  # grads are not materialised: nothing reached the output
+            return (None,) * 7
         return _act_grads(ctx, gy, _act_bwd_impl)
 
 
@@ -340,7 +344,9 @@ def _pointwise(x: Tensor, w: Optional[Tensor], kind: int, slope: float, dim: Opt
         return x
     save_x = False
     if kind == PRELU and grad and w is not None and w.requires_grad:
-        save_x = traced or not _slopes_invertible(w, x.dtype)
+        # On a GPU the check would stop the host until the device catches up, every forward:
+        # keep x there (as torch.nn.PReLU does), y (free) where the check costs nothing.
+        save_x = traced or x.is_cuda or not _slopes_invertible(w, x.dtype)
     if traced:
         y, _ = _act_fwd(x, w, kind, float(slope), d, grad, save_x)
     elif grad:
@@ -544,10 +550,13 @@ class _Funnel(torch.autograd.Function):
     def forward(ctx, *inputs):  # type: ignore[no-untyped-def]
         output = _funnel_fwd_impl(*inputs)
         _funnel_setup(ctx, inputs, output)
+        ctx.set_materialize_grads(False)  # no zero-filled gradients for the code and statistics
         return output
 
     @staticmethod
     def backward(ctx, gy, gmask, gmean, gvar):  # type: ignore[no-untyped-def]
+        if gy is None:  # grads are not materialised: nothing reached the output
+            return (None,) * 10
         return _funnel_grads(ctx, gy, _funnel_bwd_impl)
 
 
