@@ -12,6 +12,8 @@ python3 -c "import torch, triton, sys; print('python', sys.version.split()[0], '
 start=$SECONDS
 timeout 240 python3 benchmarks/gpu_check.py --out "$out" > "$out/gpu-check.log" 2>&1
 echo "gpu_check: exit $? after $((SECONDS - start)) s"; tail -n 30 "$out/gpu-check.log"
+timeout 60 python3 benchmarks/gpu_overhead.py > "$out/gpu-overhead.log" 2>&1
+echo "gpu_overhead: exit $?"; head -n 16 "$out/gpu-overhead.log"
 start=$SECONDS
 timeout 300 python3 benchmarks/gpu_bench.py --out "$out" > "$out/gpu-bench.log" 2>&1
 echo "gpu_bench: exit $? after $((SECONDS - start)) s"; cat "$out/gpu-bench.log"
