@@ -168,7 +168,7 @@ class _PReLU(torch.autograd.Function):
         dims = reduce_dims(nd, cdim)
         acc = torch.promote_types(s.dtype, torch.float32)
         dx = torch.empty_like(g, memory_format=torch.preserve_format) if need_x else None
-        dw = torch.zeros(w.shape if cdim is not None else (), dtype=acc) if need_w else None
+        dw = torch.zeros(w.shape if cdim is not None else (), dtype=acc, device=s.device) if need_w else None
         slope = float(a.reshape(())) if cdim is None else 0.0
         ones = s.new_ones(())
         # Block by block along an outer dim, so that the passes over a block stay in cache.
