@@ -551,8 +551,18 @@ struct FBwdArgs {
   FPlan p;
 };
 
+// acc += fa in float64, and fa = 0.
+template <typename T>
+RECT_INLINE void flush_row(double* acc, T* fa, int64_t n) {
+  for (int64_t k = 0; k < n; ++k) {
+    acc[k] += static_cast<double>(fa[k]);
+    fa[k] = T(0);
+  }
+}
+
 template <bool DX, bool DB, typename scalar_t>
 RECT_INLINE void frelu_bwd_items_t(const FBwdArgs<scalar_t>& a, double* acc, int64_t w0, int64_t w1) {
+  using opmath_t = typename IO<scalar_t>::opmath_t;
   const FPlan& p = a.p;
   for (int64_t w = w0; w < w1; ++w) {
     const int64_t s = w * p.B, e = std::min(p.n, s + p.B);
@@ -565,8 +575,14 @@ RECT_INLINE void frelu_bwd_items_t(const FBwdArgs<scalar_t>& a, double* acc, int
       }
       continue;
     }
-    // Row mode: dx by sub-blocks, the sums per place in the row (float64), then per channel.
-    if (DB) std::fill(acc, acc + p.row, 0.0);
+    // Row mode: dx by sub-blocks; the sums per place in the row, in the op-math type over 16
+    // rows at a time (fa), each such partial then added in float64 (acc); then per channel.
+    opmath_t* fa = reinterpret_cast<opmath_t*>(acc + p.row);
+    if (DB) {
+      std::fill(acc, acc + p.row, 0.0);
+      std::fill(fa, fa + p.row, opmath_t(0));
+    }
+    int64_t rows = 0;
     for (int64_t ss = s; ss < e; ss += SUB) {
       const int64_t se = std::min(e, ss + SUB);
       if (DX) bwd_run<true, false, scalar_t>(a.g, a.m, a.dx, ss, se);
@@ -574,12 +590,14 @@ RECT_INLINE void frelu_bwd_items_t(const FBwdArgs<scalar_t>& a, double* acc, int
       for (int64_t i = ss; i < se;) {  // the items start on a row: o is i's place in its row
         const int64_t o = i % p.row, n = std::min(se - i, p.row - o);
         const auto* gs = a.g + i;
-        double* ac = acc + o;
-        for (int64_t k = 0; k < n; ++k) ac[k] += static_cast<double>(IO<scalar_t>::load(gs[k]));
+        opmath_t* f = fa + o;
+        for (int64_t k = 0; k < n; ++k) f[k] += IO<scalar_t>::load(gs[k]);
         i += n;
+        if (o + n == p.row && ++rows % 16 == 0) flush_row(acc, fa, p.row);
       }
     }
     if (DB) {
+      flush_row(acc, fa, p.row);
       for (int64_t c = 0; c < p.C; ++c) {
         double t = 0;
         for (int64_t k = 0; k < p.inner; ++k) t += acc[c * p.inner + k];
@@ -652,7 +670,7 @@ void frelu_bwd(const at::Tensor& g, const at::Tensor& mask, c10::optional<at::Te
                          d.defined() ? reinterpret_cast<raw_t*>(d.mutable_data_ptr<scalar_t>()) : nullptr,
                          want_db ? part.data() : nullptr, p};
     at::parallel_for(0, p.items, 1, [&](int64_t w0, int64_t w1) {
-      std::vector<double> acc(want_db && p.mode == 1 ? p.row : 0);
+      std::vector<double> acc(want_db && p.mode == 1 ? 2 * p.row : 0);  // float64 sums, then op-math ones
       frelu_bwd_items_any<scalar_t>(a, acc.data(), w0, w1);
     });
     if (want_db) {  // the partial sums in item order: the same whatever the thread count
@@ -933,7 +951,7 @@ TORCH_LIBRARY_IMPL(rectifiers_cpp, CPU, m) {
 """
 
 #: Bumped with every change of the source or flags (part of the extension's name).
-_VERSION = 12
+_VERSION = 13
 _NAME = f"rectifiers_frelu_cpu_v{_VERSION}"
 
 _lock = threading.Lock()
