@@ -419,10 +419,11 @@ def _at_threads(n: int, fn):
         torch.set_num_threads(old)
 
 
-def test_deterministic_across_thread_counts(cpp):
-    x = _kinky((8, 3, 20000), torch.float32, seed=5)
-    b = _bias(3, torch.float32)
-    g = torch.randn(8, 3, 20000)
+@pytest.mark.parametrize("shape", [(8, 3, 20000), (20000, 7, 5)], ids=["segment", "row"])
+def test_deterministic_across_thread_counts(cpp, shape):
+    x = _kinky(shape, torch.float32, seed=5)
+    b = _bias(shape[1], torch.float32)
+    g = torch.randn(shape)
     one, two = (_at_threads(n, lambda: _run(x, b, 1, g, _ours)) for n in (1, 2))
     assert torch.equal(_bits(one[2]), _bits(two[2]))
 
