@@ -444,6 +444,37 @@ def test_no_grad_uses_the_built_kernel_without_a_mask(cpp, layout, inplace):
     assert torch.equal(_bits(y), _bits(want))
 
 
+def test_in_place_under_no_grad_is_seen_by_autograd(cpp):
+    # Overwriting a tensor that a graph saved, in place under no_grad, must make its backward
+    # fail as with torch's own in-place ops, not give a silently wrong gradient.
+    w = torch.randn(4, 5, 300, requires_grad=True)
+    y = torch.sigmoid(w * 1.0)  # sigmoid keeps its output y
+    before = dict(cpp)
+    with torch.no_grad():
+        RF.flexible_relu(y, torch.randn(5), 1, inplace=True, backend=B)
+    assert cpp["forward"] == before["forward"] + 1
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+
+
+def test_in_place_on_a_dense_view_uses_the_kernel(cpp):
+    # In place on a view without gaps (a slice along the first dim): the kernel, and autograd
+    # rebases the view's history.
+    x0 = _kinky((6, 5, 300), torch.float32)
+    b = _bias(5, torch.float32).requires_grad_()
+    g = torch.randn(2, 5, 300)
+    h0 = x0.clone().requires_grad_()
+    h = h0 * 1.0
+    before = dict(cpp)
+    y = RF.flexible_relu(h[2:4], b, 1, inplace=True, backend=B)
+    dh0, db = torch.autograd.grad(y, (h0, b), g)
+    assert cpp["forward"] == before["forward"] + 1 and cpp["backward"] == before["backward"] + 1
+    ry, rdx, rdb = _run(x0[2:4], b, 1, g, ref.flexible_relu)
+    assert torch.equal(_bits(y.detach()), _bits(ry)) and torch.equal(_bits(dh0[2:4]), _bits(rdx))
+    assert not dh0[:2].any() and not dh0[4:].any()  # y is the slice alone
+    torch.testing.assert_close(db, rdb)
+
+
 def test_no_grad_never_starts_the_build(monkeypatch):
     # Inference alone does not compile the kernel: the plain formula, no build attempt.
     monkeypatch.delenv("RECTIFIERS_NO_CPP", raising=False)

@@ -321,6 +321,8 @@ def flexible_relu(x: torch.Tensor, bias: torch.Tensor, dim: int | None, inplace:
             return torch_ops.flexible_relu(x, bias, dim, inplace)
         y = x if inplace else torch.empty_like(x)
         _eager_cpp.forward(x, bias.to(x.dtype), y, None, fused)
+        if inplace:  # as torch's in-place ops do: autograd then sees x changed
+            torch.autograd.graph.increment_version(x)
         return y
     keep_mask = x.requires_grad
     # The fused C++ kernel (built at the first such call) when it loads and handles x's layout
