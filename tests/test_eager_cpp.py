@@ -127,8 +127,10 @@ def test_exact_against_reference(cpp, case, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[3], CASES[8], CASES[10]],
-                         ids=["seg", "one", "cl", "pieces", "flat"])
+@pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[3], CASES[8], CASES[10],
+                                  ((3, 32, 7, 9), 1, True, "channels_last"),
+                                  ((5, 24, 3, 7), 1, True, "channels_last")],
+                         ids=["seg", "one", "cl", "pieces", "flat", "cl_rows16", "cl_rows8"])
 def test_every_isa_level_matches_the_reference(isa, case, dtype):
     # The AVX-512, AVX2 and portable loops: the reference's bits for y and dx, kinks included.
     shape, dim, per_channel, layout = case
@@ -318,7 +320,8 @@ def isa(request, cpp):
 @pytest.mark.parametrize(
     "shape,dim",
     [((1, 1, 1), 1), ((5,), 0), ((7, 3, 9), 1), ((2, 3, 301), 1), ((4, 5, 15), 1), ((3, 7, 1001), 1),
-     ((300, 9, 11), 1), ((2, 40009), None), ((2, 5, 8200), 1)],
+     ((300, 9, 11), 1), ((2, 40009), None), ((2, 5, 8200), 1),
+     ((30, 48, 5), 1), ((50, 8, 3), 1), ((700, 32), 1)],  # rows of whole AVX-512 / AVX2 vectors
     ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else f"d{v}",
 )
 def test_mask_bits_on_odd_sizes(isa, shape, dim, dtype):

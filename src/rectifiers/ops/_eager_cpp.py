@@ -284,6 +284,15 @@ RECT_INLINE double bwd_run_portable(const typename IO<scalar_t>::raw_t* g, const
   return DB ? sum_of<scalar_t>(g + i0, i1 - i0) : 0.0;
 }
 
+// acc += fa in float64, and fa = 0.
+template <typename T>
+RECT_INLINE void flush_row(double* acc, T* fa, int64_t n) {
+  for (int64_t k = 0; k < n; ++k) {
+    acc[k] += static_cast<double>(fa[k]);
+    fa[k] = T(0);
+  }
+}
+
 #if RECT_X86
 // AVX2, float32 and bfloat16: 8 elements (one mask byte) per step, in the op-math type float.
 #define RECT_AVX2 inline __attribute__((target("avx2"), always_inline))
@@ -391,6 +400,50 @@ __attribute__((target("avx2"))) double bwd_run_avx2(const raw_t* g, const uint8_
   }
   return s;
 }
+
+// Row mode where a row is a whole number of vectors (row % 8 == 0 here, % 16 for AVX-512), so
+// that no vector crosses a row's end: o, the place in the row, advances by the width and
+// wraps. Forward: the bias of element i is brow[o] (one row of biases, in L1). Backward: g is
+// added into fa[o] in the same loop as dx; every 16 whole rows fa goes into acc (float64).
+// [i0, i1) starts on a mask byte; i1 - i0 is a whole number of vectors except at the end.
+template <typename raw_t, typename scalar_t>
+__attribute__((target("avx2"))) void fwd_rows_avx2(const raw_t* x, raw_t* y, uint8_t* m, const float* brow,
+                                                   int64_t row, int64_t i0, int64_t i1) {
+  const __m256 zero = _mm256_setzero_ps();
+  int64_t i = i0, o = i0 % row;
+  for (; i + 8 <= i1; i += 8) {
+    if ((i * int64_t(sizeof(raw_t))) % 64 == 0)
+      _mm_prefetch(reinterpret_cast<const char*>(x + i + RECT_PF), _MM_HINT_T0);
+    const __m256 v = ld8(x + i);
+    if (m) m[i >> 3] = static_cast<uint8_t>(_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_NLE_UQ)));
+    st8(y + i, _mm256_add_ps(_mm256_max_ps(zero, v), _mm256_loadu_ps(brow + o)));
+    o += 8;
+    if (o == row) o = 0;
+  }
+  if (i < i1) fwd_run_portable<true, scalar_t>(x, y, m, brow + o, 0, i, i1);  // o + (i1 - i) < row
+}
+
+template <bool DX, typename raw_t, typename scalar_t>
+__attribute__((target("avx2"))) void bwd_rows_avx2(const raw_t* g, const uint8_t* m, raw_t* d, int64_t i0,
+                                                   int64_t i1, float* fa, double* acc, int64_t row,
+                                                   int64_t& rows) {
+  int64_t i = i0, o = i0 % row;
+  for (; i + 8 <= i1; i += 8) {
+    if ((i * int64_t(sizeof(raw_t))) % 64 == 0)
+      _mm_prefetch(reinterpret_cast<const char*>(g + i + RECT_PF), _MM_HINT_T0);
+    const __m256 gv = dx8<DX>(g + i, d + i, m[i >> 3]);
+    _mm256_storeu_ps(fa + o, _mm256_add_ps(_mm256_loadu_ps(fa + o), gv));
+    o += 8;
+    if (o == row) {
+      o = 0;
+      if (++rows % 16 == 0) flush_row(acc, fa, row);
+    }
+  }
+  if (i < i1) {  // the tensor's last few elements (o + (i1 - i) < row: no row ends here)
+    if (DX) bwd_run_portable<true, false, scalar_t>(g, m, d, i, i1);
+    for (; i < i1; ++i) fa[o++] += IO<scalar_t>::load(g[i]);
+  }
+}
 #undef RECT_AVX2
 
 // AVX-512 (F, BW, VL), float32 and bfloat16: 16 elements (two mask bytes, one k-register) per
@@ -481,6 +534,47 @@ RECT_AVX512_T double bwd_run_avx512(const raw_t* g, const uint8_t* m, raw_t* d, 
   }
   return s;
 }
+
+template <typename raw_t, typename scalar_t>
+RECT_AVX512_T void fwd_rows_avx512(const raw_t* x, raw_t* y, uint8_t* m, const float* brow, int64_t row,
+                                   int64_t i0, int64_t i1) {
+  const __m512 zero = _mm512_setzero_ps();
+  int64_t i = i0, o = i0 % row;
+  for (; i + 16 <= i1; i += 16) {
+    if ((i * int64_t(sizeof(raw_t))) % 64 == 0)
+      _mm_prefetch(reinterpret_cast<const char*>(x + i + RECT_PF), _MM_HINT_T0);
+    const __m512 v = ld16(x + i);
+    if (m) {
+      const uint16_t k = static_cast<uint16_t>(_mm512_cmp_ps_mask(v, zero, _CMP_NLE_UQ));
+      std::memcpy(m + (i >> 3), &k, 2);
+    }
+    st16(y + i, _mm512_add_ps(_mm512_max_ps(zero, v), _mm512_loadu_ps(brow + o)));
+    o += 16;
+    if (o == row) o = 0;
+  }
+  if (i < i1) fwd_run_portable<true, scalar_t>(x, y, m, brow + o, 0, i, i1);
+}
+
+template <bool DX, typename raw_t, typename scalar_t>
+RECT_AVX512_T void bwd_rows_avx512(const raw_t* g, const uint8_t* m, raw_t* d, int64_t i0, int64_t i1,
+                                   float* fa, double* acc, int64_t row, int64_t& rows) {
+  int64_t i = i0, o = i0 % row;
+  for (; i + 16 <= i1; i += 16) {
+    if ((i * int64_t(sizeof(raw_t))) % 64 == 0)
+      _mm_prefetch(reinterpret_cast<const char*>(g + i + RECT_PF), _MM_HINT_T0);
+    const __m512 gv = dx16<DX>(g + i, d + i, bits16(m + (i >> 3)));
+    _mm512_storeu_ps(fa + o, _mm512_add_ps(_mm512_loadu_ps(fa + o), gv));
+    o += 16;
+    if (o == row) {
+      o = 0;
+      if (++rows % 16 == 0) flush_row(acc, fa, row);
+    }
+  }
+  if (i < i1) {
+    if (DX) bwd_run_portable<true, false, scalar_t>(g, m, d, i, i1);
+    for (; i < i1; ++i) fa[o++] += IO<scalar_t>::load(g[i]);
+  }
+}
 #undef RECT_AVX512
 #undef RECT_AVX512_T
 #endif
@@ -510,6 +604,36 @@ RECT_INLINE double bwd_run(const typename IO<scalar_t>::raw_t* g, const uint8_t*
   return bwd_run_portable<DX, DB, scalar_t>(g, m, d, i0, i1);
 }
 
+// The row-mode loops above when the CPU, the dtype and the row allow; false otherwise.
+template <typename scalar_t>
+RECT_INLINE bool fwd_rows(const typename IO<scalar_t>::raw_t* x, typename IO<scalar_t>::raw_t* y, uint8_t* m,
+                          const typename IO<scalar_t>::opmath_t* brow, int64_t row, int64_t i0, int64_t i1) {
+#if RECT_X86
+  if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, c10::BFloat16>) {
+    using raw_t = typename IO<scalar_t>::raw_t;
+    if (cpu_has_avx512() && row % 16 == 0) return fwd_rows_avx512<raw_t, scalar_t>(x, y, m, brow, row, i0, i1), true;
+    if (cpu_has_avx2() && row % 8 == 0) return fwd_rows_avx2<raw_t, scalar_t>(x, y, m, brow, row, i0, i1), true;
+  }
+#endif
+  return false;
+}
+
+template <bool DX, typename scalar_t>
+RECT_INLINE bool bwd_rows(const typename IO<scalar_t>::raw_t* g, const uint8_t* m, typename IO<scalar_t>::raw_t* d,
+                          int64_t i0, int64_t i1, typename IO<scalar_t>::opmath_t* fa, double* acc, int64_t row,
+                          int64_t& rows) {
+#if RECT_X86
+  if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, c10::BFloat16>) {
+    using raw_t = typename IO<scalar_t>::raw_t;
+    if (cpu_has_avx512() && row % 16 == 0)
+      return bwd_rows_avx512<DX, raw_t, scalar_t>(g, m, d, i0, i1, fa, acc, row, rows), true;
+    if (cpu_has_avx2() && row % 8 == 0)
+      return bwd_rows_avx2<DX, raw_t, scalar_t>(g, m, d, i0, i1, fa, acc, row, rows), true;
+  }
+#endif
+  return false;
+}
+
 template <typename scalar_t>
 struct FFwdArgs {
   using raw_t = typename IO<scalar_t>::raw_t;
@@ -528,8 +652,11 @@ RECT_INLINE void frelu_fwd_items(const FFwdArgs<scalar_t>& a, int64_t w0, int64_
   for (int64_t w = w0; w < w1; ++w) {
     const int64_t s = w * p.B, e = std::min(p.n, s + p.B);
     if (p.mode == 1) {
-      for (int64_t ss = s; ss < e; ss += SUB)
-        fwd_run<true, scalar_t>(a.x, a.y, a.m, a.bext + ss % p.row, 0, ss, std::min(e, ss + SUB));
+      for (int64_t ss = s; ss < e; ss += SUB) {
+        const int64_t se = std::min(e, ss + SUB);
+        if (!fwd_rows<scalar_t>(a.x, a.y, a.m, a.bext, p.row, ss, se))
+          fwd_run<true, scalar_t>(a.x, a.y, a.m, a.bext + ss % p.row, 0, ss, se);
+      }
     } else {
       for (int64_t i = s; i < e;) {  // runs of one bias, in order
         const int64_t seg = i / p.inner, re = std::min(e, (seg + 1) * p.inner);
@@ -550,15 +677,6 @@ struct FBwdArgs {
                  // mode, one per item and channel at w * C + c
   FPlan p;
 };
-
-// acc += fa in float64, and fa = 0.
-template <typename T>
-RECT_INLINE void flush_row(double* acc, T* fa, int64_t n) {
-  for (int64_t k = 0; k < n; ++k) {
-    acc[k] += static_cast<double>(fa[k]);
-    fa[k] = T(0);
-  }
-}
 
 template <bool DX, bool DB, typename scalar_t>
 RECT_INLINE void frelu_bwd_items_t(const FBwdArgs<scalar_t>& a, double* acc, int64_t w0, int64_t w1) {
@@ -585,6 +703,7 @@ RECT_INLINE void frelu_bwd_items_t(const FBwdArgs<scalar_t>& a, double* acc, int
     int64_t rows = 0;
     for (int64_t ss = s; ss < e; ss += SUB) {
       const int64_t se = std::min(e, ss + SUB);
+      if (DB && bwd_rows<DX, scalar_t>(a.g, a.m, a.dx, ss, se, fa, acc, p.row, rows)) continue;
       if (DX) bwd_run<true, false, scalar_t>(a.g, a.m, a.dx, ss, se);
       if (!DB) continue;
       for (int64_t i = ss; i < se;) {  // the items start on a row: o is i's place in its row
@@ -951,7 +1070,7 @@ TORCH_LIBRARY_IMPL(rectifiers_cpp, CPU, m) {
 """
 
 #: Bumped with every change of the source or flags (part of the extension's name).
-_VERSION = 13
+_VERSION = 14
 _NAME = f"rectifiers_frelu_cpu_v{_VERSION}"
 
 _lock = threading.Lock()
