@@ -56,17 +56,27 @@ def test_output_reuse_keeps_nothing(make, dtype: torch.dtype) -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda: R.LeakyReLU(-0.2, backend="eager"),
-        lambda: R.FReLU(1, backend="eager"),
-        lambda: R.FReLU(SHAPE[1], backend="eager"),
-    ],
-    ids=["leaky_negative", "frelu1", "frelu_c"],
-)
-def test_mask_keeps_one_byte(make, dtype: torch.dtype) -> None:
-    assert 1.0 <= _extra(make(), dtype) <= 1.0 + SMALL
+def test_negative_slope_keeps_one_byte(dtype: torch.dtype) -> None:
+    """LeakyReLU with a negative slope: the output's sign no longer tells, a bool mask is kept."""
+    assert 1.0 <= _extra(R.LeakyReLU(-0.2, backend="eager"), dtype) <= 1.0 + SMALL
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels", [1, SHAPE[1]], ids=["frelu1", "frelu_c"])
+@pytest.mark.parametrize("cpp", [True, False], ids=["fused", "plain"])
+def test_frelu_keeps_a_mask(channels: int, cpp: bool, dtype: torch.dtype, monkeypatch) -> None:
+    """FReLU keeps a mask of x > 0: 1 bit per element from the fused C++ kernel, a 1-byte bool
+    from the plain path (no compiler, or RECTIFIERS_NO_CPP=1)."""
+    from rectifiers.ops import _eager_cpp
+
+    if cpp:
+        if not _eager_cpp.load():
+            pytest.skip("the C++ kernels cannot be built here (no compiler)")
+        want = 0.125
+    else:
+        monkeypatch.setenv("RECTIFIERS_NO_CPP", "1")
+        want = 1.0
+    assert want <= _extra(R.FReLU(channels, backend="eager"), dtype) <= want + SMALL
 
 
 def test_prelu_fallback_keeps_input() -> None:
