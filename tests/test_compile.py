@@ -158,3 +158,62 @@ def test_inductor_same_as_eager_at_the_kinks(name: str, channels_last: bool) -> 
     torch.testing.assert_close(yc, y, equal_nan=True)
     for a, b in zip(grads_c, grads):
         torch.testing.assert_close(a, b, equal_nan=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# What a compiled training step keeps on CPU: the output, or a mask made outside the generated
+# code (Inductor's C++ code writes and reads bool tensors through scalar loops, many times slower)
+
+
+def _saved_under_compile(m: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """Tensors a compiled step keeps for backward, other than the output (one per storage)."""
+    seen: dict[int, torch.Tensor] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        seen[t.untyped_storage().data_ptr()] = t
+        return t
+
+    h = x.clone().requires_grad_() * 1.0  # a non-leaf, as a previous layer's output
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = m(h)
+    seen.pop(y.untyped_storage().data_ptr(), None)
+    return list(seen.values())
+
+
+@pytest.mark.parametrize("name", ["relu", "leaky", "leaky_negative", "frelu1", "frelu_c"])
+def test_compiled_cpu_step_keeps_output_or_an_outside_mask(name: str) -> None:
+    torch._dynamo.reset()
+    m = MODULES[name]()
+    # The partitioner Inductor uses (min-cut, with its decompositions), without building C++.
+    compiled = torch.compile(m, fullgraph=True, backend="aot_eager_decomp_partition")
+    kept = _saved_under_compile(compiled, _input(name))
+    if name in ("relu", "leaky"):
+        assert kept == [], [(t.dtype, tuple(t.shape)) for t in kept]  # the output only
+    else:  # a 1-byte mask, made by rectifiers' op (not by generated code)
+        assert [t.dtype for t in kept] == [torch.bool], [(t.dtype, tuple(t.shape)) for t in kept]
+    # The forward and backward graphs call rectifiers' ops for what touches the kept tensor.
+    fw, bw = _traced_ops(MODULES[name](), _input(name))
+    if name in ("relu", "leaky"):
+        assert "rectifiers_compiled.grad_from_output.default" in bw, bw
+    else:
+        assert "rectifiers_compiled.pass_mask.default" in fw, fw
+        assert "rectifiers_compiled.grad_from_mask.default" in bw, bw
+
+
+def _traced_ops(m: torch.nn.Module, x: torch.Tensor) -> tuple[set[str], set[str]]:
+    """The ops of the forward and backward graphs AOTAutograd hands a compiler (min-cut split)."""
+    from functorch.compile import make_boxed_func, min_cut_rematerialization_partition
+    from torch._dynamo.backends.common import aot_autograd
+
+    graphs: list[set[str]] = []
+
+    def grab(gm, example_inputs):  # type: ignore[no-untyped-def]
+        graphs.append({str(n.target) for n in gm.graph.nodes if n.op == "call_function"})
+        return make_boxed_func(gm.forward)
+
+    torch._dynamo.reset()
+    backend = aot_autograd(fw_compiler=grab, bw_compiler=grab, partition_fn=min_cut_rematerialization_partition)
+    y = torch.compile(m, fullgraph=True, backend=backend)(x.clone().requires_grad_())
+    y.backward(torch.ones_like(y))
+    assert len(graphs) == 2, graphs
+    return graphs[0], graphs[1]

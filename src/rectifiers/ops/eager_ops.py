@@ -17,14 +17,19 @@ What each activation keeps for backward (beyond what the next layer keeps anyway
                 writes y and the mask, bit-packed (1/8 byte per element), in one pass, and
                 dx and the bias gradient in one; elsewhere a 1-byte bool mask
 ``funnel_relu`` the input only, plus per-channel statistics: the depthwise conv and the
-                BatchNorm are recomputed in backward, in channels-last layout (PyTorch's CPU
-                depthwise conv is many times faster there than in NCHW)
+                BatchNorm are recomputed in backward; on CPU by a fused C++ kernel in the
+                input's NCHW layout (:mod:`._funnel_cpp`), else (channels-last input, no
+                compiler) in channels-last layout, where PyTorch's CPU depthwise conv is many
+                times faster than in NCHW (see :mod:`._eager_funnel`)
 ==============  ==========================================================================
 
 When nothing needs a gradient (``torch.no_grad()``, or no input or parameter requires grad) the
-plain fast torch kernels run directly, with no autograd Function in the way. Under
+plain fast torch kernels run directly, with no autograd Function in the way (FReLU on CPU: the
+fused kernel's single pass, once it has been built). Under
 ``torch.compile`` / ``torch.export`` the plain formulas are traced instead (the compiler fuses
-them and picks what to keep; no data-dependent branch breaks the graph).
+them and picks what to keep; no data-dependent branch breaks the graph), except for ReLU,
+LeakyReLU and FReLU on CPU under ``torch.compile`` with a gradient needed: there the compiler's
+own choice (a bool mask) is many times slower, and :mod:`._eager_compiled` says what to keep.
 
 Double backward (``create_graph=True``) works: every backward below is written with
 differentiable operations, or recomputes through the reference formula when a graph is asked for.
@@ -36,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import reference as ref
-from . import _eager_cpp, _eager_funnel, torch_ops
+from . import _eager_compiled, _eager_cpp, _eager_funnel, torch_ops
 from ._eager_common import cache_blocks, compiling, needs_grad, reduce_dims
 
 __all__ = ["relu", "leaky_relu", "prelu", "flexible_relu", "funnel_relu"]
@@ -49,6 +54,8 @@ _aten = torch.ops.aten
 
 
 def relu(x: torch.Tensor, inplace: bool) -> torch.Tensor:
+    if not inplace and needs_grad(x) and _eager_compiled.wanted(x):
+        return _eager_compiled.relu(x)
     return torch.relu_(x) if inplace else torch.relu(x)
 
 
@@ -98,6 +105,8 @@ class _LeakyReLUKeepMask(torch.autograd.Function):
 
 
 def leaky_relu(x: torch.Tensor, negative_slope: float, inplace: bool) -> torch.Tensor:
+    if not inplace and needs_grad(x) and _eager_compiled.wanted(x):
+        return _eager_compiled.leaky_relu(x, negative_slope)
     if inplace or not needs_grad(x) or compiling():
         # torch's in-place leaky_relu_ already keeps only its result (self_is_result=True);
         # functional.py refuses in-place with a negative slope when a gradient is needed.
@@ -310,6 +319,8 @@ def _laid_out_as(g: torch.Tensor, size: torch.Size, stride: tuple[int, ...]) -> 
 
 
 def flexible_relu(x: torch.Tensor, bias: torch.Tensor, dim: int | None, inplace: bool) -> torch.Tensor:
+    if not inplace and needs_grad(x, bias) and _eager_compiled.wanted(x):
+        return _eager_compiled.flexible_relu(x, bias, dim)
     if compiling():
         return torch_ops.flexible_relu(x, bias, dim, inplace)
     cdim = dim if bias.numel() > 1 else None
