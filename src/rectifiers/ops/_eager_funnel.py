@@ -78,14 +78,22 @@ def _differentiable_backward(g, ins, rmc, rvc, use_batch, eps, need):  # type: i
 
 class _Funnel(torch.autograd.Function):
     @staticmethod
-    def forward(x, conv_weight, conv_bias, bn_weight, bn_bias, rm, rv, use_batch, momentum, eps):  # type: ignore[no-untyped-def]
+    def _run(x, conv_weight, conv_bias, bn_weight, bn_bias, rm, rv, use_batch, momentum, eps):  # type: ignore[no-untyped-def]
         y, mean, invstd = _forward(
             x, conv_weight, conv_bias, bn_weight, bn_bias, rm, rv, use_batch, momentum, eps
         )
         return y, mean, invstd
 
+    # forward(ctx, ...) calls the two halves: with a separate setup_context, every apply binds
+    # its arguments through inspect.signature (tens of microseconds of Python a call).
+    @classmethod
+    def forward(cls, ctx, *inputs):  # type: ignore[no-untyped-def, override]
+        output = cls._run(*inputs)
+        cls._setup(ctx, inputs, output)
+        return output
+
     @staticmethod
-    def setup_context(ctx, inputs, output):  # type: ignore[no-untyped-def]
+    def _setup(ctx, inputs, output):  # type: ignore[no-untyped-def]
         x, conv_weight, conv_bias, bn_weight, bn_bias, rm, rv, use_batch, momentum, eps = inputs
         _, mean, invstd = output
         ctx.use_batch, ctx.eps = use_batch, eps
@@ -165,13 +173,21 @@ class _FunnelFused(torch.autograd.Function):
     """The funnel through the fused C++ CPU kernel: x and (C, 3) statistics kept."""
 
     @staticmethod
-    def forward(x, conv_weight, conv_bias, bn_weight, bn_bias, rm, rv, use_batch, momentum, eps):  # type: ignore[no-untyped-def]
+    def _run(x, conv_weight, conv_bias, bn_weight, bn_bias, rm, rv, use_batch, momentum, eps):  # type: ignore[no-untyped-def]
         return _funnel_cpp.forward(
             x.contiguous(), conv_weight, conv_bias, bn_weight, bn_bias, rm, rv, use_batch, momentum, eps
         )
 
+    # forward(ctx, ...) calls the two halves: with a separate setup_context, every apply binds
+    # its arguments through inspect.signature (tens of microseconds of Python a call).
+    @classmethod
+    def forward(cls, ctx, *inputs):  # type: ignore[no-untyped-def, override]
+        output = cls._run(*inputs)
+        cls._setup(ctx, inputs, output)
+        return output
+
     @staticmethod
-    def setup_context(ctx, inputs, output):  # type: ignore[no-untyped-def]
+    def _setup(ctx, inputs, output):  # type: ignore[no-untyped-def]
         x, conv_weight, conv_bias, bn_weight, bn_bias, rm, rv, use_batch, momentum, eps = inputs
         _, stats = output
         ctx.use_batch, ctx.eps = use_batch, eps

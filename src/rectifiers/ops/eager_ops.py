@@ -71,13 +71,11 @@ class _LeakyReLUKeepOutput(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(x: torch.Tensor, slope: float) -> torch.Tensor:
-        return F.leaky_relu(x, slope)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):  # type: ignore[no-untyped-def]
-        ctx.slope = inputs[1]
-        ctx.save_for_backward(output)
+    def forward(ctx, x: torch.Tensor, slope: float) -> torch.Tensor:  # type: ignore[no-untyped-def]
+        y = F.leaky_relu(x, slope)
+        ctx.slope = slope
+        ctx.save_for_backward(y)
+        return y
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[no-untyped-def]
@@ -89,13 +87,10 @@ class _LeakyReLUKeepMask(torch.autograd.Function):
     """Slope < 0: the output's sign no longer tells, so keep a 1-byte mask ``x > 0``."""
 
     @staticmethod
-    def forward(x: torch.Tensor, slope: float) -> torch.Tensor:
-        return F.leaky_relu(x, slope)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):  # type: ignore[no-untyped-def]
-        x, ctx.slope = inputs
+    def forward(ctx, x: torch.Tensor, slope: float) -> torch.Tensor:  # type: ignore[no-untyped-def]
+        ctx.slope = slope
         ctx.save_for_backward(x > 0)
+        return F.leaky_relu(x, slope)
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[no-untyped-def]
@@ -130,20 +125,17 @@ class _PReLU(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(x: torch.Tensor, w: torch.Tensor, dim: int | None, keep_output: bool, fused):  # type: ignore[no-untyped-def]
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, dim: int | None, keep_output: bool, fused):  # type: ignore[no-untyped-def]
         if fused is not None:  # the C++ kernel: torch.prelu's math, one pass
             y = torch.empty_like(x)
             _eager_cpp.prelu_forward(x, w.to(x.dtype), y, fused)
-            return y
-        return torch_ops.prelu(x, w, dim)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):  # type: ignore[no-untyped-def]
-        x, w, dim, keep_output, fused = inputs
+        else:
+            y = torch_ops.prelu(x, w, dim)
         ctx.dim = dim
         ctx.keep_output = keep_output
         ctx.fused = fused
-        ctx.save_for_backward(output if keep_output else x, w)
+        ctx.save_for_backward(y if keep_output else x, w)
+        return y
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[no-untyped-def]
