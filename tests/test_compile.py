@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import rectifiers as R
+from rectifiers.ops import _eager_cpp
 
 C = 4
 
@@ -181,7 +182,9 @@ def _saved_under_compile(m: torch.nn.Module, x: torch.Tensor) -> list[torch.Tens
 
 
 @pytest.mark.parametrize("name", ["relu", "leaky", "leaky_negative", "frelu1", "frelu_c"])
-def test_compiled_cpu_step_keeps_output_or_an_outside_mask(name: str) -> None:
+def test_compiled_cpu_step_keeps_output_or_an_outside_mask(name: str, monkeypatch) -> None:
+    if name.startswith("frelu"):  # FReLU's 1-byte-mask path: the one taken without the C++ kernel
+        monkeypatch.setenv("RECTIFIERS_NO_CPP", "1")
     torch._dynamo.reset()
     m = MODULES[name]()
     # The partitioner Inductor uses (min-cut, with its decompositions), without building C++.
@@ -217,3 +220,172 @@ def _traced_ops(m: torch.nn.Module, x: torch.Tensor) -> tuple[set[str], set[str]
     y.backward(torch.ones_like(y))
     assert len(graphs) == 2, graphs
     return graphs[0], graphs[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# FReLU compiled on CPU through the fused C++ kernel: custom ops frelu_fwd (y and the bit-packed
+# mask) and frelu_bwd (dx and the bias gradient), the eager path's own passes
+
+
+def _need_kernel() -> None:
+    if not _eager_cpp.load():
+        pytest.skip("the fused C++ FReLU kernel could not be built here (no compiler?)")
+
+
+def _kink_input(shape: tuple[int, ...], dtype: torch.dtype, layout: str) -> torch.Tensor:
+    """x with 0, -0, tiny, NaN and inf in it, in the layout asked for (a leaf of that layout)."""
+    torch.manual_seed(3)
+    full = list(shape)
+    if layout == "strided":
+        full[-1] = 2 * full[-1]  # every other element of the last dim: a view with gaps
+    x = torch.randn(full)
+    x.view(-1)[:7] = torch.tensor([0.0, -0.0, 1e-30, -1e-30, float("nan"), float("inf"), float("-inf")])
+    x = x.to(dtype)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    return x
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("name", ["frelu1", "frelu_c"])
+def test_compiled_frelu_fused_same_as_eager(name: str, dtype: torch.dtype, layout: str) -> None:
+    """Inductor-compiled FReLU runs the fused kernel and equals eager bitwise, kinks included."""
+    _need_kernel()
+    torch._dynamo.reset()
+    m = MODULES[name]().to(dtype)
+    mc = copy.deepcopy(m)
+    compiled = torch.compile(mc, fullgraph=True)
+    base = _kink_input((2, C, 5, 7), dtype, layout)
+    torch.manual_seed(4)
+    g = torch.randn(2, C, 5, 7).to(dtype)
+    g.view(-1)[7:9] = float("inf")  # an infinite g where x > 0 and where x <= 0
+
+    def step(mod):  # type: ignore[no-untyped-def]
+        xb = base.clone(memory_format=torch.preserve_format).requires_grad_()
+        x = xb[..., ::2] if layout == "strided" else xb
+        y = mod(x)
+        grads = torch.autograd.grad(y, [xb] + list(mod.parameters()), g)
+        return y.detach(), grads
+
+    y, grads = step(m)
+    calls = dict(_eager_cpp.CALLS)
+    yc, grads_c = step(compiled)
+    # The compiled step ran the kernel itself, forward and backward.
+    assert _eager_cpp.CALLS["forward"] > calls["forward"] and _eager_cpp.CALLS["backward"] > calls["backward"]
+    assert yc.dtype == dtype and yc.shape == y.shape
+    torch.testing.assert_close(yc, y, equal_nan=True, rtol=0, atol=0)
+    for a, b in zip(grads_c, grads):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        torch.testing.assert_close(a, b, equal_nan=True, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["frelu1", "frelu_c"])
+def test_compiled_frelu_graph_calls_the_fused_ops(name: str) -> None:
+    _need_kernel()
+    fw, bw = _traced_ops(MODULES[name](), _input(name))
+    assert "rectifiers_compiled.frelu_fwd.default" in fw, fw
+    assert "rectifiers_compiled.frelu_bwd.default" in bw, bw
+    assert "rectifiers_compiled.pass_mask.default" not in fw, fw
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("name", ["frelu1", "frelu_c"])
+def test_compiled_frelu_keeps_one_bit_per_element(name: str, channels_last: bool) -> None:
+    """A compiled training step keeps the packed mask only: ceil(n / 8) bytes, nothing else."""
+    _need_kernel()
+    torch._dynamo.reset()
+    compiled = torch.compile(MODULES[name](), fullgraph=True, backend="aot_eager_decomp_partition")
+    torch.manual_seed(0)
+    x = torch.randn(3, C, 5, 7)  # 420 elements: not a multiple of 8
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    kept = _saved_under_compile(compiled, x)
+    assert [(t.dtype, t.numel()) for t in kept] == [(torch.uint8, (x.numel() + 7) // 8)], [
+        (t.dtype, tuple(t.shape)) for t in kept
+    ]
+    nbytes = sum(t.untyped_storage().nbytes() for t in kept)
+    assert nbytes / x.numel() <= 0.125 + 1 / x.numel()
+
+
+@pytest.mark.parametrize("name", ["frelu1", "frelu_c"])
+def test_compiled_frelu_without_the_kernel_keeps_a_bool_mask(name: str, monkeypatch) -> None:
+    """RECTIFIERS_NO_CPP=1 (or no compiler): the 1-byte-mask path, same results as eager."""
+    monkeypatch.setenv("RECTIFIERS_NO_CPP", "1")
+    fw, bw = _traced_ops(MODULES[name](), _input(name))
+    assert "rectifiers_compiled.pass_mask.default" in fw and "rectifiers_compiled.frelu_fwd.default" not in fw, fw
+    torch._dynamo.reset()
+    m = MODULES[name]()
+    compiled = torch.compile(copy.deepcopy(m), fullgraph=True, backend="aot_eager")
+    g = torch.randn(_input(name).shape)
+    y, grads = _step(m, _input(name), g)
+    yc, grads_c = _step(compiled, _input(name), g)
+    torch.testing.assert_close(yc, y)
+    for a, b in zip(grads_c, grads):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", ["frelu1", "frelu_c"])
+def test_export_of_a_training_frelu_keeps_plain_aten_ops(name: str) -> None:
+    """torch.export of a FReLU whose bias needs a gradient: aten ops, none of rectifiers' own."""
+    m = MODULES[name]()  # train mode, bias requires grad
+    x = _input(name).requires_grad_()
+    ep = torch.export.export(m, (x,))
+    targets = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+    assert "aten.relu.default" in targets, targets
+    assert not any("rectifiers" in t for t in targets), targets
+    torch.testing.assert_close(ep.module()(x), m(x))
+
+
+def _opcheck_inputs():  # type: ignore[no-untyped-def]
+    torch.manual_seed(5)
+    for dtype in (torch.float32, torch.bfloat16):
+        for layout in ("nchw", "channels_last", "strided"):
+            x = _kink_input((2, 3, 4, 5), dtype, layout)
+            x = torch.nan_to_num(x, nan=0.5)  # opcheck compares outputs without equal_nan
+            x = x[..., ::2] if layout == "strided" else x
+            for bias in (torch.tensor([-1.0]), torch.randn(3)):
+                cdim = 1 if bias.numel() > 1 else None
+                yield x, bias, cdim
+
+
+def test_opcheck_frelu_fwd() -> None:
+    _need_kernel()
+    op = torch.ops.rectifiers_compiled.frelu_fwd.default
+    for x, bias, cdim in _opcheck_inputs():
+        torch.library.opcheck(op, (x.detach().requires_grad_(), bias.requires_grad_(), cdim))
+        torch.library.opcheck(op, (x, bias.detach(), cdim))
+
+
+def test_opcheck_frelu_bwd() -> None:
+    _need_kernel()
+    op = torch.ops.rectifiers_compiled.frelu_bwd.default
+    for x, bias, cdim in _opcheck_inputs():
+        y, mask = torch.ops.rectifiers_compiled.frelu_fwd(x, bias, cdim)
+        stride = list(y.stride())
+        for g in (torch.randn(x.shape).to(x.dtype), torch.randn(x.shape).to(x.dtype).to(memory_format=torch.channels_last)):
+            for need_x, need_b in ((True, True), (True, False), (False, True)):
+                torch.library.opcheck(op, (g, mask, stride, cdim, need_x, need_b))
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_frelu_ops_torch_fallback_same_as_kernel(layout: str, monkeypatch) -> None:
+    """Where the kernel has no mode for a layout, the ops compute the same with torch ops."""
+    _need_kernel()
+    from rectifiers.ops import _eager_compiled
+
+    x = _kink_input((2, 3, 4, 5), torch.float32, layout)
+    bias = torch.randn(3)
+    torch.manual_seed(6)
+    g = torch.randn(x.shape)
+    y, mask = torch.ops.rectifiers_compiled.frelu_fwd(x, bias, 1)
+    dx, db = torch.ops.rectifiers_compiled.frelu_bwd(g, mask, list(y.stride()), 1, True, True)
+    monkeypatch.setattr(_eager_compiled._eager_cpp, "plan", lambda *a, **k: None)
+    y2, mask2 = torch.ops.rectifiers_compiled.frelu_fwd(x, bias, 1)
+    dx2, db2 = torch.ops.rectifiers_compiled.frelu_bwd(g, mask2, list(y2.stride()), 1, True, True)
+    assert y2.stride() == y.stride() and dx2.stride() == dx.stride()
+    assert torch.equal(mask2, mask)
+    torch.testing.assert_close(y2, y, equal_nan=True, rtol=0, atol=0)
+    torch.testing.assert_close(dx2, dx, rtol=0, atol=0)
+    # The same sums in another order (the kernel's row mode adds float32 lanes first).
+    torch.testing.assert_close(db2.float(), db.float())

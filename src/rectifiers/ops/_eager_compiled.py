@@ -14,9 +14,20 @@ What is traced instead:
   fuses it with its neighbours); the output is kept, which the next layer keeps anyway (0 extra
   bytes), and the backward is one opaque op on ``(g, y)`` running torch's own kernel, so that
   the partitioner cannot trade the output for a bool mask.
-* ``leaky_relu`` with a slope < 0, ``flexible_relu``: ``y`` is the plain formula; the 1-byte
-  mask comes from an opaque op (ATen's vectorised compare) and ``dx`` from another (torch's
-  backward kernel, block by block); FReLU's bias gradient stays a plain sum.
+* ``flexible_relu`` when the fused C++ kernel of :mod:`._eager_cpp` is available (decided once
+  per compilation, at trace time: see :func:`fused_available`) and x's dtype is one it handles:
+  two custom ops around that kernel, the eager path's own passes. ``frelu_fwd(x, b, cdim)``
+  returns ``y`` and the bit-packed mask of ``relu(x) != 0`` (a flat uint8 tensor of
+  ``ceil(numel / 8)`` bytes, bit ``i % 8`` of byte ``i // 8`` for x's element at memory offset
+  ``i``), in one pass; ``frelu_bwd`` returns ``dx`` and the float64 per-channel sums of ``g`` in
+  one pass. The compiled step keeps 1/8 byte per element, as eager does; the price is that
+  Inductor cannot fuse FReLU's forward with its neighbours. ``y`` has x's strides (any dense
+  layout: contiguous, channels_last, a permutation); a view with gaps is copied to contiguous
+  inside the op (``y`` is then contiguous). ``dx`` has the strides the forward computed in.
+* ``leaky_relu`` with a slope < 0, and ``flexible_relu`` without the fused kernel: ``y`` is the
+  plain formula; the 1-byte mask comes from an opaque op (ATen's vectorised compare) and ``dx``
+  from another (torch's backward kernel, block by block); FReLU's bias gradient stays a plain
+  sum.
 
 Gradients follow torch's conventions exactly (NaN, +-0, an infinite ``g``). The ops have no
 autograd formula of their own: double backward through a compiled graph is refused by
@@ -25,14 +36,17 @@ autograd formula of their own: double backward through a compiled graph is refus
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .. import reference as ref
+from . import _eager_cpp
 from ._eager_common import cache_blocks, reduce_dims
 
-__all__ = ["wanted", "relu", "leaky_relu", "flexible_relu"]
+__all__ = ["wanted", "fused_available", "relu", "leaky_relu", "flexible_relu"]
 
 NS = "rectifiers_compiled"
 _aten = torch.ops.aten
@@ -100,6 +114,162 @@ def _grad_from_mask(g: Tensor, mask: Tensor, slope: float) -> Tensor:
 @_grad_from_mask.register_fake
 def _(g, mask, slope):  # type: ignore[no-untyped-def]
     return torch.empty_like(g)
+
+
+# --------------------------------------------------------------------------------------------
+# FReLU through the fused C++ kernel (bit-packed mask): two custom ops and their autograd formula
+
+#: dtypes the fused kernel handles (others take the 1-byte-mask path).
+_FUSED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+_BITS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+@torch.compiler.assume_constant_result
+def fused_available() -> bool:
+    """Whether the fused FReLU kernel of :mod:`._eager_cpp` is loaded, or loads (trace time).
+
+    Dynamo calls this once per compilation and bakes the answer into the graph, so the custom
+    ops below are only traced when their kernel is there. :func:`._eager_cpp.load` returns at
+    once when the kernel is loaded or its build is cached; on a machine that never built it, the
+    first compiled FReLU training step builds it (about half a minute, once, as the first eager
+    one does). ``RECTIFIERS_NO_CPP=1`` or a failed build: ``False``, the 1-byte-mask path.
+    """
+    return bool(_eager_cpp.loaded() or _eager_cpp.load())
+
+
+def _dense(x: Tensor) -> bool:
+    """No gaps, no overlap: x's memory is some permutation of its dims, laid out contiguously."""
+    dims = sorted((d for d in range(x.dim()) if x.shape[d] != 1), key=lambda d: x.stride(d))
+    expect = 1
+    for d in dims:
+        if x.stride(d) != expect:
+            return False
+        expect = expect * x.shape[d]
+    return True
+
+
+def _contiguous_strides(shape: Sequence[int]) -> list[int]:
+    strides, acc = [], 1
+    for n in reversed(list(shape)):
+        strides.append(acc)
+        acc = acc * max(n, 1)
+    return strides[::-1]
+
+
+def _layout(x: Tensor) -> list[int]:
+    """The strides the fused ops compute in for x: x's own if dense, else contiguous ones."""
+    return list(x.stride()) if _dense(x) else _contiguous_strides(x.shape)
+
+
+def _memory_order(t: Tensor) -> Tensor:
+    """A dense, freshly laid out tensor as the flat array of its memory (offset 0 to numel)."""
+    return t.as_strided((t.numel(),), (1,), t.storage_offset())
+
+
+def _pack(m: Tensor) -> Tensor:
+    """Bit-pack a dense bool tensor in memory order: ``ceil(n / 8)`` uint8 bytes, zero padded."""
+    flat = _memory_order(m).to(torch.uint8)
+    flat = F.pad(flat, (0, (-flat.numel()) % 8)).view(-1, 8)
+    weights = torch.tensor(_BITS, dtype=torch.uint8, device=m.device)
+    return flat.mul_(weights).sum(1, dtype=torch.uint8)
+
+
+@torch.library.custom_op(f"{NS}::frelu_fwd", mutates_args=(), tags=(torch.Tag.needs_exact_strides,))
+def _frelu_fwd(x: Tensor, bias: Tensor, cdim: int | None) -> tuple[Tensor, Tensor]:
+    """``y = relu(x) + b`` (b per channel along ``cdim``, or one value) and the packed mask.
+
+    The mask is ``relu(x) != 0`` (x > 0 or NaN), bit-packed in the memory order of x (of x made
+    contiguous when x has gaps): :func:`._eager_cpp.new_mask`'s format.
+    """
+    if not _dense(x):
+        x = x.contiguous()
+    y = torch.empty_like(x)
+    mask = _eager_cpp.new_mask(x)
+    p = _eager_cpp.plan(x, cdim)
+    if p is not None:
+        _eager_cpp.forward(x, bias.to(x.dtype), y, mask, p)
+        return y, mask
+    # A layout the kernel has no mode for (or no kernel): the same results with torch ops.
+    b = ref.channel_view(bias.to(x.dtype), x, cdim if cdim is not None else 0)
+    torch.add(torch.relu(x), b, out=y)
+    m = torch.empty_like(x, dtype=torch.bool)  # x's strides: the packing follows x's memory
+    torch.ne(torch.relu(x), 0, out=m)
+    mask.copy_(_pack(m))
+    return y, mask
+
+
+@_frelu_fwd.register_fake
+def _(x, bias, cdim):  # type: ignore[no-untyped-def]
+    y = torch.empty_strided(x.shape, _layout(x), dtype=x.dtype, device=x.device)
+    mask = x.new_empty(((x.numel() + 7) // 8,), dtype=torch.uint8)
+    return y, mask
+
+
+@torch.library.custom_op(f"{NS}::frelu_bwd", mutates_args=(), tags=(torch.Tag.needs_exact_strides,))
+def _frelu_bwd(
+    g: Tensor, mask: Tensor, stride: Sequence[int], cdim: int | None, need_x: bool, need_b: bool
+) -> tuple[Tensor, Tensor]:
+    """``dx = g where the mask's bit is set, else 0`` and ``db[c] = sum of g over channel c``.
+
+    ``stride``: the strides the forward computed in (the mask's memory order); ``dx`` has them.
+    ``db`` is float64, ``(C,)`` (``(1,)`` for one bias). An output not asked for is empty.
+    """
+    stride = tuple(stride)
+    if g.stride() != stride:
+        if all(n == 1 or a == b for n, a, b in zip(g.shape, g.stride(), stride)):
+            g = g.as_strided(g.shape, stride, g.storage_offset())  # same memory, size-1 dims aside
+        else:  # the kernel reads g in the mask's memory order: one copy
+            g = torch.empty_strided(g.shape, stride, dtype=g.dtype, device=g.device).copy_(g)
+    c = g.shape[cdim] if cdim is not None else 1
+    p = _eager_cpp.plan(g, cdim) if (need_x or need_b) else None
+    if p is not None:
+        dx, db = _eager_cpp.backward(g, mask, need_x, need_b, p)
+    else:  # no kernel mode for this layout: the same results with torch ops
+        dx = db = None
+        if need_x:
+            m = _eager_cpp.unpack_mask(mask, g.shape, stride)
+            dx = torch.empty_strided(g.shape, stride, dtype=g.dtype, device=g.device)
+            torch.ops.aten.threshold_backward.grad_input(g, m.to(g.dtype), 0, grad_input=dx)
+        if need_b:
+            dims = reduce_dims(g.dim(), cdim)
+            db = (g.sum(dims, dtype=torch.float64) if dims else g.to(torch.float64)).reshape(c)
+    if dx is None:
+        dx = g.new_empty((0,))
+    if db is None:
+        db = g.new_empty((0,), dtype=torch.float64)
+    return dx, db
+
+
+@_frelu_bwd.register_fake
+def _(g, mask, stride, cdim, need_x, need_b):  # type: ignore[no-untyped-def]
+    c = g.shape[cdim] if cdim is not None else 1
+    dx = torch.empty_strided(g.shape, tuple(stride), dtype=g.dtype, device=g.device) if need_x else g.new_empty((0,))
+    db = g.new_empty((c,) if need_b else (0,), dtype=torch.float64)
+    return dx, db
+
+
+def _frelu_setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
+    x, bias, cdim = inputs
+    ctx.save_for_backward(output[1])  # the packed mask only: 1/8 byte per element
+    ctx.stride = _layout(x)
+    ctx.cdim = cdim
+    ctx.bias_shape, ctx.bias_dtype = bias.shape, bias.dtype
+
+
+def _frelu_backward(ctx, gy, _gmask):  # type: ignore[no-untyped-def]
+    (mask,) = ctx.saved_tensors
+    need_x, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    dx, db = torch.ops.rectifiers_compiled.frelu_bwd(gy, mask, ctx.stride, ctx.cdim, need_x, need_b)
+    return (
+        dx if need_x else None,
+        db.reshape(ctx.bias_shape).to(ctx.bias_dtype) if need_b else None,
+        None,
+    )
+
+
+torch.library.register_autograd(
+    f"{NS}::frelu_fwd", _frelu_backward, setup_context=_frelu_setup_context
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,8 +344,15 @@ def leaky_relu(x: Tensor, negative_slope: float) -> Tensor:
 
 
 def flexible_relu(x: Tensor, bias: Tensor, dim: int | None) -> Tensor:
-    """``relu(x) + b`` keeping a 1-byte mask (only x's gradient needs one)."""
+    """``relu(x) + b``: the fused kernel's ops (a bit-packed mask kept), else a 1-byte mask.
+
+    Only x's gradient needs a mask; with x not requiring grad the plain formula is traced.
+    """
     if not x.requires_grad:  # only the bias needs a gradient: the sum of g, nothing to keep
         return torch.relu(x) + ref.channel_view(bias.to(x.dtype), x, dim if dim is not None else 0)
+    if x.dtype in _FUSED_DTYPES and x.numel() > 0 and fused_available():
+        cdim = dim if bias.numel() > 1 else None
+        y, _ = torch.ops.rectifiers_compiled.frelu_fwd(x, bias, cdim)
+        return y
     y, _ = _KeepMask.apply(x, 0.0, bias, dim)
     return y
