@@ -290,3 +290,33 @@ def test_inf_and_nan_in_eval_match_the_formula(cpp, nsp) -> None:
     torch.testing.assert_close(y, yr, equal_nan=True, rtol=1e-10, atol=1e-12)
     for a, b in zip(grads, grads_r):
         torch.testing.assert_close(a, b, equal_nan=True, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_isa_cap_is_shared_and_every_level_agrees(cpp, dtype) -> None:
+    """One instruction-set cap for both C++ extensions (set through either module, it reaches
+    the loaded funnel kernel), and the funnel's portable and AVX2 builds give the same bits."""
+    from rectifiers.ops import _eager_cpp as E
+
+    def _bits(t: torch.Tensor) -> torch.Tensor:
+        return t.view(torch.int16 if t.dtype == torch.bfloat16 else torch.int32)
+
+    x = torch.randn(2, 5, 13, 21, generator=torch.Generator().manual_seed(5)).to(dtype).requires_grad_()
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(6)).to(dtype)
+    out = {}
+    before = FC.set_isa(2)
+    try:
+        for level in (2, 1, 0):
+            assert E.set_isa(level) in (0, 1, 2)
+            # the extension's own cap is the one just set (its set_isa returns the cap before)
+            assert torch.ops.rectifiers_funnel_cpp.set_isa(level) == level
+            m, _ = _pair(2, 5, 3, dtype, bias=True, seed=7)
+            calls = dict(cpp)
+            y, grads = _step(m, x, g)
+            assert cpp["forward"] == calls["forward"] + 1 and cpp["backward"] == calls["backward"] + 1
+            out[level] = [y] + list(grads)
+    finally:
+        FC.set_isa(before)
+    for level in (1, 0):
+        for a, b in zip(out[2], out[level]):
+            assert torch.equal(_bits(a), _bits(b)), f"level {level} differs from level 2"

@@ -41,15 +41,12 @@ to contiguous first; PReLU takes its plain path), as does the double backward.
 
 from __future__ import annotations
 
-import os
-import shutil
-import sys
 import threading
-import time
-import warnings
 from collections.abc import Sequence
 
 import torch
+
+from . import _cpp_common
 
 __all__ = ["load", "plan", "forward", "backward", "new_mask", "unpack_mask", "mask_bytes", "loaded", "set_isa", "prelu_forward", "prelu_backward", "build_seconds", "CALLS"]
 
@@ -64,21 +61,7 @@ _SEGMENT_MIN = 256
 #: Longest row (C * inner) the row mode expands.
 _ROW_MAX = 1 << 16
 
-_SOURCE = r"""
-#include <ATen/core/Tensor.h>
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
-#include <ATen/Parallel.h>
-#include <torch/library.h>
-#include <c10/util/irange.h>
-#include <cstdint>
-#include <cstring>
-#include <type_traits>
-#include <vector>
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#include <immintrin.h>
-#endif
-
+_SOURCE = _cpp_common.PREAMBLE + r"""
 namespace {
 
 // Work items: mode 0 ("segment"): each (outer, channel) run of `inner` elements, cut into
@@ -100,87 +83,9 @@ Plan make_plan(int64_t outer, int64_t C, int64_t inner, int64_t block, int64_t m
   return p;
 }
 
-#if defined(__GNUC__)
-#define RECT_INLINE inline __attribute__((always_inline))
-#else
-#define RECT_INLINE inline
-#endif
-
 // relu as torch.relu: x < 0 gives +0, anything else (-0.0 and NaN included) is kept.
 template <typename T>
 RECT_INLINE T relu_of(T v) { return v < T(0) ? T(0) : v; }
-
-// Loads and stores in the op-math type. bfloat16 by its bits, exactly as c10::BFloat16 does
-// (round to nearest even, NaN to 0x7FC0), in a form the compiler vectorises.
-template <typename scalar_t>
-struct IO {
-  using opmath_t = at::opmath_type<scalar_t>;
-  using raw_t = scalar_t;
-  static RECT_INLINE opmath_t load(raw_t v) { return static_cast<opmath_t>(v); }
-  static RECT_INLINE raw_t store(opmath_t v) { return static_cast<raw_t>(v); }
-};
-template <>
-struct IO<c10::BFloat16> {
-  using opmath_t = float;
-  using raw_t = uint16_t;
-  static RECT_INLINE float load(uint16_t h) {
-    const uint32_t u = static_cast<uint32_t>(h) << 16;
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-  }
-  static RECT_INLINE uint16_t store(float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    const uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-    return f != f ? uint16_t(0x7FC0) : static_cast<uint16_t>(r);
-  }
-};
-
-// The same loops compiled for AVX2 too, picked at run time (the build stays portable):
-// RECT_ISA_DISPATCH(f) defines f_any<scalar_t>(args...), which runs f compiled for AVX2 when the
-// CPU has it, and the portable build of f otherwise.
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define RECT_X86 1
-// The highest instruction set the kernels may use: 2 AVX-512, 1 AVX2, 0 portable code only
-// (set_isa lowers it, so that the tests run every path on one machine).
-int& isa_cap() {
-  static int v = 2;
-  return v;
-}
-bool cpu_has_avx2() {
-  static const bool v = __builtin_cpu_supports("avx2");
-  return v && isa_cap() >= 1;
-}
-bool cpu_has_avx512() {
-  static const bool v = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                        __builtin_cpu_supports("avx512vl");
-  return v && isa_cap() >= 2;
-}
-#define RECT_ISA_DISPATCH(NAME)                                                    \
-  template <typename scalar_t, typename... Args>                                   \
-  __attribute__((target("avx2"))) void NAME##_avx2(const Args&... args) {          \
-    NAME<scalar_t>(args...);                                                       \
-  }                                                                                \
-  template <typename scalar_t, typename... Args>                                   \
-  void NAME##_any(const Args&... args) {                                           \
-    if (cpu_has_avx2()) return NAME##_avx2<scalar_t>(args...);                     \
-    NAME<scalar_t>(args...);                                                       \
-  }
-#else
-#define RECT_X86 0
-int& isa_cap() {
-  static int v = 0;
-  return v;
-}
-bool cpu_has_avx2() { return false; }
-bool cpu_has_avx512() { return false; }
-#define RECT_ISA_DISPATCH(NAME)                                                    \
-  template <typename scalar_t, typename... Args>                                   \
-  void NAME##_any(const Args&... args) {                                           \
-    NAME<scalar_t>(args...);                                                       \
-  }
-#endif
 
 // ------------------------------------------------------------------------------------------
 // FReLU: y = relu(x) + b[c], and a bit-packed mask: bit i % 8 of byte i / 8 is relu(x_i) != 0
@@ -1043,14 +948,6 @@ void prelu_bwd(const at::Tensor& g, const at::Tensor& s, const at::Tensor& a, c1
   });
 }
 
-// Caps the instruction set of the FReLU and PReLU loops (2 AVX-512, 1 AVX2, 0 portable);
-// returns the cap before. The CPU's own support still applies.
-int64_t set_isa(int64_t level) {
-  const int64_t before = isa_cap();
-  isa_cap() = static_cast<int>(level);
-  return before;
-}
-
 }  // namespace
 
 TORCH_LIBRARY(rectifiers_cpp, m) {
@@ -1070,7 +967,7 @@ TORCH_LIBRARY_IMPL(rectifiers_cpp, CPU, m) {
 """
 
 #: Bumped with every change of the source or flags (part of the extension's name).
-_VERSION = 14
+_VERSION = 15
 _NAME = f"rectifiers_frelu_cpu_v{_VERSION}"
 
 _lock = threading.Lock()
@@ -1083,42 +980,13 @@ def build_seconds() -> float | None:
     return float(s) if s is not None else None  # type: ignore[arg-type]
 
 
-def _disabled() -> bool:
-    return os.environ.get("RECTIFIERS_NO_CPP", "").strip() not in ("", "0")
-
-
-def _ninja_dir() -> str | None:
-    """A folder holding ``ninja`` when it is not on PATH: pip's ``ninja`` package puts it beside
-    the interpreter of a virtual environment that was not activated."""
-    dirs = [os.path.dirname(sys.executable)]
-    try:
-        import ninja  # type: ignore[import-not-found]
-
-        dirs.insert(0, ninja.BIN_DIR)
-    except Exception:
-        pass
-    return next((d for d in dirs if shutil.which("ninja", path=d)), None)
+#: The switch and the ninja look-up, shared with the funnel kernel (kept here under their old names).
+_disabled = _cpp_common.disabled
+_ninja_dir = _cpp_common.ninja_dir
 
 
 def _build() -> None:
-    from torch.utils import cpp_extension  # lazy: imports setuptools machinery
-
-    old_path = os.environ.get("PATH", "")
-    extra = None if shutil.which("ninja") else _ninja_dir()
-    if extra:  # for the build only; the user's PATH is restored afterwards
-        os.environ["PATH"] = extra + os.pathsep + old_path
-    try:
-        cpp_extension.load_inline(
-            name=_NAME,
-            cpp_sources=[_SOURCE],
-            extra_cflags=["-O3"],
-            is_python_module=False,
-            no_implicit_headers=True,
-            verbose=False,
-        )
-    finally:
-        if extra:
-            os.environ["PATH"] = old_path
+    _cpp_common.build(_NAME, _SOURCE, ["-O3"])
 
 
 def load() -> bool:
@@ -1127,41 +995,21 @@ def load() -> bool:
     Never raises: a failure is reported once with :func:`warnings.warn` and remembered, so later
     calls return ``False`` at once. ``RECTIFIERS_NO_CPP=1`` disables the kernels silently.
     """
-    if _disabled():
-        return False
-    if _state["tried"]:
-        return bool(_state["ok"])
-    with _lock:
-        if not _state["tried"]:
-            t0 = time.perf_counter()
-            try:
-                _build()
-                torch.ops.rectifiers_cpp.frelu_fwd  # noqa: B018 (resolves the op or raises)
-                torch.ops.rectifiers_cpp.prelu_fwd  # noqa: B018
-                _state["ok"] = True
-            except Exception as e:  # any build or load failure: fall back to plain torch
-                warnings.warn(
-                    f"rectifiers: the fused C++ FReLU kernel could not be built or loaded "
-                    f"({type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}); "
-                    f"using the plain-torch path (same results, slower). Set RECTIFIERS_NO_CPP=1 "
-                    f"to skip the build.",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
-                _state["ok"] = False
-            _state["seconds"] = time.perf_counter() - t0
-            _state["tried"] = True
-    return bool(_state["ok"])
+    return _cpp_common.load_once(
+        _state, _lock, _build, "rectifiers_cpp", ("frelu_fwd", "prelu_fwd"), "FReLU kernel"
+    )
 
 
 def set_isa(level: int) -> int:
-    """Cap the kernels' instruction set: 2 AVX-512, 1 AVX2, 0 portable loops only (for tests).
+    """Cap the C++ kernels' instruction set: 2 AVX-512, 1 AVX2, 0 portable loops only (for tests).
 
-    Returns the cap before. The CPU's own support still applies (a cap of 2 on a CPU without
-    AVX-512 runs AVX2). Results are bitwise the same at every level except the float64 sums
-    of the bias and slope gradients, whose order of additions depends on the vector width.
+    Returns the cap before. One cap for every C++ extension of the package (these kernels and
+    :mod:`rectifiers.ops._funnel_cpp`'s), loaded or not yet. The CPU's own support still
+    applies (a cap of 2 on a CPU without AVX-512 runs AVX2). Results are bitwise the same at
+    every level except the float64 sums of the bias and slope gradients, whose order of
+    additions depends on the vector width.
     """
-    return int(torch.ops.rectifiers_cpp.set_isa(int(level)))
+    return _cpp_common.set_isa(level)
 
 
 def loaded() -> bool:

@@ -16,13 +16,15 @@ op. This kernel works on one channel at a time, in the input's own (N, C, *spati
 
 Only the input and per-channel statistics are kept for backward. Every loop runs along the
 innermost spatial dim, in float (bfloat16 and half are converted on load; double stays double),
-compiled twice (portable and AVX2, picked at run time, as the other fused kernels are); no FMA
+compiled twice (portable and AVX2, picked at run time and capped by :func:`set_isa`, as the
+other fused kernels are: the preamble of :mod:`rectifiers.ops._cpp_common`); no FMA
 contraction, so the forward and the recomputation in backward round T identically and agree on
 which side of the maximum won. ``y = max(x, T)`` follows ``torch.maximum`` with T rounded to
 x's dtype first (as the plain formula's conv output is): NaN on either side gives NaN and both
 sides the gradient, ties split it.
 
-Build, cache and fallback as :mod:`rectifiers.ops._eager_cpp`: :func:`load` compiles with
+Build, cache and fallback as :mod:`rectifiers.ops._eager_cpp` (the same helpers, in
+:mod:`rectifiers.ops._cpp_common`): :func:`load` compiles with
 :func:`torch.utils.cpp_extension.load_inline` into torch's extension directory; any failure
 warns once and returns ``False``; ``RECTIFIERS_NO_CPP=1`` turns it off silently. The caller
 then keeps the plain-torch path (same results).
@@ -30,17 +32,14 @@ then keeps the plain-torch path (same results).
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
-import time
-import warnings
 
 import torch
 
-from . import _eager_cpp
+from . import _cpp_common
+from ._cpp_common import set_isa
 
-__all__ = ["load", "applies", "forward", "backward", "build_seconds", "CALLS"]
+__all__ = ["load", "applies", "forward", "backward", "build_seconds", "set_isa", "CALLS"]
 
 #: Calls of the kernel in this process (the tests check that the C++ path really ran).
 CALLS = {"forward": 0, "backward": 0}
@@ -48,60 +47,8 @@ CALLS = {"forward": 0, "backward": 0}
 #: Largest kernel size handled (the padded plane and the weight-gradient rows grow with k).
 MAX_K = 15
 
-_SOURCE = r"""
-#include <ATen/core/Tensor.h>
-#include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
-#include <torch/library.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
-#include <cstring>
-#include <vector>
-
+_SOURCE = _cpp_common.PREAMBLE + r"""
 namespace {
-
-#if defined(__GNUC__)
-#define FN_INLINE inline __attribute__((always_inline))
-#else
-#define FN_INLINE inline
-#endif
-
-// Loads into and stores from the compute type T (float, or double for double).
-template <typename S>
-struct IO {
-  using T = S;
-  using raw = S;
-  static FN_INLINE T ld(raw v) { return v; }
-  static FN_INLINE raw st(T v) { return v; }
-};
-template <>
-struct IO<c10::BFloat16> {  // by the bits, round to nearest even, NaN to a quiet NaN
-  using T = float;
-  using raw = uint16_t;
-  static FN_INLINE float ld(uint16_t h) {
-    const uint32_t u = static_cast<uint32_t>(h) << 16;
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-  }
-  static FN_INLINE uint16_t st(float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    const uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-    const uint32_t nan = 0u - static_cast<uint32_t>(f != f);  // all ones for NaN
-    return static_cast<uint16_t>((r & ~nan) | (0x7FC0u & nan));
-  }
-};
-template <>
-struct IO<c10::Half> {
-  using T = float;
-  using raw = c10::Half;
-  static FN_INLINE float ld(c10::Half h) { return static_cast<float>(h); }
-  static FN_INLINE c10::Half st(float f) { return c10::Half(f); }
-};
 
 struct Geo {
   int64_t N, C, D, H, W, kd, kh, kw, pd, ph, pw, Dp, Hp, Wp, S, Sp, K, rows;
@@ -124,7 +71,7 @@ constexpr int64_t FLUSH = 64;
 constexpr int LANES = 16;
 
 template <typename T>
-FN_INLINE double lane_total(T* acc, int64_t n) {
+RECT_INLINE double lane_total(T* acc, int64_t n) {
   T lane[LANES] = {0};
   int64_t i = 0;
   for (; i + LANES <= n; i += LANES)
@@ -160,13 +107,13 @@ struct Acc {
 };
 
 // The interior of the zero-padded plane P (borders stay zero once cleared).
-template <typename scalar_t, typename T = typename IO<scalar_t>::T>
-FN_INLINE void pad_plane(const typename IO<scalar_t>::raw* __restrict__ src, T* __restrict__ P, const Geo& g) {
+template <typename scalar_t, typename T = typename IO<scalar_t>::opmath_t>
+RECT_INLINE void pad_plane(const typename IO<scalar_t>::raw_t* __restrict__ src, T* __restrict__ P, const Geo& g) {
   for (int64_t d = 0; d < g.D; ++d)
     for (int64_t h = 0; h < g.H; ++h) {
       const auto* s = src + (d * g.H + h) * g.W;
       T* p = P + ((d + g.pd) * g.Hp + (h + g.ph)) * g.Wp + g.pw;
-      for (int64_t w = 0; w < g.W; ++w) p[w] = IO<scalar_t>::ld(s[w]);
+      for (int64_t w = 0; w < g.W; ++w) p[w] = IO<scalar_t>::load(s[w]);
     }
 }
 
@@ -174,13 +121,13 @@ FN_INLINE void pad_plane(const typename IO<scalar_t>::raw* __restrict__ src, T* 
 // reads P[j + a * Hp * Wp + b * Wp + c] for tap (a, b, c), so each kernel row is one long
 // vector loop whatever W is (short rows, 7 x 7 planes, vectorise as well as long ones); the
 // outputs at j's pad columns are computed and thrown away. L = the last valid j + 1.
-FN_INLINE int64_t flat_len(const Geo& g) {
+RECT_INLINE int64_t flat_len(const Geo& g) {
   return (g.D - 1) * g.Hp * g.Wp + (g.H - 1) * g.Wp + g.W;
 }
 
 // o[0, n) += the taps of one kernel row (KW known at compile time, or 0: any).
 template <int KW, typename T>
-FN_INLINE void taps_run(T* __restrict__ o, const T* __restrict__ p, const T* __restrict__ wr, int64_t n, int64_t kw) {
+RECT_INLINE void taps_run(T* __restrict__ o, const T* __restrict__ p, const T* __restrict__ wr, int64_t n, int64_t kw) {
   if (KW > 0) {
     T wv[KW > 0 ? KW : 1];
     for (int c = 0; c < KW; ++c) wv[c] = wr[c];
@@ -200,7 +147,7 @@ FN_INLINE void taps_run(T* __restrict__ o, const T* __restrict__ p, const T* __r
 
 // F (flat, L) = bias + the depthwise conv of the padded plane P with the kernel w (K).
 template <int KW, typename T>
-FN_INLINE void conv_flat_k(const T* __restrict__ P, const T* __restrict__ w, T bias, T* __restrict__ F, const Geo& g) {
+RECT_INLINE void conv_flat_k(const T* __restrict__ P, const T* __restrict__ w, T bias, T* __restrict__ F, const Geo& g) {
   const int64_t L = flat_len(g), HW = g.Hp * g.Wp;
   for (int64_t i = 0; i < L; ++i) F[i] = bias;
   for (int64_t a = 0; a < g.kd; ++a)
@@ -210,7 +157,7 @@ FN_INLINE void conv_flat_k(const T* __restrict__ P, const T* __restrict__ w, T b
 
 // out (D, H, W) = bias + the depthwise conv of the padded plane P; F is scratch (Sp).
 template <typename T>
-FN_INLINE void conv_plane(const T* P, const T* w, T bias, T* out, T* F, const Geo& g) {
+RECT_INLINE void conv_plane(const T* P, const T* w, T bias, T* out, T* F, const Geo& g) {
   switch (g.kw) {
     case 1: conv_flat_k<1>(P, w, bias, F, g); break;
     case 3: conv_flat_k<3>(P, w, bias, F, g); break;
@@ -231,7 +178,7 @@ FN_INLINE void conv_plane(const T* P, const T* w, T bias, T* out, T* F, const Ge
 // LANES float partial sums per tap and plane, then float64. `valid` (flat, L) is 1 at real
 // outputs, 0 at pad columns: those are skipped, not multiplied by 0 (x may be inf or NaN there).
 template <typename T>
-FN_INLINE void wgrad_plane(const T* __restrict__ Z, const T* __restrict__ P, const T* __restrict__ valid,
+RECT_INLINE void wgrad_plane(const T* __restrict__ Z, const T* __restrict__ P, const T* __restrict__ valid,
                            double* tot, const Geo& g) {
   const int64_t L = flat_len(g), HW = g.Hp * g.Wp;
   for (int64_t a = 0; a < g.kd; ++a)
@@ -256,38 +203,38 @@ struct Affine {
 };
 
 template <typename T>
-FN_INLINE Affine<T> affine(double mean, double invstd, double bw, double bb) {
+RECT_INLINE Affine<T> affine(double mean, double invstd, double bw, double bb) {
   const double sc = bw * invstd;
   return {static_cast<T>(mean), static_cast<T>(invstd), static_cast<T>(sc), static_cast<T>(bb - mean * sc)};
 }
 
 // T rounded to the input's dtype, as the plain formula's conv output is.
-template <typename scalar_t, typename T = typename IO<scalar_t>::T>
-FN_INLINE T t_of(T t, const Affine<T>& af) {
-  return IO<scalar_t>::ld(IO<scalar_t>::st(t * af.scale + af.shift));
+template <typename scalar_t, typename T = typename IO<scalar_t>::opmath_t>
+RECT_INLINE T t_of(T t, const Affine<T>& af) {
+  return IO<scalar_t>::load(IO<scalar_t>::store(t * af.scale + af.shift));
 }
 
 // y = torch.maximum(x, T): NaN on either side gives NaN.
 template <typename T>
-FN_INLINE T max_of(T xv, T tv) {
+RECT_INLINE T max_of(T xv, T tv) {
   return (xv < tv || tv != tv) ? tv : xv;
 }
 
 // One row of backward's pass A: the gradient's split at the maximum (dx where x won, gt where T
 // won, halves at ties, both at NaN), x_hat, and the BatchNorm sums of gt and gt * x_hat.
-template <bool DX, bool KEEP, typename scalar_t, typename T = typename IO<scalar_t>::T>
-FN_INLINE void split_row(const typename IO<scalar_t>::raw* __restrict__ xs, const typename IO<scalar_t>::raw* __restrict__ gs,
-                         const T* __restrict__ t, const Affine<T>& af, typename IO<scalar_t>::raw* __restrict__ dx,
+template <bool DX, bool KEEP, typename scalar_t, typename T = typename IO<scalar_t>::opmath_t>
+RECT_INLINE void split_row(const typename IO<scalar_t>::raw_t* __restrict__ xs, const typename IO<scalar_t>::raw_t* __restrict__ gs,
+                         const T* __restrict__ t, const Affine<T>& af, typename IO<scalar_t>::raw_t* __restrict__ dx,
                          T* __restrict__ gt_out, T* __restrict__ xh_out, T* __restrict__ sg, T* __restrict__ sgx, int64_t W) {
   for (int64_t i = 0; i < W; ++i) {
-    const T xv = IO<scalar_t>::ld(xs[i]);
-    const T gv = IO<scalar_t>::ld(gs[i]);
+    const T xv = IO<scalar_t>::load(xs[i]);
+    const T gv = IO<scalar_t>::load(gs[i]);
     const T tv = t_of<scalar_t>(t[i], af);
     const T xh = (t[i] - af.mean) * af.invstd;
     const bool eq = xv == tv;
     const T half = gv * T(0.5);
     const T gt = xv > tv ? T(0) : (eq ? half : gv);
-    if (DX) dx[i] = IO<scalar_t>::st(xv < tv ? T(0) : (eq ? half : gv));
+    if (DX) dx[i] = IO<scalar_t>::store(xv < tv ? T(0) : (eq ? half : gv));
     if (KEEP) {
       gt_out[i] = gt;
       xh_out[i] = xh;
@@ -299,8 +246,8 @@ FN_INLINE void split_row(const typename IO<scalar_t>::raw* __restrict__ xs, cons
 
 template <typename scalar_t>
 struct FwdArgs {
-  using raw = typename IO<scalar_t>::raw;
-  using T = typename IO<scalar_t>::T;
+  using raw = typename IO<scalar_t>::raw_t;
+  using T = typename IO<scalar_t>::opmath_t;
   const raw* x;
   raw* y;
   const T* w;
@@ -314,8 +261,8 @@ struct FwdArgs {
 };
 
 template <typename scalar_t>
-FN_INLINE void fwd_channels(const FwdArgs<scalar_t>& A, int64_t c0, int64_t c1) {
-  using T = typename IO<scalar_t>::T;
+RECT_INLINE void fwd_channels(const FwdArgs<scalar_t>& A, int64_t c0, int64_t c1) {
+  using T = typename IO<scalar_t>::opmath_t;
   const Geo& g = A.g;
   const int64_t S = g.S, W = g.W, M = g.N * S;
   std::vector<T> P(g.Sp, T(0)), F(g.Sp);
@@ -365,7 +312,7 @@ FN_INLINE void fwd_channels(const FwdArgs<scalar_t>& A, int64_t c0, int64_t c1) 
         auto* ys = A.y + o;
         const T* t = buf.data() + n * S;
         for (int64_t i = 0; i < S; ++i)
-          ys[i] = IO<scalar_t>::st(max_of(IO<scalar_t>::ld(xs[i]), t_of<scalar_t>(t[i], af)));
+          ys[i] = IO<scalar_t>::store(max_of(IO<scalar_t>::load(xs[i]), t_of<scalar_t>(t[i], af)));
       }
     } else {
       mean = st[0];
@@ -380,7 +327,7 @@ FN_INLINE void fwd_channels(const FwdArgs<scalar_t>& A, int64_t c0, int64_t c1) 
         const auto* xs = A.x + o;
         auto* ys = A.y + o;
         for (int64_t i = 0; i < S; ++i)
-          ys[i] = IO<scalar_t>::st(max_of(IO<scalar_t>::ld(xs[i]), t_of<scalar_t>(t[i], af)));
+          ys[i] = IO<scalar_t>::store(max_of(IO<scalar_t>::load(xs[i]), t_of<scalar_t>(t[i], af)));
       }
     }
     st[0] = mean;
@@ -391,8 +338,8 @@ FN_INLINE void fwd_channels(const FwdArgs<scalar_t>& A, int64_t c0, int64_t c1) 
 
 template <typename scalar_t>
 struct BwdArgs {
-  using raw = typename IO<scalar_t>::raw;
-  using T = typename IO<scalar_t>::T;
+  using raw = typename IO<scalar_t>::raw_t;
+  using T = typename IO<scalar_t>::opmath_t;
   const raw* x;
   const raw* gy;
   const T* w;
@@ -410,8 +357,8 @@ struct BwdArgs {
 };
 
 template <typename scalar_t>
-FN_INLINE void bwd_channels(const BwdArgs<scalar_t>& A, int64_t c0, int64_t c1) {
-  using T = typename IO<scalar_t>::T;
+RECT_INLINE void bwd_channels(const BwdArgs<scalar_t>& A, int64_t c0, int64_t c1) {
+  using T = typename IO<scalar_t>::opmath_t;
   const Geo& g = A.g;
   const int64_t S = g.S, W = g.W, M = g.N * S;
   const bool conv_side = A.dx || A.dw || A.dcb;
@@ -446,9 +393,9 @@ FN_INLINE void bwd_channels(const BwdArgs<scalar_t>& A, int64_t c0, int64_t c1) 
         else if (dxs)
           split_row<true, false, scalar_t>(xs + b, gs + b, t.data() + b, af, dxs + b, (T*)nullptr, (T*)nullptr, acc.row(0), acc.row(1), W);
         else if (gt_n)
-          split_row<false, true, scalar_t>(xs + b, gs + b, t.data() + b, af, (typename IO<scalar_t>::raw*)nullptr, gt_n + b, xh_n + b, acc.row(0), acc.row(1), W);
+          split_row<false, true, scalar_t>(xs + b, gs + b, t.data() + b, af, (typename IO<scalar_t>::raw_t*)nullptr, gt_n + b, xh_n + b, acc.row(0), acc.row(1), W);
         else
-          split_row<false, false, scalar_t>(xs + b, gs + b, t.data() + b, af, (typename IO<scalar_t>::raw*)nullptr, (T*)nullptr, (T*)nullptr, acc.row(0), acc.row(1), W);
+          split_row<false, false, scalar_t>(xs + b, gs + b, t.data() + b, af, (typename IO<scalar_t>::raw_t*)nullptr, (T*)nullptr, (T*)nullptr, acc.row(0), acc.row(1), W);
         acc.tick();
       }
     }
@@ -502,7 +449,7 @@ FN_INLINE void bwd_channels(const BwdArgs<scalar_t>& A, int64_t c0, int64_t c1) 
         // The transposed depthwise conv: dt padded, correlated with the flipped kernel.
         conv_plane(Q.data(), wf, T(0), t.data(), F.data(), g);
         auto* dxs = A.dx + o;
-        for (int64_t i = 0; i < S; ++i) dxs[i] = IO<scalar_t>::st(IO<scalar_t>::ld(dxs[i]) + t[i]);
+        for (int64_t i = 0; i < S; ++i) dxs[i] = IO<scalar_t>::store(IO<scalar_t>::load(dxs[i]) + t[i]);
       }
     }
     acc.flush();
@@ -513,32 +460,8 @@ FN_INLINE void bwd_channels(const BwdArgs<scalar_t>& A, int64_t c0, int64_t c1) 
   }
 }
 
-// Each loop compiled for AVX2 too, picked at run time (the build itself stays portable).
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-bool has_avx2() {
-  static const bool v = __builtin_cpu_supports("avx2");
-  return v;
-}
-#define FUNNEL_ISA(NAME)                                                            \
-  template <typename scalar_t, typename... Args>                                   \
-  __attribute__((target("avx2"))) void NAME##_avx2(const Args&... args) {          \
-    NAME<scalar_t>(args...);                                                       \
-  }                                                                                \
-  template <typename scalar_t, typename... Args>                                   \
-  void NAME##_any(const Args&... args) {                                           \
-    if (has_avx2()) return NAME##_avx2<scalar_t>(args...);                         \
-    NAME<scalar_t>(args...);                                                       \
-  }
-#else
-#define FUNNEL_ISA(NAME)                                                            \
-  template <typename scalar_t, typename... Args>                                   \
-  void NAME##_any(const Args&... args) {                                           \
-    NAME<scalar_t>(args...);                                                       \
-  }
-#endif
-
-FUNNEL_ISA(fwd_channels)
-FUNNEL_ISA(bwd_channels)
+RECT_ISA_DISPATCH(fwd_channels)
+RECT_ISA_DISPATCH(bwd_channels)
 
 template <typename T>
 const T* opt_ptr(const c10::optional<at::Tensor>& t) {
@@ -561,8 +484,8 @@ void funnel_fwd(const at::Tensor& x, const at::Tensor& w, const c10::optional<at
   check_args(x, g, w, bnw, bnb, stats, "funnel_fwd");
   TORCH_CHECK(y.is_contiguous() && y.numel() == x.numel() && y.scalar_type() == x.scalar_type(), "funnel_fwd: y");
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "funnel_fwd", [&] {
-    using raw = typename IO<scalar_t>::raw;
-    using T = typename IO<scalar_t>::T;
+    using raw = typename IO<scalar_t>::raw_t;
+    using T = typename IO<scalar_t>::opmath_t;
     FwdArgs<scalar_t> a{reinterpret_cast<const raw*>(x.const_data_ptr<scalar_t>()),
                         reinterpret_cast<raw*>(y.mutable_data_ptr<scalar_t>()),
                         w.const_data_ptr<T>(), opt_ptr<T>(cb), bnw.const_data_ptr<double>(),
@@ -584,8 +507,8 @@ void funnel_bwd(const at::Tensor& x, const at::Tensor& gy, const at::Tensor& w, 
   TORCH_CHECK(!dcb.has_value() || (dcb->scalar_type() == at::kDouble && dcb->numel() == g.C), "funnel_bwd: dcb");
   TORCH_CHECK(dbn.scalar_type() == at::kDouble && dbn.numel() == 2 * g.C, "funnel_bwd: dbn");
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "funnel_bwd", [&] {
-    using raw = typename IO<scalar_t>::raw;
-    using T = typename IO<scalar_t>::T;
+    using raw = typename IO<scalar_t>::raw_t;
+    using T = typename IO<scalar_t>::opmath_t;
     BwdArgs<scalar_t> a{reinterpret_cast<const raw*>(x.const_data_ptr<scalar_t>()),
                         reinterpret_cast<const raw*>(gy.const_data_ptr<scalar_t>()),
                         w.const_data_ptr<T>(), wflip.const_data_ptr<T>(), opt_ptr<T>(cb),
@@ -601,6 +524,7 @@ void funnel_bwd(const at::Tensor& x, const at::Tensor& gy, const at::Tensor& w, 
 }  // namespace
 
 TORCH_LIBRARY(rectifiers_funnel_cpp, m) {
+  m.def("set_isa(int level) -> int", &set_isa);
   m.def("funnel_fwd(Tensor x, Tensor w, Tensor? cb, Tensor bnw, Tensor bnb, Tensor(a!) stats, Tensor(b!) y, int[] dims, bool use_batch, float eps) -> ()");
   m.def("funnel_bwd(Tensor x, Tensor gy, Tensor w, Tensor wflip, Tensor? cb, Tensor bnw, Tensor bnb, Tensor stats, Tensor(a!)? dx, Tensor(b!)? dw, Tensor(c!)? dcb, Tensor(d!) dbn, int[] dims, bool use_batch) -> ()");
 }
@@ -612,7 +536,7 @@ TORCH_LIBRARY_IMPL(rectifiers_funnel_cpp, CPU, m) {
 """
 
 #: Bumped with every change of the source or flags (part of the extension's name).
-_VERSION = 6
+_VERSION = 7
 _NAME = f"rectifiers_funnel_cpu_v{_VERSION}"
 _FLAGS = ["-O3", "-ffp-contract=off"]
 
@@ -628,20 +552,7 @@ def build_seconds() -> float | None:
 
 
 def _build() -> None:
-    from torch.utils import cpp_extension  # lazy: imports setuptools machinery
-
-    old_path = os.environ.get("PATH", "")
-    extra = None if shutil.which("ninja") else _eager_cpp._ninja_dir()
-    if extra:  # for the build only; the user's PATH is restored afterwards
-        os.environ["PATH"] = extra + os.pathsep + old_path
-    try:
-        cpp_extension.load_inline(
-            name=_NAME, cpp_sources=[_SOURCE], extra_cflags=_FLAGS, is_python_module=False,
-            no_implicit_headers=True, verbose=False,
-        )
-    finally:
-        if extra:
-            os.environ["PATH"] = old_path
+    _cpp_common.build(_NAME, _SOURCE, _FLAGS)
 
 
 def load() -> bool:
@@ -650,30 +561,7 @@ def load() -> bool:
     Never raises: a failure is reported once with :func:`warnings.warn` and remembered, so later
     calls return ``False`` at once. ``RECTIFIERS_NO_CPP=1`` disables the kernel silently.
     """
-    if _eager_cpp._disabled():
-        return False
-    if _state["tried"]:
-        return bool(_state["ok"])
-    with _lock:
-        if not _state["tried"]:
-            t0 = time.perf_counter()
-            try:
-                _build()
-                torch.ops.rectifiers_funnel_cpp.funnel_fwd  # noqa: B018 (resolves the op or raises)
-                _state["ok"] = True
-            except Exception as e:  # any build or load failure: fall back to plain torch
-                last = str(e).strip().splitlines()[-1] if str(e).strip() else ""
-                warnings.warn(
-                    f"rectifiers: the fused C++ funnel kernel could not be built or loaded "
-                    f"({type(e).__name__}: {last}); using the plain-torch path (same results, "
-                    f"slower). Set RECTIFIERS_NO_CPP=1 to skip the build.",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
-                _state["ok"] = False
-            _state["seconds"] = time.perf_counter() - t0
-            _state["tried"] = True
-    return bool(_state["ok"])
+    return _cpp_common.load_once(_state, _lock, _build, "rectifiers_funnel_cpp", ("funnel_fwd",), "funnel kernel")
 
 
 def applies(x: torch.Tensor, conv_weight: torch.Tensor, use_batch: bool) -> bool:

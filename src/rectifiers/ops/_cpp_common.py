@@ -1,0 +1,243 @@
+"""What the C++ CPU kernels share: a C++ preamble, the build, the lazy load, the instruction-set cap.
+
+:mod:`rectifiers.ops._eager_cpp` (FReLU, PReLU) and :mod:`rectifiers.ops._funnel_cpp` (the funnel
+activation) are two extensions built with :func:`torch.utils.cpp_extension.load_inline`, each
+under its own name and op namespace, so both load in one process. Each source starts with
+:data:`PREAMBLE`, which holds, inside an anonymous namespace:
+
+* ``IO<scalar_t>``: loads into and stores from the op-math type (``opmath_t``: float for float,
+  bfloat16 and half, double for double) from the raw storage type (``raw_t``; ``uint16_t`` for
+  bfloat16, converted by its bits exactly as ``c10::BFloat16`` does: round to nearest even, NaN
+  to the quiet NaN ``0x7FC0``, in a branch-free form the compiler vectorises);
+* the run-time instruction-set choice: ``RECT_ISA_DISPATCH(f)`` defines ``f_any<scalar_t>(...)``,
+  which runs ``f`` compiled for AVX2 where the CPU has it (and the cap allows), the portable
+  build of ``f`` otherwise; ``cpu_has_avx2()`` / ``cpu_has_avx512()`` for hand-written loops;
+  ``RECT_X86``; ``set_isa(level)``, which each extension registers as its ``set_isa`` op;
+* ``RECT_INLINE`` (always inline) and the common headers.
+
+On the Python side: :func:`disabled` (``RECTIFIERS_NO_CPP``), :func:`build` (``load_inline``
+with ninja found beside the interpreter when it is not on PATH), :func:`load_once` (build once,
+warn once, remember the outcome) and :func:`set_isa`, one cap for every loaded extension.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+
+import torch
+
+PREAMBLE = r"""
+#include <ATen/core/Tensor.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+#endif
+
+namespace {
+
+#if defined(__GNUC__)
+#define RECT_INLINE inline __attribute__((always_inline))
+#else
+#define RECT_INLINE inline
+#endif
+
+// Loads and stores in the op-math type. bfloat16 by its bits, exactly as c10::BFloat16 does
+// (round to nearest even, NaN to the quiet NaN 0x7FC0), branch-free so that loops vectorise.
+template <typename scalar_t>
+struct IO {
+  using opmath_t = at::opmath_type<scalar_t>;
+  using raw_t = scalar_t;
+  static RECT_INLINE opmath_t load(raw_t v) { return static_cast<opmath_t>(v); }
+  static RECT_INLINE raw_t store(opmath_t v) { return static_cast<raw_t>(v); }
+};
+template <>
+struct IO<c10::BFloat16> {
+  using opmath_t = float;
+  using raw_t = uint16_t;
+  static RECT_INLINE float load(uint16_t h) {
+    const uint32_t u = static_cast<uint32_t>(h) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  }
+  static RECT_INLINE uint16_t store(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    const uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    const uint32_t nan = 0u - static_cast<uint32_t>(f != f);  // all ones for NaN
+    return static_cast<uint16_t>((r & ~nan) | (0x7FC0u & nan));
+  }
+};
+
+// The same loops compiled for AVX2 too, picked at run time (the build stays portable):
+// RECT_ISA_DISPATCH(f) defines f_any<scalar_t>(args...), which runs f compiled for AVX2 when the
+// CPU has it, and the portable build of f otherwise.
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define RECT_X86 1
+// The highest instruction set the kernels may use: 2 AVX-512, 1 AVX2, 0 portable code only
+// (set_isa lowers it, so that the tests run every path on one machine).
+inline int& isa_cap() {
+  static int v = 2;
+  return v;
+}
+inline bool cpu_has_avx2() {
+  static const bool v = __builtin_cpu_supports("avx2");
+  return v && isa_cap() >= 1;
+}
+inline bool cpu_has_avx512() {
+  static const bool v = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                        __builtin_cpu_supports("avx512vl");
+  return v && isa_cap() >= 2;
+}
+#define RECT_ISA_DISPATCH(NAME)                                                    \
+  template <typename scalar_t, typename... Args>                                   \
+  __attribute__((target("avx2"))) void NAME##_avx2(const Args&... args) {          \
+    NAME<scalar_t>(args...);                                                       \
+  }                                                                                \
+  template <typename scalar_t, typename... Args>                                   \
+  void NAME##_any(const Args&... args) {                                           \
+    if (cpu_has_avx2()) return NAME##_avx2<scalar_t>(args...);                     \
+    NAME<scalar_t>(args...);                                                       \
+  }
+#else
+#define RECT_X86 0
+inline int& isa_cap() {
+  static int v = 0;
+  return v;
+}
+inline bool cpu_has_avx2() { return false; }
+inline bool cpu_has_avx512() { return false; }
+#define RECT_ISA_DISPATCH(NAME)                                                    \
+  template <typename scalar_t, typename... Args>                                   \
+  void NAME##_any(const Args&... args) {                                           \
+    NAME<scalar_t>(args...);                                                       \
+  }
+#endif
+
+// Caps the instruction set of this extension's loops (2 AVX-512, 1 AVX2, 0 portable);
+// returns the cap before. The CPU's own support still applies.
+inline int64_t set_isa(int64_t level) {
+  const int64_t before = isa_cap();
+  isa_cap() = static_cast<int>(level);
+  return before;
+}
+
+}  // namespace
+"""
+
+
+def disabled() -> bool:
+    """Whether ``RECTIFIERS_NO_CPP`` (any value but empty or ``0``) turns the C++ kernels off."""
+    return os.environ.get("RECTIFIERS_NO_CPP", "").strip() not in ("", "0")
+
+
+def ninja_dir() -> str | None:
+    """A folder holding ``ninja`` when it is not on PATH: pip's ``ninja`` package puts it beside
+    the interpreter of a virtual environment that was not activated."""
+    dirs = [os.path.dirname(sys.executable)]
+    try:
+        import ninja  # type: ignore[import-not-found]
+
+        dirs.insert(0, ninja.BIN_DIR)
+    except Exception:
+        pass
+    return next((d for d in dirs if shutil.which("ninja", path=d)), None)
+
+
+def build(name: str, source: str, flags: Sequence[str]) -> None:
+    """Compile (or find in torch's extension cache) and load the extension ``name`` from ``source``."""
+    from torch.utils import cpp_extension  # lazy: imports setuptools machinery
+
+    old_path = os.environ.get("PATH", "")
+    extra = None if shutil.which("ninja") else ninja_dir()
+    if extra:  # for the build only; the user's PATH is restored afterwards
+        os.environ["PATH"] = extra + os.pathsep + old_path
+    try:
+        cpp_extension.load_inline(
+            name=name, cpp_sources=[source], extra_cflags=list(flags), is_python_module=False,
+            no_implicit_headers=True, verbose=False,
+        )
+    finally:
+        if extra:
+            os.environ["PATH"] = old_path
+
+
+#: The instruction-set cap of every extension (see :func:`set_isa`), and the op namespaces
+#: of the extensions loaded so far, which get it.
+_isa: dict[str, object] = {"cap": 2, "namespaces": []}
+
+
+def load_once(
+    state: dict[str, object], lock: threading.Lock, build_fn: Callable[[], None], namespace: str,
+    ops: Sequence[str], what: str,
+) -> bool:
+    """Run ``build_fn`` once, check that ``torch.ops.<namespace>.<op>`` resolves for each op,
+    and remember the outcome in ``state`` (keys ``tried``, ``ok``, ``seconds``).
+
+    Never raises: a failure is reported once with a :class:`RuntimeWarning` naming ``what`` (the
+    caller's caller's line) and later calls return ``False`` at once; ``RECTIFIERS_NO_CPP``
+    returns ``False`` silently. A loaded extension gets the current :func:`set_isa` cap.
+    """
+    if disabled():
+        return False
+    if state["tried"]:
+        return bool(state["ok"])
+    with lock:
+        if not state["tried"]:
+            t0 = time.perf_counter()
+            try:
+                build_fn()
+                lib = getattr(torch.ops, namespace)
+                for op in ops:
+                    getattr(lib, op)  # resolves the op or raises
+                lib.set_isa(int(_isa["cap"]))  # type: ignore[call-overload]
+                names: list[str] = _isa["namespaces"]  # type: ignore[assignment]
+                if namespace not in names:
+                    names.append(namespace)
+                state["ok"] = True
+            except Exception as e:  # any build or load failure: fall back to plain torch
+                last = str(e).strip().splitlines()[-1] if str(e).strip() else ""
+                warnings.warn(
+                    f"rectifiers: the fused C++ {what} could not be built or loaded "
+                    f"({type(e).__name__}: {last}); using the plain-torch path (same results, "
+                    f"slower). Set RECTIFIERS_NO_CPP=1 to skip the build.",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+                state["ok"] = False
+            state["seconds"] = time.perf_counter() - t0
+            state["tried"] = True
+    return bool(state["ok"])
+
+
+def set_isa(level: int) -> int:
+    """Cap the C++ kernels' instruction set: 2 AVX-512, 1 AVX2, 0 portable loops only (for tests).
+
+    One cap for every extension, those loaded already and those loaded later; returns the cap
+    before. The CPU's own support still applies (a cap of 2 on a CPU without AVX-512 runs AVX2).
+    """
+    level = int(level)
+    if level not in (0, 1, 2):
+        raise ValueError(f"set_isa: level must be 0 (portable), 1 (AVX2) or 2 (AVX-512), got {level!r}")
+    before = int(_isa["cap"])  # type: ignore[call-overload]
+    _isa["cap"] = level
+    for ns in _isa["namespaces"]:  # type: ignore[attr-defined]
+        getattr(torch.ops, ns).set_isa(level)
+    return before
