@@ -257,6 +257,23 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+#: Input layouts of ``--layouts``.
+LAYOUTS = ("contiguous", "channels_last", "strided")
+
+
+def _laid_out(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """``t``'s values in the given memory layout: contiguous, channels-last, or a strided view
+    (every other element of a last dimension twice as long: not dense)."""
+    if layout == "channels_last":
+        return t.contiguous(memory_format=torch.channels_last if t.dim() == 4 else torch.channels_last_3d)
+    if layout == "strided":
+        wide = torch.empty(t.shape[:-1] + (2 * t.shape[-1],), dtype=t.dtype)
+        view = wide[..., ::2]
+        view.copy_(t)
+        return view
+    return t.contiguous()
+
+
 def run_benchmark(
     activations: Sequence[str] = ACTIVATIONS,
     shapes: Sequence[Sequence[int]] = DEFAULT_SHAPES,
@@ -267,8 +284,14 @@ def run_benchmark(
     compile_backend: str = "inductor",
     seed: int = 0,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+    layouts: Sequence[str] = ("contiguous",),
 ) -> list[dict[str, object]]:
-    """Run the benchmark; returns one row (a dict, the CSV columns) per case."""
+    """Run the benchmark; returns one row (a dict, the CSV columns) per case.
+
+    ``layouts``: the input's memory layout, among :data:`LAYOUTS` (``channels_last`` applies to
+    4-D and 5-D shapes only and is skipped for others); every implementation gets the same
+    input, so the ratios compare them on that layout.
+    """
     rows: list[dict[str, object]] = []
     meta = {
         "device": "cpu",
@@ -278,11 +301,12 @@ def run_benchmark(
     }
     for dname in dtypes:
         dtype = DTYPES[dname]
-        for shape in shapes:
-            shape = tuple(int(s) for s in shape)
+        for shape, layout in [(tuple(int(s) for s in sh), lay) for sh in shapes for lay in layouts]:
+            if layout == "channels_last" and len(shape) not in (4, 5):
+                continue
             gen = torch.Generator().manual_seed(seed)
-            x = torch.randn(shape, generator=gen).to(dtype).requires_grad_()
-            g = torch.randn(shape, generator=gen).to(dtype)
+            x = _laid_out(torch.randn(shape, generator=gen).to(dtype), layout).requires_grad_()
+            g = _laid_out(torch.randn(shape, generator=gen).to(dtype), layout)
             cases: list[tuple[str, _Case]] = []
             if any(i.endswith("compiled") for i in impls):
                 # Each (shape, dtype) compiles afresh: the shared functionals would otherwise
@@ -342,7 +366,7 @@ def run_benchmark(
                 impl = case.name.split("/", 1)[1]
                 row: dict[str, object] = dict(meta)
                 row.update(
-                    dtype=dname, shape="x".join(map(str, shape)), activation=act, impl=impl,
+                    dtype=dname, shape="x".join(map(str, shape)), layout=layout, activation=act, impl=impl,
                     repeats=repeats, clone_ms=round(clone_ms, 4), error=case.error,
                     extra_bytes_per_elem=round(case.extra_bytes, 3), compiles_timed=case.compiles_timed,
                 )
@@ -355,7 +379,7 @@ def run_benchmark(
                 t = med.get(case.name, {}).get("fwdbwd")
                 row["fwdbwd_vs_nn_leaky"] = None if t is None or not leaky_nn else round(t / leaky_nn, 3)
                 rows.append(row)
-            log(f"[bench] {dname} {shape}: done")
+            log(f"[bench] {dname} {shape} {layout}: done")
     return rows
 
 
@@ -367,7 +391,7 @@ def _extra_bytes_of(mod: nn.Module, x: torch.Tensor) -> float:
 
 
 COLUMNS = (
-    "device", "cpu", "threads", "torch", "dtype", "shape", "activation", "impl", "repeats",
+    "device", "cpu", "threads", "torch", "dtype", "shape", "layout", "activation", "impl", "repeats",
     "fwd_ms", "bwd_ms", "fwdbwd_ms", "nograd_ms", "clone_ms",
     "fwd_vs_torch", "bwd_vs_torch", "fwdbwd_vs_torch", "nograd_vs_torch",
     "fwd_vs_clone", "bwd_vs_clone", "fwdbwd_vs_clone", "nograd_vs_clone",
@@ -385,10 +409,10 @@ def _fmt(v: object) -> str:
 
 def format_table(rows: Sequence[dict[str, object]], markdown: bool = False) -> str:
     """The rows as a text (or Markdown) table of the main columns."""
-    cols = ("dtype", "shape", "activation", "impl", "fwd_ms", "bwd_ms", "fwdbwd_ms", "nograd_ms",
+    cols = ("dtype", "shape", "layout", "activation", "impl", "fwd_ms", "bwd_ms", "fwdbwd_ms", "nograd_ms",
             "fwdbwd_vs_torch", "nograd_vs_torch", "fwdbwd_vs_clone", "fwdbwd_vs_nn_leaky",
             "extra_bytes_per_elem")
-    heads = ("dtype", "shape", "activation", "impl", "fwd ms", "bwd ms", "f+b ms", "no_grad ms",
+    heads = ("dtype", "shape", "layout", "activation", "impl", "fwd ms", "bwd ms", "f+b ms", "no_grad ms",
              "f+b / torch", "no_grad / torch", "f+b / clone", "f+b / nn.Leaky", "extra B/elem")
     def cell(r: dict[str, object], c: str) -> str:
         if c == "impl" and r.get("error"):
@@ -426,36 +450,36 @@ def goals_table(rows: Sequence[dict[str, object]], noise: float = 0.05) -> str:
     The no_grad goal ("no slower than torch.nn") counts as met within ``noise`` (5%), the
     run-to-run spread of a shared machine.
     """
-    out = ["| goal | dtype | shape | measured | bound | met |", "|---|---|---|---|---|---|"]
+    out = ["| goal | dtype | shape | layout | measured | bound | met |", "|---|---|---|---|---|---|---|"]
     eager = [r for r in rows if r.get("impl") == "eager" and not r.get("error")]
     for label, act, col, bound in GOALS:
         for r in eager:
             if r["activation"] != act or r.get(col) is None:
                 continue
             v = float(r[col])  # type: ignore[arg-type]
-            out.append(f"| {label} | {r['dtype']} | {r['shape']} | {v:.2f} | <= {bound:.2f} | "
+            out.append(f"| {label} | {r['dtype']} | {r['shape']} | {r.get('layout', 'contiguous')} | {v:.2f} | <= {bound:.2f} | "
                        f"{'met' if v <= bound else 'not met'} |")
     for r in eager:
         v = r.get("nograd_vs_torch")
         if v is None:
             continue
         out.append(f"| {r['activation']}: no_grad forward no slower than torch | {r['dtype']} | "
-                   f"{r['shape']} | {float(v):.2f} | <= 1 (+{noise:.0%} noise) | "  # type: ignore[arg-type]
+                   f"{r['shape']} | {r.get('layout', 'contiguous')} | {float(v):.2f} | <= 1 (+{noise:.0%} noise) | "  # type: ignore[arg-type]
                    f"{'met' if float(v) <= 1 + noise else 'not met'} |")  # type: ignore[arg-type]
     mem_bound = {"relu": 0.0, "leaky_relu": 0.0, "prelu": 0.0, "prelu_scalar": 0.0,
                  "frelu": 1.0, "frelu_channel": 1.0}
-    plain = {(r["dtype"], r["shape"]): r for r in rows
+    plain = {(r["dtype"], r["shape"], r.get("layout", "contiguous")): r for r in rows
              if r.get("impl") == "torch" and r.get("activation") == "funnel"}
     for r in eager:
         eb = float(r["extra_bytes_per_elem"])  # type: ignore[arg-type]
         act = str(r["activation"])
         if act in mem_bound:
             bound = mem_bound[act]
-            out.append(f"| {act}: extra bytes kept per element | {r['dtype']} | {r['shape']} | "
+            out.append(f"| {act}: extra bytes kept per element | {r['dtype']} | {r['shape']} | {r.get('layout', 'contiguous')} | "
                        f"{eb:.3f} | <= {bound:g} | {'met' if eb <= bound + 0.01 else 'not met'} |")
-        elif act == "funnel" and (r["dtype"], r["shape"]) in plain:
-            pb = float(plain[(r["dtype"], r["shape"])]["extra_bytes_per_elem"])  # type: ignore[arg-type]
-            out.append(f"| funnel: bytes kept vs the plain formula | {r['dtype']} | {r['shape']} | "
+        elif act == "funnel" and (r["dtype"], r["shape"], r.get("layout", "contiguous")) in plain:
+            pb = float(plain[(r["dtype"], r["shape"], r.get("layout", "contiguous"))]["extra_bytes_per_elem"])  # type: ignore[arg-type]
+            out.append(f"| funnel: bytes kept vs the plain formula | {r['dtype']} | {r['shape']} | {r.get('layout', 'contiguous')} | "
                        f"{eb / pb:.0%} ({eb:.2f} of {pb:.2f} B) | <= 40% | "
                        f"{'met' if eb <= 0.4 * pb else 'not met'} |")
     return "\n".join(out)
@@ -517,6 +541,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="shapes like 32x64x56x56, channels at dim 1 (default: 32x64x56x56 16x512x768)")
     p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], metavar="DTYPE",
                    help=f"dtypes among {', '.join(DTYPES)} (default: fp32 bf16)")
+    p.add_argument("--layouts", nargs="+", default=["contiguous"], metavar="LAYOUT",
+                   help=f"input memory layouts among {', '.join(LAYOUTS)} (default: contiguous; "
+                   "channels_last applies to 4-D and 5-D shapes)")
     p.add_argument("--repeats", type=int, default=15, help="timed repetitions (default 15)")
     p.add_argument("--warmup", type=int, default=2, help="untimed repetitions first (default 2)")
     p.add_argument("--compile-backend", default="inductor",
@@ -553,6 +580,9 @@ def run(args: argparse.Namespace) -> int:
     for d in args.dtypes:
         if d not in DTYPES:
             raise UsageError(f"rectifiers bench: unknown dtype {d!r}; expected one of {', '.join(DTYPES)}")
+    for lay in args.layouts:
+        if lay not in LAYOUTS:
+            raise UsageError(f"rectifiers bench: unknown layout {lay!r}{closest(lay, LAYOUTS)}")
     if args.repeats < 1 or args.warmup < 0:
         raise UsageError("rectifiers bench: --repeats must be >= 1 and --warmup >= 0")
     if args.threads is not None:
@@ -570,7 +600,8 @@ def run(args: argparse.Namespace) -> int:
     acts = list(args.activations)
     if any(a == "frelu" or a == "frelu_channel" for a in acts) and "leaky_relu" not in acts:
         acts.insert(0, "leaky_relu")  # the FReLU goal is measured against torch.nn.LeakyReLU
-    rows = run_benchmark(acts, shapes, dtypes, impls, repeats, args.warmup, args.compile_backend)
+    rows = run_benchmark(acts, shapes, dtypes, impls, repeats, args.warmup, args.compile_backend,
+                         layouts=args.layouts)
     print(format_table(rows))
     if args.goals:
         print()

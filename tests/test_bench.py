@@ -1,0 +1,75 @@
+"""The CPU benchmark's machinery (``python -m rectifiers.bench``): rows, layouts, goals, CSV and
+the command line's errors. Timings themselves are never checked here (they belong to the
+benchmark's runs, not to tests)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from rectifiers import bench
+
+
+def _rows(**kw):
+    args = dict(activations=["leaky_relu", "frelu_channel", "funnel"], shapes=[(2, 4, 6, 6)],
+                dtypes=["fp32"], impls=["torch", "eager"], repeats=1, warmup=0, log=lambda s: None)
+    args.update(kw)
+    return bench.run_benchmark(**args)
+
+
+def test_laid_out_keeps_values_and_sets_the_layout():
+    t = torch.randn(2, 3, 4, 5)
+    for layout in bench.LAYOUTS:
+        u = bench._laid_out(t, layout)
+        assert torch.equal(u, t)
+        assert u.is_contiguous() == (layout == "contiguous")
+    assert bench._laid_out(t, "channels_last").is_contiguous(memory_format=torch.channels_last)
+    s = bench._laid_out(t, "strided")
+    assert s.stride()[-1] == 2  # every other element: not dense
+
+
+def test_rows_per_layout_and_ratios_to_torch():
+    rows = _rows(layouts=("contiguous", "channels_last", "strided"), shapes=[(2, 4, 6, 6), (2, 4, 9)])
+    got = {(r["shape"], r["layout"], r["activation"], r["impl"]) for r in rows}
+    # channels_last is skipped for the 3-D shape; every other combination is there
+    assert ("2x4x9", "channels_last", "leaky_relu", "torch") not in got
+    for layout in bench.LAYOUTS:
+        for act in ("leaky_relu", "frelu_channel", "funnel"):
+            assert ("2x4x6x6", layout, act, "eager") in got
+    for r in rows:
+        assert not r["error"], r
+        if r["impl"] == "torch":
+            assert r["fwdbwd_vs_torch"] == 1.0
+        assert r["fwdbwd_ms"] > 0 and r["clone_ms"] > 0
+    # what is kept for backward does not depend on the timing: the eager LeakyReLU keeps nothing
+    leaky = [r for r in rows if r["activation"] == "leaky_relu"]
+    assert all(r["extra_bytes_per_elem"] == (0.0 if r["impl"] == "eager" else 4.0) for r in leaky)
+
+
+def test_goals_table_and_csv_round_trip(tmp_path):
+    rows = _rows(layouts=("contiguous", "strided"))
+    table = bench.goals_table(rows)
+    assert "| goal | dtype | shape | layout |" in table
+    assert "funnel: bytes kept vs the plain formula | fp32 | 2x4x6x6 | strided" in table
+    path = tmp_path / "b.csv"
+    bench.write_csv(rows, str(path))
+    back = bench.read_csv(str(path))
+    assert [(r["layout"], r["activation"], r["impl"]) for r in back] == \
+           [(r["layout"], r["activation"], r["impl"]) for r in rows]
+    assert back[0]["fwdbwd_ms"] == pytest.approx(rows[0]["fwdbwd_ms"])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--layouts", "nhwc"], "unknown layout 'nhwc'"),
+    (["--activations", "relux"], "unknown activation 'relux'"),
+    (["--impls", "fast"], "unknown implementation 'fast'"),
+    (["--dtypes", "fp8"], "unknown dtype 'fp8'"),
+    (["--repeats", "0"], "--repeats must be >= 1"),
+    (["--threads", "0"], "--threads must be >= 1"),
+])
+def test_usage_errors(args, message):
+    r = subprocess.run([sys.executable, "-m", "rectifiers.bench", *args], capture_output=True, text=True)
+    assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
