@@ -15,6 +15,10 @@ both fused passes and loads it lazily:
   variable), and the eager backend keeps its plain-torch implementation, which gives the same
   results.
 
+The C++ preamble (bfloat16 loads and stores by the bits, the AVX2 / AVX-512 run-time choice and
+its cap, :func:`set_isa`) and the build and load helpers are shared with the funnel kernel, in
+:mod:`rectifiers.ops._cpp_common`.
+
 FReLU semantics are exactly the plain path's: ``y = relu(x) + b`` (``relu(-0.0) = -0.0``, NaN
 stays NaN, the add rounded once in x's dtype), mask ``relu(x) != 0`` (true for ``x > 0`` and
 NaN), ``dx = g if mask else 0``, ``db[c] = sum of g over channel c`` accumulated in float64 in a
