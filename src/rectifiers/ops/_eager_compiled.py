@@ -29,9 +29,9 @@ What is traced instead:
   from another (torch's backward kernel, block by block); FReLU's bias gradient stays a plain
   sum.
 
-Gradients follow torch's conventions exactly (NaN, +-0, an infinite ``g``). The ops have no
-autograd formula of their own: double backward through a compiled graph is refused by
-``torch.compile`` anyway.
+Gradients follow torch's conventions exactly (NaN, +-0, an infinite ``g``). Only ``frelu_fwd``
+has an autograd formula (``register_autograd``); the backward ops have none: double backward
+through a compiled graph is refused by ``torch.compile`` anyway.
 """
 
 from __future__ import annotations
