@@ -15,7 +15,8 @@ from rectifiers import bench
 
 def _rows(**kw):
     args = dict(activations=["leaky_relu", "frelu_channel", "funnel"], shapes=[(2, 4, 6, 6)],
-                dtypes=["fp32"], impls=["torch", "eager"], repeats=1, warmup=0, log=lambda s: None)
+                dtypes=["fp32"], impls=["torch", "eager"], repeats=1, warmup=0, log=lambda s: None,
+                cold=False)
     args.update(kw)
     return bench.run_benchmark(**args)
 
@@ -73,3 +74,23 @@ def test_goals_table_and_csv_round_trip(tmp_path):
 def test_usage_errors(args, message):
     r = subprocess.run([sys.executable, "-m", "rectifiers.bench", *args], capture_output=True, text=True)
     assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_cold_inputs_evict_the_cache_before_each_call(monkeypatch):
+    """cold=True (the default) passes over a last-level-cache-sized buffer before every timed
+    call; cold=False never does."""
+    calls = []
+    monkeypatch.setattr(bench._Inputs, "flush", lambda self: calls.append(self.buf is not None))
+    monkeypatch.setattr(bench, "_l3_bytes", lambda: 1 << 20)
+    rows = _rows(activations=["leaky_relu"], impls=["torch"], cold=True)
+    assert rows[0]["cache"] == "cold"
+    # per repetition: the clone twice, the timed step (fwd, bwd, fwd+bwd) and the timed no_grad
+    # forward; the untimed steps before them need no eviction
+    assert calls and all(calls) and len(calls) == 2 + 3 + 1
+    calls.clear()
+    rows = _rows(activations=["leaky_relu"], impls=["torch"], cold=False)
+    assert rows[0]["cache"] == "warm" and calls and not any(calls)
+
+
+def test_l3_bytes_is_positive():
+    assert bench._l3_bytes() >= 1 << 20

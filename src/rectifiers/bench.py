@@ -19,7 +19,9 @@ shared machine hits all of them alike; each runs an untimed step just before its
 that it meets the allocator in the state its own steps leave (as in a training loop). Without
 that, glibc's malloc hands a large buffer back to the system at one implementation's free and
 page-faults it in again at the next one's allocation, and which implementation pays for that
-changed from run to run (ratios between identical kernels moved by up to 2x).
+changed from run to run (ratios between identical kernels moved by up to 2x). Each timed call
+also starts with the CPU's caches evicted, as a network's layers find them (``--warm-cache``
+turns that off; see ``_Inputs``).
 
 Compiled implementations are compiled during the warm-up (a training graph and a no_grad graph
 each); the column ``compiles_timed`` counts the graphs Dynamo compiled during the timed
@@ -209,24 +211,79 @@ def _zero(m: nn.Module, x: torch.Tensor) -> None:
         p.grad = None
 
 
-def _measure_once(m: nn.Module, x: torch.Tensor, g: torch.Tensor) -> dict[str, float]:
+def _l3_bytes() -> int:
+    """The CPU's last-level cache in bytes (sysconf, then Linux sysfs), or 64 MiB if unknown."""
+    for name in ("SC_LEVEL4_CACHE_SIZE", "SC_LEVEL3_CACHE_SIZE"):
+        try:
+            v = os.sysconf(name)
+        except (ValueError, OSError):
+            continue
+        if v and v > 0:
+            return int(v)
+    best = 0
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    for d in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+        try:
+            with open(os.path.join(base, d, "size")) as f:
+                size = f.read().strip().upper()
+            mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(size[-1:], 1)
+            best = max(best, int(size.rstrip("KMG")) * mult)
+        except (OSError, ValueError):
+            continue
+    return best or 64 << 20
+
+
+class _Inputs:
+    """The input and gradient of the timed calls, with the CPU's caches evicted before each.
+
+    With ``cold=True`` every call (forward, backward, forward + backward, no_grad forward, the
+    copy) starts after a pass over a buffer the size of the last-level cache, so that it finds
+    its tensors in memory, not in cache: that is how a network's layers find them (by an
+    activation's backward, every other layer has run since its forward). Timing the same input
+    call after call instead keeps it in a large cache (480 MiB on the Xeon of the recorded
+    results), which favoured what reads the input in backward (``torch.nn.LeakyReLU``) over
+    what reads the output by 10-60%; with the caches evicted the two run alike.
+    """
+
+    def __init__(self, x: torch.Tensor, g: torch.Tensor, cold: bool) -> None:
+        self.x, self.g = x, g
+        self.buf = torch.zeros(_l3_bytes() // 4) if cold else None
+
+    def flush(self) -> None:
+        if self.buf is not None:
+            self.buf.add_(1.0)
+
+    def __call__(self, timed: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        if timed:
+            self.flush()
+        return self.x, self.g
+
+
+def _measure_once(m: nn.Module, inputs: _Inputs, timed: bool = True) -> dict[str, float]:
     out: dict[str, float] = {}
+    x, g = inputs(timed)
     _zero(m, x)
     t0 = _now()
     y = m(x)
     out["fwd"] = _now() - t0
+    if timed:
+        inputs.flush()
     t0 = _now()
     y.backward(g)
     out["bwd"] = _now() - t0
     del y
     _zero(m, x)
+    x, g = inputs(timed)
+    _zero(m, x)
     t0 = _now()
     m(x).backward(g)
     out["fwdbwd"] = _now() - t0
+    _zero(m, x)
     return out
 
 
-def _measure_nograd(m: nn.Module, x: torch.Tensor) -> float:
+def _measure_nograd(m: nn.Module, inputs: _Inputs, timed: bool = True) -> float:
+    x, _ = inputs(timed)
     with torch.no_grad():
         t0 = _now()
         y = m(x)
@@ -235,7 +292,8 @@ def _measure_nograd(m: nn.Module, x: torch.Tensor) -> float:
     return dt
 
 
-def _clone_times(x: torch.Tensor) -> float:
+def _clone_times(inputs: _Inputs) -> float:
+    x = inputs()[0].detach()
     t0 = _now()
     y = x.clone()
     dt = _now() - t0
@@ -289,12 +347,14 @@ def run_benchmark(
     seed: int = 0,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
     layouts: Sequence[str] = ("contiguous",),
+    cold: bool = True,
 ) -> list[dict[str, object]]:
     """Run the benchmark; returns one row (a dict, the CSV columns) per case.
 
     ``layouts``: the input's memory layout, among :data:`LAYOUTS` (``channels_last`` applies to
     4-D and 5-D shapes only and is skipped for others); every implementation gets the same
-    input, so the ratios compare them on that layout.
+    input, so the ratios compare them on that layout. ``cold``: evict the CPU's caches before
+    every timed call, as a network's layers find them (see :class:`_Inputs`).
     """
     rows: list[dict[str, object]] = []
     meta = {
@@ -302,6 +362,7 @@ def run_benchmark(
         "cpu": _cpu_name(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "cache": "cold" if cold else "warm",
     }
     for dname in dtypes:
         dtype = DTYPES[dname]
@@ -311,6 +372,7 @@ def run_benchmark(
             gen = torch.Generator().manual_seed(seed)
             x = _laid_out(torch.randn(shape, generator=gen).to(dtype), layout).requires_grad_()
             g = _laid_out(torch.randn(shape, generator=gen).to(dtype), layout)
+            inputs = _Inputs(x, g, cold)
             cases: list[tuple[str, _Case]] = []
             if any(i.endswith("compiled") for i in impls):
                 # Each (shape, dtype) compiles afresh: the shared functionals would otherwise
@@ -330,8 +392,8 @@ def run_benchmark(
                         case = _Case(label, mod)
                         log(f"[bench] {dname} {shape} {label}: warm-up")
                         for _ in range(warmup):
-                            _measure_once(mod, x, g)
-                            _measure_nograd(mod, x)
+                            _measure_once(mod, inputs, timed=False)
+                            _measure_nograd(mod, inputs, timed=False)
                         case.extra_bytes = _extra_bytes_of(mod, x)
                     except Exception as e:  # noqa: BLE001 - a failing case is reported, not fatal
                         case = _Case(label, nn.Identity(), error=f"{type(e).__name__}: {e}"[:200])
@@ -339,15 +401,15 @@ def run_benchmark(
                     cases.append((act, case))
             clone_t: list[float] = []
             for r in range(repeats):
-                clone_t.append(_clone_times(x.detach()))
+                clone_t.append(_clone_times(inputs))
                 for _, case in cases:
                     if case.error:
                         continue
                     n0 = _graphs_compiled()
                     # An untimed step first: the allocator then holds this implementation's own
                     # pattern of blocks, as in a training loop, instead of the previous one's.
-                    _measure_once(case.module, x, g)
-                    for k, v in _measure_once(case.module, x, g).items():
+                    _measure_once(case.module, inputs, timed=False)
+                    for k, v in _measure_once(case.module, inputs).items():
                         case.times[k].append(v)
                     case.compiles_timed += _graphs_compiled() - n0
                 # The no_grad forwards in a round of their own: each then finds the allocator
@@ -356,10 +418,10 @@ def run_benchmark(
                 for _, case in cases:
                     if not case.error:
                         n0 = _graphs_compiled()
-                        _measure_nograd(case.module, x)  # untimed, as above
-                        case.times["nograd"].append(_measure_nograd(case.module, x))
+                        _measure_nograd(case.module, inputs, timed=False)  # untimed, as above
+                        case.times["nograd"].append(_measure_nograd(case.module, inputs))
                         case.compiles_timed += _graphs_compiled() - n0
-                clone_t.append(_clone_times(x.detach()))
+                clone_t.append(_clone_times(inputs))
             clone_ms = statistics.median(clone_t) * 1e3
             med = {
                 case.name: {k: statistics.median(v) * 1e3 for k, v in case.times.items() if v}
@@ -399,7 +461,7 @@ def _extra_bytes_of(mod: nn.Module, x: torch.Tensor) -> float:
 
 
 COLUMNS = (
-    "device", "cpu", "threads", "torch", "dtype", "shape", "layout", "activation", "impl", "repeats",
+    "device", "cpu", "threads", "torch", "cache", "dtype", "shape", "layout", "activation", "impl", "repeats",
     "fwd_ms", "bwd_ms", "fwdbwd_ms", "nograd_ms", "clone_ms",
     "fwd_vs_torch", "bwd_vs_torch", "fwdbwd_vs_torch", "nograd_vs_torch",
     "fwd_vs_clone", "bwd_vs_clone", "fwdbwd_vs_clone", "nograd_vs_clone",
@@ -552,6 +614,10 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layouts", nargs="+", default=["contiguous"], metavar="LAYOUT",
                    help=f"input memory layouts among {', '.join(LAYOUTS)} (default: contiguous; "
                    "channels_last applies to 4-D and 5-D shapes)")
+    p.add_argument("--warm-cache", action="store_true",
+                   help="do not evict the CPU's caches before each timed call (by default they "
+                   "are, as a network's layers find them; the same input timed call after call "
+                   "would otherwise stay cached)")
     p.add_argument("--repeats", type=int, default=15, help="timed repetitions (default 15)")
     p.add_argument("--warmup", type=int, default=2, help="untimed repetitions first (default 2)")
     p.add_argument("--compile-backend", default="inductor",
@@ -609,7 +675,7 @@ def run(args: argparse.Namespace) -> int:
     if any(a == "frelu" or a == "frelu_channel" for a in acts) and "leaky_relu" not in acts:
         acts.insert(0, "leaky_relu")  # the FReLU goal is measured against torch.nn.LeakyReLU
     rows = run_benchmark(acts, shapes, dtypes, impls, repeats, args.warmup, args.compile_backend,
-                         layouts=args.layouts)
+                         layouts=args.layouts, cold=not (args.warm_cache or args.quick))
     print(format_table(rows))
     if args.goals:
         print()
