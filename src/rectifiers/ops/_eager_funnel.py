@@ -76,21 +76,25 @@ def _differentiable_backward(g, ins, rmc, rvc, use_batch, eps, need):  # type: i
     return tuple(out)
 
 
-class _Funnel(torch.autograd.Function):
+class _TwoHalves(torch.autograd.Function):
+    """A Function written as ``_run(*inputs)`` and ``_setup(ctx, inputs, output)``, called from
+    one ``forward(ctx, ...)``: a separate ``setup_context`` would make every apply bind its
+    arguments through ``inspect.signature`` (tens of microseconds of Python a call)."""
+
+    @classmethod
+    def forward(cls, ctx, *inputs):  # type: ignore[no-untyped-def, override]
+        output = cls._run(*inputs)  # type: ignore[attr-defined]
+        cls._setup(ctx, inputs, output)  # type: ignore[attr-defined]
+        return output
+
+
+class _Funnel(_TwoHalves):
     @staticmethod
     def _run(x, conv_weight, conv_bias, bn_weight, bn_bias, rm, rv, use_batch, momentum, eps):  # type: ignore[no-untyped-def]
         y, mean, invstd = _forward(
             x, conv_weight, conv_bias, bn_weight, bn_bias, rm, rv, use_batch, momentum, eps
         )
         return y, mean, invstd
-
-    # forward(ctx, ...) calls the two halves: with a separate setup_context, every apply binds
-    # its arguments through inspect.signature (tens of microseconds of Python a call).
-    @classmethod
-    def forward(cls, ctx, *inputs):  # type: ignore[no-untyped-def, override]
-        output = cls._run(*inputs)
-        cls._setup(ctx, inputs, output)
-        return output
 
     @staticmethod
     def _setup(ctx, inputs, output):  # type: ignore[no-untyped-def]
@@ -169,7 +173,7 @@ class _Funnel(torch.autograd.Function):
         return dx, dcw, dcb, gbw, gbb, None, None, None, None, None
 
 
-class _FunnelFused(torch.autograd.Function):
+class _FunnelFused(_TwoHalves):
     """The funnel through the fused C++ CPU kernel: x and (C, 3) statistics kept."""
 
     @staticmethod
@@ -177,14 +181,6 @@ class _FunnelFused(torch.autograd.Function):
         return _funnel_cpp.forward(
             x.contiguous(), conv_weight, conv_bias, bn_weight, bn_bias, rm, rv, use_batch, momentum, eps
         )
-
-    # forward(ctx, ...) calls the two halves: with a separate setup_context, every apply binds
-    # its arguments through inspect.signature (tens of microseconds of Python a call).
-    @classmethod
-    def forward(cls, ctx, *inputs):  # type: ignore[no-untyped-def, override]
-        output = cls._run(*inputs)
-        cls._setup(ctx, inputs, output)
-        return output
 
     @staticmethod
     def _setup(ctx, inputs, output):  # type: ignore[no-untyped-def]
