@@ -624,7 +624,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch.compile backend of the 'compiled' implementation (default inductor)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: as is)")
     p.add_argument("--quick", action="store_true",
-                   help="a small shape (8x16x24x24), fp32 only, 5 repeats: a smoke run")
+                   help="a small shape (8x16x24x24), fp32 only, 5 repeats, caches not evicted: a smoke run")
     p.add_argument("--goals", action="store_true", help="also print the issue's goals, met or not")
     p.add_argument("--csv", default=None, metavar="PATH", help="write every row to this CSV file")
     p.add_argument("--markdown", default=None, metavar="PATH", help="also write the table as Markdown")
