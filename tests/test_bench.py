@@ -94,3 +94,8 @@ def test_cold_inputs_evict_the_cache_before_each_call(monkeypatch):
 
 def test_l3_bytes_is_positive():
     assert bench._l3_bytes() >= 1 << 20
+
+
+def test_unknown_layout_is_refused():
+    with pytest.raises(ValueError, match="layouts: expected each of contiguous, channels_last, strided; got 'nhwc'"):
+        _rows(layouts=("nhwc",))

@@ -413,3 +413,21 @@ def test_cache_blocked_paths(name: str, layout: str, monkeypatch: pytest.MonkeyP
     torch.testing.assert_close(y, yr, rtol=0, atol=0)
     for a, b in zip(grads, grads_r):
         torch.testing.assert_close(a, b)
+
+
+def test_cpu_inputs_under_another_default_device():
+    """With ``torch.device('meta')`` as the default device, CPU inputs still run on CPU: every
+    buffer the fused kernels allocate follows the input's device, not the default one."""
+    import rectifiers.functional as RF
+
+    c = 3
+    x = torch.randn(2, c, 5, 6, requires_grad=True)
+    cw = torch.randn(c, 1, 3, 3, requires_grad=True)
+    bw, bb = torch.ones(c, requires_grad=True), torch.zeros(c, requires_grad=True)
+    wp, b = torch.full((c,), 0.3, requires_grad=True), torch.zeros(c, requires_grad=True)
+    with torch.device("meta"):
+        outs = [RF.funnel_relu(x, cw, bw, bb, backend="eager"), RF.prelu(x, wp, 1, backend="eager"),
+                RF.flexible_relu(x, b, 1, backend="eager")]
+        sum(o.sum() for o in outs).backward()
+    for t in (*outs, x.grad, cw.grad, bw.grad, bb.grad, wp.grad, b.grad):
+        assert t.device.type == "cpu" and torch.isfinite(t).all()

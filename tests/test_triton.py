@@ -642,3 +642,43 @@ def test_funnel_float64_keeps_float64():
     y = RF.funnel_relu(x, cw, bw, bb, None, None, True, backend="triton")
     y_ref = ref.funnel_relu(x, cw, None, bw, bb, None, None, True, 0.1, 1e-5)
     assert torch.allclose(y, y_ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["leaky_relu", "flexible_relu"])
+def test_inplace_under_no_grad_is_seen_by_autograd(name):
+    """Overwriting a tensor a graph saved, in place under no_grad, makes its backward fail as
+    with torch's own in-place ops (the kernel writes x directly, so its version is bumped by
+    hand), never a silently wrong gradient."""
+    w = _randn(4, 5, 30).requires_grad_()
+    y = torch.sigmoid(w * 1.0)  # sigmoid keeps its output y
+    v = y._version
+    with torch.no_grad():
+        if name == "leaky_relu":
+            RF.leaky_relu(y, 0.1, inplace=True, backend="triton")
+        else:
+            RF.flexible_relu(y, torch.zeros(5), 1, inplace=True, backend="triton")
+    assert y._version > v
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+
+
+def test_torch_func_transforms():
+    """torch.func (grad, vmap) through the Triton backend: the custom ops' autograd does not
+    support functorch, so the plain formulas run there, with the same gradients."""
+    x = _randn(3, 4, 5, dtype=torch.float64)
+    w = torch.rand(4, generator=_gen(2), dtype=torch.float64) + 0.1
+    b = _randn(4, dtype=torch.float64, seed=3)
+    for fn in (lambda t, p: RF.leaky_relu(t * p.sum(), 0.1, backend="triton"),
+               lambda t, p: RF.prelu(t, p, 1, backend="triton"),
+               lambda t, p: RF.flexible_relu(t, p, 1, backend="triton")):
+        for p in (w, b):
+            got = torch.func.grad(lambda t, p: fn(t, p).square().sum(), argnums=(0, 1))(x, p)
+            ts = [x.clone().requires_grad_(), p.clone().requires_grad_()]
+            want = torch.autograd.grad(fn(ts[0], ts[1]).square().sum(), ts)
+            for a, e in zip(got, want):
+                assert torch.allclose(a, e, rtol=1e-12, atol=1e-12)
+    cw = _randn(4, 1, 3, dtype=torch.float64, seed=5) * 0.3
+    got = torch.func.grad(lambda t: RF.funnel_relu(t, cw, None, None, backend="triton").sum())(x)
+    xt = x.clone().requires_grad_()
+    want = torch.autograd.grad(RF.funnel_relu(xt, cw, None, None, backend="torch").sum(), xt)[0]
+    assert torch.allclose(got, want, rtol=1e-10, atol=1e-10)

@@ -333,6 +333,8 @@ def _laid_out(t: torch.Tensor, layout: str) -> torch.Tensor:
         view = wide[..., ::2]
         view.copy_(t)
         return view
+    if layout != "contiguous":
+        raise ValueError(f"layouts: expected each of {', '.join(LAYOUTS)}; got {layout!r}")
     return t.contiguous()
 
 

@@ -161,8 +161,18 @@ def ninja_dir() -> str | None:
     return next((d for d in dirs if shutil.which("ninja", path=d)), None)
 
 
+#: One build at a time in this process: a build may put ninja's folder on PATH for its duration,
+#: and two builds in two threads would restore PATH under each other.
+_build_lock = threading.Lock()
+
+
 def build(name: str, source: str, flags: Sequence[str]) -> None:
     """Compile (or find in torch's extension cache) and load the extension ``name`` from ``source``."""
+    with _build_lock:
+        _build_locked(name, source, flags)
+
+
+def _build_locked(name: str, source: str, flags: Sequence[str]) -> None:
     from torch.utils import cpp_extension  # lazy: imports setuptools machinery
 
     old_path = os.environ.get("PATH", "")
@@ -191,8 +201,9 @@ def load_once(
     """Run ``build_fn`` once, check that ``torch.ops.<namespace>.<op>`` resolves for each op,
     and remember the outcome in ``state`` (keys ``tried``, ``ok``, ``seconds``).
 
-    Never raises: a failure is reported once with a :class:`RuntimeWarning` naming ``what`` (the
-    caller's caller's line) and later calls return ``False`` at once; ``RECTIFIERS_NO_CPP``
+    Never raises: a failure is reported once with a :class:`RuntimeWarning` naming ``what`` and
+    the cause (its location is the rectifiers line that first needed the kernel, not the user's)
+    and later calls return ``False`` at once; ``RECTIFIERS_NO_CPP``
     returns ``False`` silently. A loaded extension gets the current :func:`set_isa` cap.
     """
     if disabled():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["needs_grad", "compiling", "reduce_dims", "cache_blocks", "BLOCK_ELEMENTS"]
+__all__ = ["needs_grad", "compiling", "transforming", "reduce_dims", "cache_blocks", "BLOCK_ELEMENTS"]
 
 
 def needs_grad(*tensors: torch.Tensor | None) -> bool:
@@ -14,9 +14,24 @@ def needs_grad(*tensors: torch.Tensor | None) -> bool:
     return any(t is not None and t.requires_grad for t in tensors)
 
 
+def transforming() -> bool:
+    """Whether a ``torch.func`` transform (grad, vjp, jacrev, vmap, ...) is active."""
+    return bool(torch._C._are_functorch_transforms_active())
+
+
 def compiling() -> bool:
-    """Whether torch.compile (Dynamo) or torch.export is tracing this call."""
-    return bool(torch.compiler.is_compiling() or torch.compiler.is_exporting())
+    """Whether to run the plain formulas: torch.compile (Dynamo) or torch.export is tracing this
+    call, or a ``torch.func`` transform (grad, vjp, jacrev, vmap, ...) is active.
+
+    The backends' own autograd Functions save what they keep from ``forward(ctx, ...)``, which
+    ``torch.func`` does not accept; under a transform the plain formulas (or, for the Triton
+    backend, its custom ops) run instead, with the same results.
+    """
+    return bool(
+        torch.compiler.is_compiling()
+        or torch.compiler.is_exporting()
+        or transforming()
+    )
 
 
 def reduce_dims(ndim: int, channel_dim: int | None) -> tuple[int, ...]:

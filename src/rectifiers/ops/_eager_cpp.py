@@ -5,7 +5,8 @@ PyTorch has no kernel that writes ``max(0, x) + b`` and a mask of ``x > 0`` in o
 otherwise makes three passes forward and two backward. This module holds the C++ source of
 both fused passes and loads it lazily:
 
-* the first FReLU call on CPU that needs a gradient compiles it with
+* the first FReLU or PReLU call on CPU that needs a gradient (eager, or a compiled FReLU
+  training step being traced) compiles it with
   :func:`torch.utils.cpp_extension.load_inline` (gcc and ninja; about half a minute on two cores;
   the build is cached in torch's extension directory, ``TORCH_EXTENSIONS_DIR``, and reused);
   :func:`loaded` tells whether that happened (the eager FReLU under ``torch.no_grad()`` uses the
@@ -29,8 +30,9 @@ thread count). That is close to a float64 sum (a relative difference of about 1e
 tensor of ``ceil(n / 8)`` bytes, bit ``i % 8`` of byte ``i // 8`` for the element at memory
 offset ``i``, so 1/8 byte per element is kept for backward. Forward is one loop that reads x
 once and writes y and the mask bytes; backward one loop that reads g and the mask once and
-writes dx while summing g. On x86 CPUs with AVX2, float32 and bfloat16 run hand-vectorised
-loops (8 elements per mask byte), picked at run time; other dtypes and CPUs run portable ones.
+writes dx while summing g. On x86 CPUs with AVX-512 (F, BW, VL) or AVX2, float32 and bfloat16
+run hand-vectorised loops (16 or 8 elements per step), the widest the CPU has picked at run time
+(:func:`set_isa` caps it); other dtypes and CPUs run portable ones.
 
 PReLU (:func:`prelu_forward`, :func:`prelu_backward`, the same build): ``y = x if x > 0 else
 a[c]*x`` in one pass (bitwise ``torch.prelu``: the same single multiply); backward one pass over
@@ -1142,7 +1144,7 @@ def backward(
     """
     outer, c, inner, mode = p
     dx = torch.empty_like(g) if need_x else None
-    db = torch.empty(c, dtype=torch.float64) if need_b else None
+    db = torch.empty(c, dtype=torch.float64, device=g.device) if need_b else None
     torch.ops.rectifiers_cpp.frelu_bwd(g, mask, dx, db, outer, c, inner, _BLOCK, mode)
     CALLS["backward"] += 1
     return dx, db
@@ -1176,7 +1178,7 @@ def prelu_backward(
     opmath = torch.float64 if s.dtype == torch.float64 else torch.float32
     ao = a.detach().reshape(-1).to(opmath).contiguous()
     dx = torch.empty_like(s) if need_x else None
-    da = torch.empty(c, dtype=torch.float64) if need_a else None
+    da = torch.empty(c, dtype=torch.float64, device=s.device) if need_a else None
     torch.ops.rectifiers_cpp.prelu_bwd(g, s, ao, dx, da, outer, c, inner, _BLOCK, mode)
     CALLS["prelu_backward"] += 1
     return dx, da

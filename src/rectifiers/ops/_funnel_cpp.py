@@ -598,9 +598,9 @@ def _kernel(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return w.detach().to(x.dtype).to(_opmath(x)).reshape(w.shape[0], -1).contiguous()
 
 
-def _bn(t: torch.Tensor | None, c: int, fill: float) -> torch.Tensor:
+def _bn(t: torch.Tensor | None, c: int, fill: float, device: torch.device) -> torch.Tensor:
     if t is None:
-        return torch.full((c,), fill, dtype=torch.float64)
+        return torch.full((c,), fill, dtype=torch.float64, device=device)
     return t.detach().to(torch.float64).contiguous()
 
 
@@ -620,13 +620,13 @@ def forward(
     k = conv_weight.shape[-1]
     w = _kernel(conv_weight, x)
     cb = None if conv_bias is None else conv_bias.detach().to(x.dtype).to(_opmath(x)).contiguous()
-    stats = torch.zeros(c, 3, dtype=torch.float64)
+    stats = torch.zeros(c, 3, dtype=torch.float64, device=x.device)
     if not use_batch:
         stats[:, 0] = running_mean.detach()
         stats[:, 1] = running_var.detach()
     y = torch.empty_like(x, memory_format=torch.contiguous_format)
     torch.ops.rectifiers_funnel_cpp.funnel_fwd(
-        x, w, cb, _bn(bn_weight, c, 1.0), _bn(bn_bias, c, 0.0), stats, y, _dims(x, k), bool(use_batch),
+        x, w, cb, _bn(bn_weight, c, 1.0, x.device), _bn(bn_bias, c, 0.0, x.device), stats, y, _dims(x, k), bool(use_batch),
         float(eps),
     )
     CALLS["forward"] += 1
@@ -652,11 +652,11 @@ def backward(
     cb = None if conv_bias is None else conv_bias.detach().to(x.dtype).to(_opmath(x)).contiguous()
     need_dx, need_w, need_cb = need[0], need[1], need[2] and conv_bias is not None
     dx = torch.empty_like(x, memory_format=torch.contiguous_format) if need_dx else None
-    dw = torch.empty(c, w.shape[1], dtype=torch.float64) if need_w else None
-    dcb = torch.empty(c, dtype=torch.float64) if need_cb else None
-    dbn = torch.empty(c, 2, dtype=torch.float64)
+    dw = torch.empty(c, w.shape[1], dtype=torch.float64, device=x.device) if need_w else None
+    dcb = torch.empty(c, dtype=torch.float64, device=x.device) if need_cb else None
+    dbn = torch.empty(c, 2, dtype=torch.float64, device=x.device)
     torch.ops.rectifiers_funnel_cpp.funnel_bwd(
-        x, g, w, w.flip(1).contiguous(), cb, _bn(bn_weight, c, 1.0), _bn(bn_bias, c, 0.0), stats,
+        x, g, w, w.flip(1).contiguous(), cb, _bn(bn_weight, c, 1.0, x.device), _bn(bn_bias, c, 0.0, x.device), stats,
         dx, dw, dcb, dbn, _dims(x, k), bool(use_batch),
     )
     CALLS["backward"] += 1

@@ -12,8 +12,8 @@ What each activation keeps for backward (beyond what the next layer keeps anyway
                 or > 1, where ``y / a`` is not exact) the input, as ``torch.nn.PReLU``; on
                 CPU a fused C++ kernel (:mod:`._eager_cpp`) writes y in one pass, and dx and
                 the slope gradient in one
-``flexible_relu``  a mask ``x > 0`` (``y > b`` is not exact when ``x`` is tiny against
-                ``b``); on CPU a fused C++ kernel (:mod:`._eager_cpp`, built at first use)
+``flexible_relu``  a mask ``relu(x) != 0`` (``x > 0`` or NaN; ``y > b`` is not exact
+                when ``x`` is tiny against ``b``); on CPU a fused C++ kernel (:mod:`._eager_cpp`, built at first use)
                 writes y and the mask, bit-packed (1/8 byte per element), in one pass, and
                 dx and the bias gradient in one; elsewhere a 1-byte bool mask
 ``funnel_relu`` the input only, plus per-channel statistics: the depthwise conv and the
@@ -273,7 +273,7 @@ class _FlexibleReLU(torch.autograd.Function):
             # The C++ kernel: dx and the per-channel sum of g in one pass (float64 sums). It reads
             # g in x's memory order: a g laid out otherwise is copied so first (one pass).
             if not _laid_out_as(g, ctx.size, ctx.stride):
-                g = torch.empty_strided(ctx.size, ctx.stride, dtype=g.dtype).copy_(g)
+                g = torch.empty_strided(ctx.size, ctx.stride, dtype=g.dtype, device=g.device).copy_(g)
             dx, db = _eager_cpp.backward(g, mask, need_x, need_b, ctx.fused)
             if db is not None:
                 db = db.reshape(ctx.bias_shape).to(ctx.bias_dtype)
