@@ -99,3 +99,24 @@ def with_kinks(x: torch.Tensor) -> torch.Tensor:
     tiny = torch.finfo(x.dtype).tiny
     flat[0], flat[1], flat[2], flat[3] = 0.0, -0.0, tiny, -tiny
     return x
+
+
+def cpp_kernel_or_skip(module, what: str, monkeypatch) -> dict:
+    """Turn a fused C++ CPU kernel module on and load it; its call counters.
+
+    Skips where it cannot be built (no gcc or no ninja), fails where the toolchain is there but
+    the build or load failed (that is a bug, not a missing tool). ``ninja`` counts as present
+    where the build would find it: on PATH, or beside the interpreter (pip's ninja package).
+    """
+    import shutil
+
+    from rectifiers.ops import _cpp_common
+
+    monkeypatch.delenv("RECTIFIERS_NO_CPP", raising=False)
+    ok = module.load()
+    has_ninja = shutil.which("ninja") or _cpp_common.ninja_dir()
+    if not ok and shutil.which("g++") and has_ninja:
+        pytest.fail(f"gcc and ninja are present but the fused {what} did not build or load")
+    if not ok:
+        pytest.skip(f"no C++ toolchain: the fused {what} cannot be built here")
+    return module.CALLS

@@ -7,7 +7,6 @@ and silently does not is a defect) and are skipped otherwise.
 
 from __future__ import annotations
 
-import shutil
 import warnings
 
 import pytest
@@ -15,25 +14,16 @@ import torch
 
 import rectifiers.functional as RF
 from rectifiers import reference as ref
+from conftest import cpp_kernel_or_skip
 from rectifiers.ops import _eager_cpp as E
 
 B = "eager"
 
 
-def _kernel_available() -> bool:
-    ok = E.load()
-    if not ok and shutil.which("g++") and shutil.which("ninja"):
-        pytest.fail("gcc and ninja are present but the fused FReLU kernel did not build or load")
-    return ok
-
-
 @pytest.fixture
 def cpp(monkeypatch):
     """The C++ path, on: skip where it cannot build (no compiler); yields the call counters."""
-    monkeypatch.delenv("RECTIFIERS_NO_CPP", raising=False)
-    if not _kernel_available():
-        pytest.skip("no C++ toolchain: the fused FReLU kernel cannot be built here")
-    return E.CALLS
+    return cpp_kernel_or_skip(E, "FReLU kernel", monkeypatch)
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,6 @@ and silently does not is a defect) and are skipped otherwise.
 
 from __future__ import annotations
 
-import shutil
 import warnings
 
 import pytest
@@ -15,25 +14,16 @@ import torch
 
 import rectifiers as R
 import rectifiers.functional as RF
+from conftest import cpp_kernel_or_skip
 from rectifiers.ops import _funnel_cpp as FC
 
 CLASSES = {1: R.FunnelReLU1d, 2: R.FunnelReLU, 3: R.FunnelReLU3d}
 
 
-def _kernel_available() -> bool:
-    ok = FC.load()
-    if not ok and shutil.which("g++") and shutil.which("ninja"):
-        pytest.fail("gcc and ninja are present but the fused funnel kernel did not build or load")
-    return ok
-
-
 @pytest.fixture
 def cpp(monkeypatch):
     """The C++ path, on: skip where it cannot build (no compiler); yields the call counters."""
-    monkeypatch.delenv("RECTIFIERS_NO_CPP", raising=False)
-    if not _kernel_available():
-        pytest.skip("no C++ toolchain: the fused funnel kernel cannot be built here")
-    return FC.CALLS
+    return cpp_kernel_or_skip(FC, "funnel kernel", monkeypatch)
 
 
 def _pair(nsp, c, k, dtype, bias, seed=0, momentum=0.1):
