@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["needs_grad", "compiling", "transforming", "reduce_dims", "cache_blocks", "BLOCK_ELEMENTS"]
+__all__ = ["needs_grad", "compiling", "transforming", "is_dense", "reduce_dims", "cache_blocks", "BLOCK_ELEMENTS"]
 
 
 def needs_grad(*tensors: torch.Tensor | None) -> bool:
@@ -12,6 +12,19 @@ def needs_grad(*tensors: torch.Tensor | None) -> bool:
     if not torch.is_grad_enabled():
         return False
     return any(t is not None and t.requires_grad for t in tensors)
+
+
+def is_dense(t: torch.Tensor) -> bool:
+    """Whether ``t`` covers its memory without gaps or overlaps (any permutation of dims)."""
+    if t.numel() <= 1:
+        return True
+    dims = sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1)
+    expected = 1
+    for st, sz in dims:
+        if st != expected:
+            return False
+        expected *= sz
+    return True
 
 
 def transforming() -> bool:

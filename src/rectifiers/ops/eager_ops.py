@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from .. import reference as ref
 from . import _eager_compiled, _eager_cpp, _eager_funnel, torch_ops
-from ._eager_common import cache_blocks, compiling, needs_grad, reduce_dims
+from ._eager_common import cache_blocks, compiling, is_dense, needs_grad, reduce_dims
 
 __all__ = ["relu", "leaky_relu", "prelu", "flexible_relu", "funnel_relu"]
 
@@ -53,10 +53,21 @@ _aten = torch.ops.aten
 # ReLU: torch.relu keeps its output, and threshold_backward(g, y, 0) is exact; nothing to add.
 
 
+def _packed(x: torch.Tensor) -> torch.Tensor:
+    """``x``, or a dense copy of it when it has gaps (a strided view).
+
+    PyTorch's element-wise kernels walk a strided view several times slower than a dense tensor
+    (about 10x for every other element of the last dim); one copy first and the dense kernel are
+    about 3.5x faster than the strided kernel alone. Not under torch.compile (which picks its
+    own loops), and never for in-place calls (x itself must change).
+    """
+    return x if compiling() or is_dense(x) else x.contiguous()
+
+
 def relu(x: torch.Tensor, inplace: bool) -> torch.Tensor:
     if not inplace and needs_grad(x) and _eager_compiled.wanted(x):
         return _eager_compiled.relu(x)
-    return torch.relu_(x) if inplace else torch.relu(x)
+    return torch.relu_(x) if inplace else torch.relu(_packed(x))
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,7 +116,8 @@ def leaky_relu(x: torch.Tensor, negative_slope: float, inplace: bool) -> torch.T
     if inplace or not needs_grad(x) or compiling():
         # torch's in-place leaky_relu_ already keeps only its result (self_is_result=True);
         # functional.py refuses in-place with a negative slope when a gradient is needed.
-        return torch_ops.leaky_relu(x, negative_slope, inplace)
+        return torch_ops.leaky_relu(x if inplace else _packed(x), negative_slope, inplace)
+    x = _packed(x)
     if negative_slope >= 0:
         return _LeakyReLUKeepOutput.apply(x, negative_slope)
     return _LeakyReLUKeepMask.apply(x, negative_slope)
@@ -198,6 +210,7 @@ class _PReLU(torch.autograd.Function):
 
 
 def prelu(x: torch.Tensor, weight: torch.Tensor, dim: int | None) -> torch.Tensor:
+    x = _packed(x)
     if not needs_grad(x, weight) or compiling():
         return torch_ops.prelu(x, weight, dim)
     a = weight.detach().to(x.dtype)

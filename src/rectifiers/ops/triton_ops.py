@@ -53,7 +53,7 @@ from torch import Tensor
 from . import _triton_kernels as K
 from . import eager_ops
 from . import torch_ops
-from ._eager_common import compiling, transforming
+from ._eager_common import compiling, is_dense as _is_dense, transforming
 
 __all__ = ["relu", "leaky_relu", "prelu", "flexible_relu", "funnel_relu"]
 
@@ -71,19 +71,6 @@ MIN_INVERTIBLE_SLOPE = 2.0**-64
 
 # ---------------------------------------------------------------------------------------------
 # layout helpers
-
-
-def _is_dense(t: Tensor) -> bool:
-    """Whether ``t`` covers its memory without gaps or overlaps (any permutation of dims)."""
-    if t.numel() <= 1:
-        return True
-    dims = sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1)
-    expected = 1
-    for st, sz in dims:
-        if st != expected:
-            return False
-        expected *= sz
-    return True
 
 
 def _prep(x: Tensor) -> Tensor:
