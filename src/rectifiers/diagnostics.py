@@ -276,8 +276,48 @@ def _type_name(m: nn.Module) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+class _DeadCounts:
+    """What a layer's and a window's dead-unit statistics share: the fractions of ``units``
+    and their JSON fields. Subclasses provide ``units``, ``dead``, ``inactive``, ``near_dead``,
+    ``revived``, ``newly_dead`` and ``activation_rate``."""
+
+    units: int
+    dead: int
+    inactive: int
+    near_dead: int
+    revived: int | None
+    newly_dead: int | None
+    activation_rate: float
+
+    @property
+    def dead_fraction(self) -> float:
+        return self.dead / self.units if self.units else math.nan
+
+    @property
+    def inactive_fraction(self) -> float:
+        return self.inactive / self.units if self.units else math.nan
+
+    @property
+    def near_dead_fraction(self) -> float:
+        return self.near_dead / self.units if self.units else math.nan
+
+    def _counts_dict(self) -> dict[str, Any]:
+        return {
+            "units": self.units,
+            "dead": self.dead,
+            "inactive": self.inactive,
+            "near_dead": self.near_dead,
+            "revived": self.revived,
+            "newly_dead": self.newly_dead,
+            "dead_fraction": _num(self.dead_fraction),
+            "inactive_fraction": _num(self.inactive_fraction),
+            "near_dead_fraction": _num(self.near_dead_fraction),
+            "activation_rate": _num(self.activation_rate),
+        }
+
+
 @dataclass
-class LayerDeadUnits:
+class LayerDeadUnits(_DeadCounts):
     """Dead-unit statistics of one use site of one activation module.
 
     Counts are numbers of units (features of one sample); fractions divide by ``units``; the
@@ -306,18 +346,6 @@ class LayerDeadUnits:
     channel_near_dead_fraction: np.ndarray = field(repr=False)
     channel_activation_rate: np.ndarray = field(repr=False)
 
-    @property
-    def dead_fraction(self) -> float:
-        return self.dead / self.units if self.units else math.nan
-
-    @property
-    def inactive_fraction(self) -> float:
-        return self.inactive / self.units if self.units else math.nan
-
-    @property
-    def near_dead_fraction(self) -> float:
-        return self.near_dead / self.units if self.units else math.nan
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -329,16 +357,7 @@ class LayerDeadUnits:
             "channel_dim": self.channel_dim,
             "channels": self.channels,
             "samples": self.samples,
-            "units": self.units,
-            "dead": self.dead,
-            "inactive": self.inactive,
-            "near_dead": self.near_dead,
-            "revived": self.revived,
-            "newly_dead": self.newly_dead,
-            "dead_fraction": _num(self.dead_fraction),
-            "inactive_fraction": _num(self.inactive_fraction),
-            "near_dead_fraction": _num(self.near_dead_fraction),
-            "activation_rate": _num(self.activation_rate),
+            **self._counts_dict(),
             "channel_dead_fraction": _list(self.channel_dead_fraction),
             "channel_inactive_fraction": _list(self.channel_inactive_fraction),
             "channel_near_dead_fraction": _list(self.channel_near_dead_fraction),
@@ -361,7 +380,7 @@ def _nested(a: np.ndarray) -> list[Any]:
 
 
 @dataclass
-class DeadUnitReport:
+class DeadUnitReport(_DeadCounts):
     """Dead-unit statistics of one measurement window, per use site (``layers``) and overall."""
 
     layers: list[LayerDeadUnits]
@@ -395,21 +414,6 @@ class DeadUnitReport:
         return sum(vals) if vals else None
 
     @property
-    def dead_fraction(self) -> float:
-        u = self.units
-        return self.dead / u if u else math.nan
-
-    @property
-    def inactive_fraction(self) -> float:
-        u = self.units
-        return self.inactive / u if u else math.nan
-
-    @property
-    def near_dead_fraction(self) -> float:
-        u = self.units
-        return self.near_dead / u if u else math.nan
-
-    @property
     def activation_rate(self) -> float:
         """Mean activation rate over all units (each layer weighted by its units)."""
         u = self.units
@@ -429,16 +433,7 @@ class DeadUnitReport:
         return {
             "window": self.window,
             "near_dead_threshold": self.near_dead_threshold,
-            "units": self.units,
-            "dead": self.dead,
-            "inactive": self.inactive,
-            "near_dead": self.near_dead,
-            "revived": self.revived,
-            "newly_dead": self.newly_dead,
-            "dead_fraction": _num(self.dead_fraction),
-            "inactive_fraction": _num(self.inactive_fraction),
-            "near_dead_fraction": _num(self.near_dead_fraction),
-            "activation_rate": _num(self.activation_rate),
+            **self._counts_dict(),
             "layers": [layer.to_dict() for layer in self.layers],
         }
 
