@@ -245,9 +245,10 @@ class _Inputs:
     what reads the output by 10-60%; with the caches evicted the two run alike.
     """
 
-    def __init__(self, x: torch.Tensor, g: torch.Tensor, cold: bool) -> None:
-        self.x, self.g = x, g
-        self.buf = torch.zeros(_l3_bytes() // 4) if cold else None
+    def __init__(self, x: torch.Tensor, g: torch.Tensor, buf: torch.Tensor | None) -> None:
+        """``buf``: the buffer passed over to evict the caches (last-level-cache sized, shared by
+        every case of a run), or ``None`` for warm calls."""
+        self.x, self.g, self.buf = x, g, buf
 
     def flush(self) -> None:
         if self.buf is not None:
@@ -366,6 +367,7 @@ def run_benchmark(
         "torch": torch.__version__,
         "cache": "cold" if cold else "warm",
     }
+    evict = torch.zeros(_l3_bytes() // 4) if cold else None
     for dname in dtypes:
         dtype = DTYPES[dname]
         for shape, layout in [(tuple(int(s) for s in sh), lay) for sh in shapes for lay in layouts]:
@@ -374,7 +376,7 @@ def run_benchmark(
             gen = torch.Generator().manual_seed(seed)
             x = _laid_out(torch.randn(shape, generator=gen).to(dtype), layout).requires_grad_()
             g = _laid_out(torch.randn(shape, generator=gen).to(dtype), layout)
-            inputs = _Inputs(x, g, cold)
+            inputs = _Inputs(x, g, evict)
             cases: list[tuple[str, _Case]] = []
             if any(i.endswith("compiled") for i in impls):
                 # Each (shape, dtype) compiles afresh: the shared functionals would otherwise
@@ -647,18 +649,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from .cli import UsageError, closest
 
-    for a in args.activations:
-        if a not in ACTIVATIONS:
-            raise UsageError(f"rectifiers bench: unknown activation {a!r}{closest(a, ACTIVATIONS)}")
-    for i in args.impls:
-        if i not in IMPLEMENTATIONS:
-            raise UsageError(f"rectifiers bench: unknown implementation {i!r}{closest(i, IMPLEMENTATIONS)}")
-    for d in args.dtypes:
-        if d not in DTYPES:
-            raise UsageError(f"rectifiers bench: unknown dtype {d!r}; expected one of {', '.join(DTYPES)}")
-    for lay in args.layouts:
-        if lay not in LAYOUTS:
-            raise UsageError(f"rectifiers bench: unknown layout {lay!r}{closest(lay, LAYOUTS)}")
+    for what, given, known in (("activation", args.activations, ACTIVATIONS),
+                               ("implementation", args.impls, IMPLEMENTATIONS),
+                               ("dtype", args.dtypes, tuple(DTYPES)), ("layout", args.layouts, LAYOUTS)):
+        for v in given:
+            if v not in known:
+                hint = closest(v, known) or f"; expected one of {', '.join(known)}"
+                raise UsageError(f"rectifiers bench: unknown {what} {v!r}{hint}")
     if args.repeats < 1 or args.warmup < 0:
         raise UsageError("rectifiers bench: --repeats must be >= 1 and --warmup >= 0")
     if args.threads is not None:
