@@ -392,6 +392,18 @@ def _compiled_step(fn, *args):
     return out.detach(), torch.autograd.grad(out, ins, torch.ones_like(out))
 
 
+def _compiled_matches_eager(fn, *args, tol):
+    """A compiled step of ``fn`` gives eager's forward bit for bit and its gradients to ``tol``."""
+    torch._dynamo.reset()
+    out_c, grads_c = _compiled_step(fn, *args)
+    ins = [a.clone().requires_grad_() for a in args]
+    out_e = fn(*ins)
+    grads_e = torch.autograd.grad(out_e, ins, torch.ones_like(out_e))
+    assert torch.equal(out_c, out_e.detach())
+    for a, b in zip(grads_c, grads_e):
+        assert torch.allclose(a, b, rtol=tol, atol=tol)
+
+
 def test_compile_fullgraph_backend_functions():
     """torch.compile(fullgraph=True) traces the custom ops (no graph break) with the same
     forward and gradients as eager."""
@@ -403,14 +415,7 @@ def test_compile_fullgraph_backend_functions():
         b = T.flexible_relu(a, w, 1, False)
         return T.leaky_relu(T.relu(b, False), 0.05, False) * 2
 
-    torch._dynamo.reset()
-    out_c, grads_c = _compiled_step(f, x, w)
-    ins = [x.clone().requires_grad_(), w.clone().requires_grad_()]
-    out_e = f(*ins)
-    grads_e = torch.autograd.grad(out_e, ins, torch.ones_like(out_e))
-    assert torch.equal(out_c, out_e.detach())
-    for a, b in zip(grads_c, grads_e):
-        assert torch.allclose(a, b, rtol=1e-6, atol=1e-6)
+    _compiled_matches_eager(f, x, w, tol=1e-6)
 
 
 def test_compile_fullgraph_funnel():
@@ -421,14 +426,7 @@ def test_compile_fullgraph_funnel():
     def f(x, cw, bw, bb):
         return T.funnel_relu(x, cw, None, bw, bb, None, None, True, 0.1, 1e-5)
 
-    torch._dynamo.reset()
-    out_c, grads_c = _compiled_step(f, x, cw, bw, bb)
-    ins = [t.clone().requires_grad_() for t in (x, cw, bw, bb)]
-    out_e = f(*ins)
-    grads_e = torch.autograd.grad(out_e, ins, torch.ones_like(out_e))
-    assert torch.equal(out_c, out_e.detach())
-    for a, b in zip(grads_c, grads_e):
-        assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+    _compiled_matches_eager(f, x, cw, bw, bb, tol=1e-5)
 
 
 def test_compile_fullgraph_through_functional():
