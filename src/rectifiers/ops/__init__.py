@@ -47,8 +47,13 @@ _triton_ok: bool | None = None
 _triton_mod: ModuleType | None = None
 
 
+@torch.compiler.assume_constant_result
 def triton_available() -> bool:
-    """Whether the Triton backend can be imported (cached after the first call)."""
+    """Whether the Triton backend can be imported (cached after the first call).
+
+    Under torch.compile it runs at trace time and its answer is a constant of the graph: the
+    import inside cannot be traced, and a first call may come from inside a compiled function.
+    """
     global _triton_ok, _triton_mod
     if _triton_ok is None:
         try:
