@@ -95,7 +95,9 @@ def resolve_backend(x: torch.Tensor, backend: str | None = None) -> str:
 def get_backend(x: torch.Tensor, backend: str | None = None) -> ModuleType:
     """The backend module that will run for input ``x``."""
     name = resolve_backend(x, backend)
-    if name == "eager":
+    if name == "eager" or (name == "triton" and _eager_common.transforming()):
+        # torch.func transforms: the Triton custom ops' autograd does not support them; the
+        # eager backend runs the plain formulas there
         return eager_ops
     if name == "torch":
         return torch_ops
@@ -105,4 +107,4 @@ def get_backend(x: torch.Tensor, backend: str | None = None) -> ModuleType:
     return _triton_mod
 
 
-from . import eager_ops, torch_ops  # noqa: E402  (after the helpers they may use)
+from . import _eager_common, eager_ops, torch_ops  # noqa: E402  (after the helpers they may use)

@@ -52,8 +52,7 @@ from torch import Tensor
 
 from . import _triton_kernels as K
 from . import eager_ops
-from . import torch_ops
-from ._eager_common import compiling, is_dense as _is_dense, transforming
+from ._eager_common import compiling, is_dense as _is_dense
 
 __all__ = ["relu", "leaky_relu", "prelu", "flexible_relu", "funnel_relu"]
 
@@ -357,8 +356,6 @@ def relu(x: Tensor, inplace: bool) -> Tensor:
 
 def leaky_relu(x: Tensor, negative_slope: float, inplace: bool) -> Tensor:
     """``x if x > 0 else a*x``; keeps a 1-bit mask for backward."""
-    if transforming():  # torch.func: the custom ops' autograd does not support it
-        return torch_ops.leaky_relu(x, negative_slope, inplace)
     if x.dtype == torch.float64:
         # A Python float reaches a kernel as fp32; torch multiplies fp64 inputs by the slope in
         # fp64. Hand it over as a constant one-element weight instead (same formula as prelu).
@@ -369,15 +366,11 @@ def leaky_relu(x: Tensor, negative_slope: float, inplace: bool) -> Tensor:
 
 def prelu(x: Tensor, weight: Tensor, dim: Optional[int]) -> Tensor:
     """``x if x > 0 else a*x``, ``a = weight`` (1 element or per channel along ``dim``)."""
-    if transforming():
-        return torch_ops.prelu(x, weight, dim)
     return _pointwise(x, weight, PRELU, 0.0, dim, False)
 
 
 def flexible_relu(x: Tensor, bias: Tensor, dim: Optional[int], inplace: bool) -> Tensor:
     """``max(0, x) + b``, ``b = bias`` (1 element or per channel along ``dim``)."""
-    if transforming():
-        return torch_ops.flexible_relu(x, bias, dim, inplace)
     return _pointwise(x, bias, FRELU, 0.0, dim, inplace)
 
 
@@ -566,9 +559,7 @@ def funnel_relu(
     training mode, as ``F.batch_norm`` does.
 
     The fused kernels keep BatchNorm's statistics in fp32; a float64 input (gradient checks,
-    not speed) runs the eager backend's funnel instead, which keeps float64 throughout, and so
-    does a call under a ``torch.func`` transform (there the eager backend runs the plain
-    formula)."""
+    not speed) runs the eager backend's funnel instead, which keeps float64 throughout."""
     use_batch = bool(training) or running_mean is None
     m = x.numel() // x.shape[1] if x.dim() > 1 else 0
     if use_batch and m <= 1:
@@ -576,7 +567,7 @@ def funnel_relu(
             "funnel_relu: batch statistics need more than 1 value per channel, got input shape "
             f"{tuple(x.shape)}"
         )
-    if x.dtype == torch.float64 or transforming():
+    if x.dtype == torch.float64:
         return eager_ops.funnel_relu(x, conv_weight, conv_bias, bn_weight, bn_bias, running_mean,
                                      running_var, training, momentum, eps)
     tensors = (x, conv_weight, conv_bias, bn_weight, bn_bias)
