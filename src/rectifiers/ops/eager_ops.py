@@ -58,10 +58,10 @@ def _packed(x: torch.Tensor) -> torch.Tensor:
 
     PyTorch's element-wise kernels walk a strided view several times slower than a dense tensor
     (about 10x for every other element of the last dim); one copy first and the dense kernel are
-    about 3.5x faster than the strided kernel alone. Not under torch.compile (which picks its
-    own loops), and never for in-place calls (x itself must change).
+    about 3.5x faster than the strided kernel alone. Callers skip it under torch.compile (which
+    picks its own loops) and for in-place calls (x itself must change).
     """
-    return x if compiling() or is_dense(x) else x.contiguous()
+    return x if is_dense(x) else x.contiguous()
 
 
 def relu(x: torch.Tensor, inplace: bool) -> torch.Tensor:
@@ -115,11 +115,13 @@ class _LeakyReLUKeepMask(torch.autograd.Function):
 def leaky_relu(x: torch.Tensor, negative_slope: float, inplace: bool) -> torch.Tensor:
     if not inplace and needs_grad(x) and _eager_compiled.wanted(x):
         return _eager_compiled.leaky_relu(x, negative_slope)
-    if inplace or not needs_grad(x) or compiling():
+    if inplace or compiling():
         # torch's in-place leaky_relu_ already keeps only its result (self_is_result=True);
         # functional.py refuses in-place with a negative slope when a gradient is needed.
-        return torch_ops.leaky_relu(x if inplace else _packed(x), negative_slope, inplace)
+        return torch_ops.leaky_relu(x, negative_slope, inplace)
     x = _packed(x)
+    if not needs_grad(x):
+        return torch_ops.leaky_relu(x, negative_slope, False)
     if negative_slope >= 0:
         return _LeakyReLUKeepOutput.apply(x, negative_slope)
     return _LeakyReLUKeepMask.apply(x, negative_slope)
@@ -212,8 +214,10 @@ class _PReLU(torch.autograd.Function):
 
 
 def prelu(x: torch.Tensor, weight: torch.Tensor, dim: int | None) -> torch.Tensor:
+    if compiling():
+        return torch_ops.prelu(x, weight, dim)
     x = _packed(x)
-    if not needs_grad(x, weight) or compiling():
+    if not needs_grad(x, weight):
         return torch_ops.prelu(x, weight, dim)
     a = weight.detach().to(x.dtype)
     lo, hi = (float(v) for v in torch.aminmax(a.reshape(-1)))
