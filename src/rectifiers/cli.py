@@ -10,11 +10,12 @@ traceback (raise :class:`UsageError`); heavy imports (matplotlib, sklearn) happe
 from __future__ import annotations
 
 import argparse
-import difflib
 import importlib
 import re
 import sys
 from collections.abc import Iterable, Sequence
+
+from ._util import closest
 
 __all__ = ["main", "UsageError", "build_parser", "closest"]
 
@@ -39,12 +40,6 @@ class _Parser(argparse.ArgumentParser):
             choices = re.findall(r"'([^']*)'", m.group(2)) or [c.strip() for c in m.group(2).split(",")]
             message += closest(m.group(1), choices)
         raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
-
-
-def closest(name: str, choices: Iterable[str]) -> str:
-    """A hint naming the closest of ``choices`` to ``name``, or an empty string."""
-    match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
-    return f"; did you mean {match[0]!r}?" if match else ""
 
 
 def build_parser() -> argparse.ArgumentParser:

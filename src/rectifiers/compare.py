@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._io import atomic_write, atomic_write_bytes
+from ._util import atomic_write, atomic_write_bytes
 from .zoo import ACTIVATIONS, MODELS, build_model, init_weights, provoke_biases
 
 __all__ = ["CompareError", "Config", "register", "run_compare", "train_one", "atomic_write_bytes", "atomic_write_json",
@@ -104,7 +104,7 @@ def run_name(model: str, activation: str, seed: int) -> str:
 
 
 def atomic_write_json(path: str, obj: Any) -> None:
-    """``obj`` as indented JSON at ``path``, atomically (:func:`rectifiers._io.atomic_write_bytes`)."""
+    """``obj`` as indented JSON at ``path``, atomically (:func:`rectifiers._util.atomic_write_bytes`)."""
     atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
 
 

@@ -17,20 +17,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import modules as M
-from .reference import FORMULAS
+from . import _spec as S
+from .registry import default_module
 
 __all__ = ["Curve", "NAMES", "DEFAULT_PARAMS", "FUNNEL_CONTEXT", "curve", "make_module"]
 
-NAMES = ("relu", "leaky_relu", "prelu", "flexible_relu", "funnel_relu")
+NAMES = S.ACTIVATIONS
 
 #: The parameter each activation is swept over, and its default (None: no parameter).
 DEFAULT_PARAMS: dict[str, tuple[str | None, float | None]] = {
-    "relu": (None, None),
-    "leaky_relu": ("a", 0.01),
-    "prelu": ("a", 0.25),
-    "flexible_relu": ("b", -1.0),
-    "funnel_relu": ("kernel_sum", 0.5),
+    d.name: (d.sweep.symbol, d.sweep.default) for d in S.DESCRIPTIONS.values()
 }
 
 FUNNEL_CONTEXT = (
@@ -57,21 +53,15 @@ class Curve:
 
 def make_module(name: str, value: float | None = None) -> torch.nn.Module:
     """The library's module for ``name`` with its swept parameter set to ``value``."""
-    if name == "relu":
-        return M.ReLU()
-    if name == "leaky_relu":
-        return M.LeakyReLU(0.01 if value is None else value)
-    if name == "prelu":
-        return M.PReLU(1, 0.25 if value is None else value)
-    if name == "flexible_relu":
-        return M.FlexibleReLU(1, -1.0 if value is None else value)
-    if name == "funnel_relu":
-        ks = 0.5 if value is None else value
-        m = M.FunnelReLU(1, 3, dtype=torch.float64)
+    if name not in S.DESCRIPTIONS:
+        raise KeyError(name)
+    if S.DESCRIPTIONS[name].sweep.symbol == "kernel_sum":  # the funnel, in its stated context
+        ks = DEFAULT_PARAMS[name][1] if value is None else value
+        m = default_module(name, 1).to(torch.float64)
         with torch.no_grad():
-            m.weight.fill_(ks / 9.0)
+            m.weight.fill_(ks / m.weight[0].numel())
         return m.eval()
-    raise KeyError(name)
+    return default_module(name, value=value)
 
 
 def curve(name: str, x: torch.Tensor, value: float | None = None) -> Curve:
@@ -90,7 +80,7 @@ def curve(name: str, x: torch.Tensor, value: float | None = None) -> Curve:
     else:
         y = mod(xs)
     (dy,) = torch.autograd.grad(y.sum(), xs)
-    formula, derivative = FORMULAS[name]
+    formula, derivative = S.DESCRIPTIONS[name].formula_text
     return Curve(
         name=name,
         param=param,

@@ -107,7 +107,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import _io
+from . import _util as _io
 from . import modules as _m
 
 __all__ = [
@@ -1297,7 +1297,7 @@ def _mpl() -> tuple[Any, Any]:
 
 
 def _save(fig: Any, path: str | os.PathLike[str]) -> str:
-    """Write ``fig`` as PNG to ``path`` atomically (folders created; see ``rectifiers._io``)."""
+    """Write ``fig`` as PNG to ``path`` atomically (folders created; see ``rectifiers._util``)."""
     return str(_io.save_figure(fig, path, "png", dpi=110))
 
 

@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from . import _io
-from ._io import MissingExtraError, matplotlib_figure
+from . import _spec as S
+from . import _util as _io
+from ._util import MissingExtraError, matplotlib_figure
 from .curves import DEFAULT_PARAMS, FUNNEL_CONTEXT, NAMES, Curve, curve
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -54,31 +55,13 @@ __all__ = [
 
 #: The parameter values drawn by default: LeakyReLU / PReLU slope a, FReLU bias b, and the sum of
 #: the funnel's constant kernel (its stated context; see :data:`rectifiers.curves.FUNNEL_CONTEXT`).
-DEFAULT_SWEEPS: dict[str, tuple[float | None, ...]] = {
-    "relu": (None,),
-    "leaky_relu": (0.01, 0.1, 0.25, 1.0),
-    "prelu": (0.01, 0.1, 0.25, 1.0),
-    "flexible_relu": (-1.0, 0.0, 1.0),
-    "funnel_relu": (-1.0, 0.5, 2.0),
-}
+DEFAULT_SWEEPS: dict[str, tuple[float | None, ...]] = {d.name: d.sweep.values for d in S.DESCRIPTIONS.values()}
 
 #: Short names for titles.
-DISPLAY: dict[str, str] = {
-    "relu": "ReLU",
-    "leaky_relu": "LeakyReLU",
-    "prelu": "PReLU",
-    "flexible_relu": "FReLU, flexible ReLU (Qiu et al. 2018)",
-    "funnel_relu": "Funnel activation (Ma et al. 2020)",
-}
+DISPLAY: dict[str, str] = {d.name: d.display for d in S.DESCRIPTIONS.values()}
 
 #: Shorter names for the overview's columns.
-SHORT: dict[str, str] = {
-    "relu": "ReLU",
-    "leaky_relu": "LeakyReLU",
-    "prelu": "PReLU",
-    "flexible_relu": "FReLU (flexible ReLU)",
-    "funnel_relu": "Funnel activation",
-}
+SHORT: dict[str, str] = {d.name: d.short for d in S.DESCRIPTIONS.values()}
 
 FORMATS = ("png", "svg")
 DEFAULT_XLIM = (-3.0, 3.0)

@@ -8,7 +8,7 @@ Any model that takes an activation by name (``act_layer="prelu"``) or by class c
     R.get(torch.nn.GELU)                           # a class is returned as it is
 
 Names are matched case-insensitively, with ``-`` read as ``_``. The built-in names are the
-canonical names of :data:`rectifiers.reference.FORMULAS` (``relu``, ``leaky_relu``, ``prelu``,
+canonical names of the activation descriptions (:mod:`rectifiers._spec`: ``relu``, ``leaky_relu``, ``prelu``,
 ``flexible_relu``, ``funnel_relu``) plus the 1-D and 3-D funnels, and these aliases: the class
 names (``leakyrelu``, ``flexiblerelu``, ``funnelrelu``, ...), ``lrelu``, ``leaky``, ``frelu``
 (the article's name for the flexible ReLU), ``funnel`` (the funnel activation of Ma et al.,
@@ -27,39 +27,20 @@ from typing import Any, Union
 
 from torch import nn
 
+from . import _spec as S
 from . import modules as M
+from ._util import closest
 
 __all__ = ["get", "create", "register", "unregister", "names", "canonical_name", "ActivationSpec",
-           "UnknownActivationError"]
+           "UnknownActivationError", "default_module"]
 
 #: A registry name, or a class / callable that builds an ``nn.Module``.
 ActivationSpec = Union[str, type, Callable[..., nn.Module]]
 
-_BUILTIN: dict[str, Callable[..., nn.Module]] = {
-    "relu": M.ReLU,
-    "leaky_relu": M.LeakyReLU,
-    "prelu": M.PReLU,
-    "flexible_relu": M.FlexibleReLU,
-    "funnel_relu": M.FunnelReLU,
-    "funnel_relu1d": M.FunnelReLU1d,
-    "funnel_relu3d": M.FunnelReLU3d,
-}
+#: The built-in factories, generated from the activation descriptions (:mod:`rectifiers._spec`).
+_BUILTIN: dict[str, Callable[..., nn.Module]] = {name: getattr(M, cls) for name, (cls, _) in S.REGISTRY.items()}
 
-_BUILTIN_ALIASES: dict[str, str] = {
-    "leakyrelu": "leaky_relu",
-    "lrelu": "leaky_relu",
-    "leaky": "leaky_relu",
-    "flexiblerelu": "flexible_relu",
-    "frelu": "flexible_relu",
-    "flexible": "flexible_relu",
-    "funnel": "funnel_relu",
-    "funnelrelu": "funnel_relu",
-    "funnel2d": "funnel_relu",
-    "funnel1d": "funnel_relu1d",
-    "funnelrelu1d": "funnel_relu1d",
-    "funnel3d": "funnel_relu3d",
-    "funnelrelu3d": "funnel_relu3d",
-}
+_BUILTIN_ALIASES: dict[str, str] = S.registry_aliases()
 
 _factories: dict[str, Callable[..., nn.Module]] = dict(_BUILTIN)
 _aliases: dict[str, str] = dict(_BUILTIN_ALIASES)
@@ -72,8 +53,7 @@ class UnknownActivationError(KeyError, ValueError):
         return str(self.args[0]) if self.args else ""
 
 
-def _key(name: str) -> str:
-    return name.strip().lower().replace("-", "_")
+_key = S.key
 
 
 def _all_names() -> list[str]:
@@ -95,8 +75,6 @@ def canonical_name(name: str) -> str:
 
 
 def _unknown(name: str) -> str:
-    from .cli import closest
-
     hint = closest(_key(name), _all_names())
     return (
         f"unknown activation {name!r}{hint} (known: {', '.join(sorted(_factories))}; "
@@ -211,3 +189,20 @@ def unregister(name: str) -> None:
 def names(aliases: bool = False) -> list[str]:
     """The registered names, sorted; with ``aliases=True`` every accepted spelling."""
     return _all_names() if aliases else sorted(_factories)
+
+
+def default_module(name: str, channels: int | None = None, value: float | None = None) -> nn.Module:
+    """The default instance of the built-in activation ``name``, as its description gives it.
+
+    ``channels`` goes first to a constructor that takes a channel count (the funnel);
+    ``value`` replaces the default of the swept parameter (LeakyReLU's slope, PReLU's initial
+    slope, FReLU's initial bias). The one name-to-module factory of the model zoo and the graphs.
+    """
+    d = S.describe(name)
+    kwargs = dict(d.ctor)
+    if value is not None:
+        if d.sweep.kwarg is None:
+            raise ValueError(f"default_module({name!r}): this activation has no swept parameter to set")
+        kwargs[d.sweep.kwarg] = value
+    cls = _BUILTIN[canonical_name(name)]
+    return cls(channels, **kwargs) if d.channels else cls(**kwargs)

@@ -347,8 +347,8 @@ def verdicts(groups: dict[tuple[str, str], Group], models: Sequence[str], chance
 
 
 def _figure(width: float, height: float) -> Any:
-    """A new matplotlib figure with an Agg canvas (:func:`rectifiers._io.matplotlib_figure`)."""
-    from ._io import matplotlib_figure
+    """A new matplotlib figure with an Agg canvas (:func:`rectifiers._util.matplotlib_figure`)."""
+    from ._util import matplotlib_figure
 
     Figure, Canvas = matplotlib_figure()
     fig = Figure(figsize=(width, height), layout="constrained")
@@ -357,7 +357,7 @@ def _figure(width: float, height: float) -> Any:
 
 
 def _save(fig: Any, path: str) -> None:
-    from ._io import save_figure
+    from ._util import save_figure
 
     save_figure(fig, path, "png", dpi=100)
 
@@ -538,7 +538,7 @@ def plot_activations(names: Sequence[str], path: str) -> None:
     except ImportError:
         plot_overview = None
     if plot_overview is not None:
-        from ._io import save_figure
+        from ._util import save_figure
 
         save_figure(plot_overview(list(names)), path, "png", dpi=70)
         return
@@ -681,7 +681,7 @@ def write_report(out_dir: str, cfg: dict[str, Any], results: Sequence[dict[str, 
     ``meta["step_timing"]`` (from :func:`rectifiers.compare.interleaved_step_times`) gives the step
     times; without it, the median step time of each run is shown, and the report says so.
     """
-    from ._io import atomic_write_bytes
+    from ._util import atomic_write_bytes
 
     os.makedirs(out_dir, exist_ok=True)
     models = list(cfg["models"])

@@ -27,7 +27,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from . import _spec as S
 from . import modules as M
+from .registry import default_module
 
 __all__ = [
     "ACTIVATIONS",
@@ -43,7 +45,7 @@ __all__ = [
 ]
 
 #: Activation names accepted by :func:`act_layer`, in report order.
-ACTIVATIONS = ("relu", "leaky_relu", "prelu", "flexible_relu", "funnel_relu")
+ACTIVATIONS = S.ACTIVATIONS
 
 #: Model names accepted by :func:`build_model`.
 MODELS = ("cnn", "mlp")
@@ -74,17 +76,11 @@ def act_layer(name: str, *, spatial: bool = True) -> ActLayer:
     per layer, the authors' advice); ``funnel_relu`` -> ``FunnelReLU(channels, 3)`` for images
     (``spatial=True``) or :class:`FeatureFunnel` for flat features.
     """
-    if name == "relu":
-        return lambda c: M.ReLU()
-    if name == "leaky_relu":
-        return lambda c: M.LeakyReLU(0.01)
-    if name == "prelu":
-        return lambda c: M.PReLU(1, 0.25)
-    if name == "flexible_relu":
-        return lambda c: M.FlexibleReLU(1, -1.0)
-    if name == "funnel_relu":
-        return (lambda c: M.FunnelReLU(c, 3)) if spatial else (lambda c: FeatureFunnel(c))
-    raise ValueError(f"act_layer: name must be one of {', '.join(ACTIVATIONS)}, got {name!r}")
+    if name not in S.DESCRIPTIONS:
+        raise ValueError(f"act_layer: name must be one of {', '.join(ACTIVATIONS)}, got {name!r}")
+    if S.DESCRIPTIONS[name].channels and not spatial:
+        return lambda c: FeatureFunnel(c)
+    return lambda c: default_module(name, c)
 
 
 def activation_gain(name: str) -> float:
@@ -95,16 +91,10 @@ def activation_gain(name: str) -> float:
     (its initial slope); funnel_relu: 1 (``'linear'``: max(x, T(x)) keeps roughly the variance of x,
     no half of it is cut away).
     """
-    cg = nn.init.calculate_gain
-    if name in ("relu", "flexible_relu"):
-        return cg("relu")
-    if name == "leaky_relu":
-        return cg("leaky_relu", 0.01)
-    if name == "prelu":
-        return cg("leaky_relu", 0.25)
-    if name == "funnel_relu":
-        return cg("linear")
-    raise ValueError(f"activation_gain: name must be one of {', '.join(ACTIVATIONS)}, got {name!r}")
+    if name not in S.DESCRIPTIONS:
+        raise ValueError(f"activation_gain: name must be one of {', '.join(ACTIVATIONS)}, got {name!r}")
+    nonlinearity, param = S.DESCRIPTIONS[name].gain
+    return nn.init.calculate_gain(nonlinearity, param)
 
 
 class SmallCNN(nn.Module):

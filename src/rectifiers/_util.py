@@ -1,5 +1,8 @@
-"""Files written whole or not at all, and the lazy matplotlib import, shared by every writer.
+"""Floor 0 utilities shared by every writer: atomic files, figures, tables, "did you mean".
 
+This module imports nothing of the package (and nothing heavy at import time).
+
+Files are written whole or not at all.
 Every file the library writes (reports, checkpoints, results, plots) goes through
 :func:`atomic_write`: into a temporary file in the destination folder, flushed and synced, given
 the mode of a normally created file, then moved over the destination with ``os.replace``. A
@@ -8,13 +11,18 @@ crash or an error leaves the old file (or none) and no temporary behind.
 
 from __future__ import annotations
 
+import difflib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_write_bytes", "matplotlib_figure", "save_figure", "MissingExtraError"]
+__all__ = ["atomic_write", "atomic_write_bytes", "matplotlib_figure", "new_figure", "save_figure",
+           "MissingExtraError", "DPI", "closest", "text_table", "markdown_table"]
+
+#: The resolution of every PNG the library writes unless a caller asks for another.
+DPI = 110
 
 
 class MissingExtraError(ImportError):
@@ -67,7 +75,15 @@ def matplotlib_figure() -> tuple[Any, Any]:
     return Figure, FigureCanvasAgg
 
 
-def save_figure(fig: Any, path: str | os.PathLike[str], fmt: str | None = None, *, dpi: int = 110) -> Path:
+def new_figure(width: float, height: float, **kwargs: Any) -> Any:
+    """A matplotlib ``Figure`` of ``width`` x ``height`` inches with an Agg canvas attached."""
+    Figure, Canvas = matplotlib_figure()
+    fig = Figure(figsize=(width, height), **kwargs)
+    Canvas(fig)
+    return fig
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str], fmt: str | None = None, *, dpi: int = DPI) -> Path:
     """Write a matplotlib figure to ``path`` atomically as PNG or SVG (default: from the suffix).
 
     No date, version stamp or random ids are written, so an unchanged figure gives the same file.
@@ -85,3 +101,30 @@ def save_figure(fig: Any, path: str | os.PathLike[str], fmt: str | None = None, 
             fig.savefig(f, format=fmt, dpi=dpi, metadata=meta, facecolor="white")
 
     return atomic_write(path, write)
+
+
+def closest(name: str, choices: Iterable[str]) -> str:
+    """A hint naming the closest of ``choices`` to ``name`` ("; did you mean 'x'?"), or ``""``."""
+    match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+def text_table(head: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain-text table: the first column left-aligned, the others right-aligned."""
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+
+    def line(r: Sequence[object]) -> str:
+        return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                         for i, (c, w) in enumerate(zip(r, widths)))
+
+    return "\n".join([line(head), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
+
+
+def markdown_table(head: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table (``|`` in a cell escaped)."""
+    def esc(s: object) -> str:
+        return str(s).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(esc(h) for h in head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
