@@ -510,7 +510,7 @@ def test_empty_reports_render():
 def test_count_above_exact_with_nan_and_fallback(monkeypatch):
     """The fast count equals the comparison count, NaN and infinities included; on a build
     whose sign(NaN) were NaN, the NaN check recounts the batch with the comparison."""
-    from rectifiers import diagnostics as D
+    from rectifiers.diagnostics import counting as D
 
     x = torch.randn(50, 7)
     x[0, 0], x[1, 1], x[2, 2], x[3, 3] = float("nan"), float("inf"), -float("inf"), 0.5
