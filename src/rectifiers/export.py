@@ -29,70 +29,14 @@ import os
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import modules as M
+from .modules import FusedFunnelReLU
 
 __all__ = ["FusedFunnelReLU", "fuse", "export_program", "export_onnx", "verify_onnx", "onnx_op_types"]
 
 _FUNNELS = (M.FunnelReLU1d, M.FunnelReLU, M.FunnelReLU3d)
-_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-
-
-class FusedFunnelReLU(nn.Module):
-    """A funnel activation for inference: ``max(x, conv'(x))``, BatchNorm folded into the conv.
-
-    Shapes: ``x`` is (N, C, L), (N, C, H, W) or (N, C, D, H, W) by ``spatial`` (1, 2, 3);
-    ``weight`` is (C, 1, k, ...), ``bias`` (C,); the conv is depthwise with padding ``k // 2``.
-    Equal, up to rounding, to the original module in eval mode. Build it with :func:`fuse`.
-    """
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, spatial: int) -> None:
-        super().__init__()
-        if spatial not in _CONV:
-            raise ValueError(f"FusedFunnelReLU: spatial must be 1, 2 or 3, got {spatial!r}")
-        if weight.dim() != spatial + 2 or weight.shape[1] != 1 or tuple(bias.shape) != (weight.shape[0],):
-            raise ValueError(
-                f"FusedFunnelReLU: weight must be (C, 1{', k' * spatial}) and bias (C,), got "
-                f"{tuple(weight.shape)} and {tuple(bias.shape)}"
-            )
-        self.spatial = spatial
-        self.channels = weight.shape[0]
-        self.kernel_size = weight.shape[-1]
-        self.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
-        self.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != self.spatial + 2 or x.shape[1] != self.channels:
-            raise ValueError(
-                f"FusedFunnelReLU: expected a {self.spatial + 2}-D input with {self.channels} "
-                f"channels at dim 1, got shape {tuple(x.shape)}"
-            )
-        w, b = self.weight.to(x.dtype), self.bias.to(x.dtype)
-        t = _CONV[self.spatial](x, w, b, 1, self.kernel_size // 2, 1, self.channels)
-        return torch.maximum(x, t)
-
-    def extra_repr(self) -> str:
-        return f"{self.channels}, kernel_size={self.kernel_size}, spatial={self.spatial}"
-
-
-def _fuse_one(m: nn.Module, path: str) -> FusedFunnelReLU:
-    name = f"fuse: {type(m).__name__}{' at ' + repr(path) if path else ''}"
-    if m.has_uninitialized_params():
-        raise ValueError(f"{name} has lazy parameters: run one forward pass before fusing")
-    if m.training:
-        raise ValueError(
-            f"{name} is in training mode, where BatchNorm uses batch statistics and cannot be "
-            "folded; call model.eval() first"
-        )
-    with torch.no_grad():
-        w = m.weight.double()
-        s = m.bn_weight.double() / torch.sqrt(m.running_var.double() + m.eps)
-        b = torch.zeros_like(s) if m.bias is None else m.bias.double()
-        w2 = w * s.reshape((-1,) + (1,) * (w.dim() - 1))
-        b2 = (b - m.running_mean.double()) * s + m.bn_bias.double()
-    return FusedFunnelReLU(w2.to(m.weight.dtype), b2.to(m.weight.dtype), m._spatial).to(m.weight.device)
 
 
 def fuse(module: nn.Module, inplace: bool = False) -> nn.Module:
@@ -106,14 +50,14 @@ def fuse(module: nn.Module, inplace: bool = False) -> nn.Module:
     if not isinstance(module, nn.Module):
         raise TypeError(f"fuse: module must be an nn.Module, got {type(module).__name__}")
     if isinstance(module, _FUNNELS):
-        return _fuse_one(module, "")
+        return M._fuse_funnel(module, "")
     root = module if inplace else copy.deepcopy(module)
     done: dict[int, nn.Module] = {}  # one fused module per funnel instance, wherever it is used
     for path, m in list(root.named_modules(remove_duplicate=False)):
         if isinstance(m, _FUNNELS):
             parent, _, attr = path.rpartition(".")
             if id(m) not in done:
-                done[id(m)] = _fuse_one(m, path).train(False)
+                done[id(m)] = M._fuse_funnel(m, path).train(False)
             setattr(root.get_submodule(parent), attr, done[id(m)])
     return root
 
