@@ -1,6 +1,8 @@
 # Two commands do all the set-up on a fresh machine:
 #   make report   the main job, `rectifiers compare` (installs into .venv on first use)
 #   make test     installs what the tests need, then runs the whole suite
+# and one for the documentation site:
+#   make docs     installs the `docs` extra, then builds the site into site/ (warnings are errors)
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,7 +10,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: report test install clean
+.PHONY: report test install docs clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,11 +25,20 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# The docs extra after everything else, with torch named again at its pin, so that this install,
+# too, never lets pip resolve an unpinned torch.
+$(BIN)/.docs-installed: $(BIN)/.installed pyproject.toml
+	$(BIN)/python -m pip install -q "$(TORCH)" -e ".[docs]"
+	touch $@
+
 report: $(BIN)/.installed
 	$(BIN)/rectifiers compare
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
+docs: $(BIN)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) build .pytest_cache
+	rm -rf $(VENV) build .pytest_cache site
