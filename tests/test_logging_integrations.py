@@ -9,6 +9,8 @@ A test that needs a package skips only when that package cannot be imported, nam
 from __future__ import annotations
 
 import csv
+import importlib
+import importlib.util
 import math
 import os
 import subprocess
@@ -36,12 +38,14 @@ def _tensorboard():
 
 
 def _lightning():
+    """``(pl, rectifiers.integrations.lightning)``; skips naming the extra when Lightning cannot
+    be imported (with the reason when it is installed but broken, e.g. by a torchvision that
+    does not match torch: torchmetrics imports torchvision whenever it is installed)."""
     try:
-        import lightning.pytorch as pl
-    except ImportError:
-        pl = pytest.importorskip("pytorch_lightning", reason=PL_REASON)
-    from rectifiers.integrations import lightning as RL
-
+        from rectifiers.integrations import lightning as RL
+    except MissingExtraError as e:
+        pytest.skip(PL_REASON if "not installed" in str(e) else f"{PL_REASON}: {e}")
+    pl = importlib.import_module("lightning.pytorch" if RL.LIGHTNING_PACKAGE == "lightning" else "pytorch_lightning")
     return pl, RL
 
 
@@ -133,6 +137,23 @@ def test_tensorboard_installed_but_broken_says_so():
     assert "installed but cannot be imported" in message and "rectifiers[tensorboard]" in message
 
 
+def test_lightning_installed_but_broken_says_so():
+    if importlib.util.find_spec("lightning") is None and importlib.util.find_spec("pytorch_lightning") is None:
+        pytest.skip(PL_REASON)
+    p = _run(
+        "import sys; sys.modules['torchmetrics'] = None\n"  # Lightning imports torchmetrics
+        "try:\n"
+        "    import rectifiers.integrations.lightning\n"
+        "except ImportError as e:\n"
+        "    print(type(e).__name__); print(e)\n"
+    )
+    assert p.returncode == 0, p.stderr
+    name, message = p.stdout.strip().splitlines()
+    assert name == "MissingExtraError"
+    assert "installed but cannot be imported" in message and "torchmetrics" in message
+    assert "rectifiers[lightning]" in message
+
+
 def test_lightning_falls_back_to_pytorch_lightning():
     _lightning()
     pytest.importorskip("pytorch_lightning", reason=PL_REASON)
@@ -211,7 +232,7 @@ def test_dead_units_written_and_read_back(tmp_path):
     _, dead, _ = _trained()
     rep = dead.report()
     assert [l.name for l in rep.layers] == ["act#0", "prelu", "frelu", "act#1"]
-    assert rep.layer("act#0").dead == 3 * 1  # noqa: the three units, over a (N, 8) input
+    assert rep.layer("act#0").dead == 3  # the three units with bias -50, of 8
     with T.SummaryWriter(str(tmp_path)) as w:
         written = T.log_dead_units(w, rep, step=7)
     ea = _events(tmp_path)
@@ -408,8 +429,6 @@ def _lit_module(pl, *, with_activations: bool = True):
 
 
 def _loggers(RL):
-    import importlib
-
     return importlib.import_module(
         "lightning.pytorch.loggers" if RL.LIGHTNING_PACKAGE == "lightning" else "pytorch_lightning.loggers")
 

@@ -126,8 +126,8 @@ def gradient_flow_scalars(report: GradientFlowReport, prefix: str = FLOW_PREFIX,
     """The scalars of a gradient-flow report at one recorded step (``row``, default the last),
     by tag (see :mod:`rectifiers.integrations.tensorboard`).
 
-    That step's ``{prefix}/norm/{layer}`` (layers without a gradient at that step are left
-    out), ``{prefix}/first_last_ratio`` (when defined) and ``{prefix}/param_mean/{param}``; and
+    That step's ``{prefix}/norm/{layer}`` (left out where NaN: no gradient at that step, or a
+    NaN gradient, which ``exploding`` reports), ``{prefix}/first_last_ratio`` (when defined) and ``{prefix}/param_mean/{param}``; and
     over all the report's steps, ``{prefix}/first_last_ratio_median`` (when defined),
     ``{prefix}/vanishing`` and ``{prefix}/exploding`` (1.0 or 0.0). Empty when the report has
     no recorded step.

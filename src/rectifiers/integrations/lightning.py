@@ -1,7 +1,9 @@
 """A Lightning callback that watches dead units and gradient flow while a ``Trainer`` fits.
 
-Needs the ``lightning`` extra (``pip install 'rectifiers[lightning]'``, after torch); the
-older ``pytorch_lightning`` package is used when ``lightning`` is not installed. Without
+Needs the ``lightning`` extra (``pip install 'rectifiers[lightning]'``, after torch; add the
+``tensorboard`` extra for ``TensorBoardLogger``); the callback derives from
+``lightning.pytorch.Callback``, or from ``pytorch_lightning.Callback`` when only the older
+package is installed (it also works in a ``pytorch_lightning.Trainer``). Without
 either, importing this module raises :class:`rectifiers._util.MissingExtraError` (an
 ``ImportError``) with a one-line message naming the extra. ``import rectifiers`` never imports
 Lightning.
@@ -61,6 +63,12 @@ from .._util import MissingExtraError
 _EXTRA = "pip install 'rectifiers[lightning]'"
 
 
+def _why(e: BaseException) -> str:
+    """An import failure in one line: its type and the first line of its message."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
 def _import_callback() -> tuple[type, str]:
     """Lightning's ``Callback`` class and the package name (``lightning`` first)."""
     broken: list[str] = []
@@ -68,15 +76,21 @@ def _import_callback() -> tuple[type, str]:
         try:
             module = __import__(mod, fromlist=["Callback"])
             return module.Callback, pkg
-        except ModuleNotFoundError as e:
-            if (e.name or "").split(".")[0] != pkg:
-                broken.append(f"{pkg}: {e}")
-        except ImportError as e:
-            broken.append(f"{pkg}: {e}")
+        except Exception as e:  # a broken install (or a package it imports) fails in many ways
+            if isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] == pkg:
+                continue  # not installed
+            why = _why(e)
+            if why not in broken:
+                broken.append(why)
     if broken:
+        why = "; ".join(broken)
+        if "torchvision" in why:  # torchmetrics imports torchvision whenever it is installed
+            fix = "torchvision does not match this torch: install its build for this torch, or uninstall it"
+        else:
+            fix = "reinstall it"
         raise MissingExtraError(
-            "rectifiers.integrations.lightning: Lightning is installed but cannot be imported "
-            f"({'; '.join(broken)}); reinstall it: {_EXTRA}"
+            f"rectifiers.integrations.lightning: Lightning ({_EXTRA}) is installed but cannot be "
+            f"imported: {why}; {fix}"
         )
     raise MissingExtraError(
         f"rectifiers.integrations.lightning needs Lightning, which is not installed: {_EXTRA}"

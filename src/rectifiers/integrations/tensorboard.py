@@ -59,7 +59,8 @@ and the report's window:
 tag                                             kind        value
 ==============================================  ==========  ===============================================
 ``{prefix}/norm/{layer}``                       scalar      gradient L2 norm of the layer (``report.norms``);
-                                                            left out where NaN (no gradient at that step)
+                                                            left out where NaN (no gradient at that step,
+                                                            or a NaN gradient: ``exploding`` says so)
 ``{prefix}/first_last_ratio``                   scalar      ``report.first_last_ratio`` (when defined)
 ``{prefix}/first_last_ratio_median``            scalar      over the window (when defined)
 ``{prefix}/vanishing``                          scalar      1.0 if ``report.vanishing`` else 0.0
@@ -82,23 +83,24 @@ from .._util import MissingExtraError
 
 _EXTRA = "pip install 'rectifiers[tensorboard]'"
 
+def _why(e: BaseException) -> str:
+    """An import failure in one line: its type and the first line of its message."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
 try:
     import tensorboard  # noqa: F401  (first: torch.utils.tensorboard's own message is less clear)
     from torch.utils.tensorboard import SummaryWriter
-except ModuleNotFoundError as _e:
-    if (_e.name or "").split(".")[0] == "tensorboard":
+except Exception as _e:  # a broken install fails in many ways (protobuf: TypeError)
+    if isinstance(_e, ModuleNotFoundError) and (_e.name or "").split(".")[0] == "tensorboard":
         raise MissingExtraError(
             f"rectifiers.integrations.tensorboard needs tensorboard, which is not installed: {_EXTRA}"
         ) from None
     raise MissingExtraError(
-        f"rectifiers.integrations.tensorboard: tensorboard is installed but cannot be imported ({_e}); "
-        f"reinstall it: {_EXTRA}"
-    ) from _e
-except ImportError as _e:
-    raise MissingExtraError(
-        f"rectifiers.integrations.tensorboard: tensorboard is installed but cannot be imported ({_e}); "
-        f"reinstall it: {_EXTRA}"
-    ) from _e
+        f"rectifiers.integrations.tensorboard: tensorboard ({_EXTRA}) is installed but cannot be "
+        f"imported: {_why(_e)}; reinstall it"
+    ) from None
 
 from ._scalars import (  # noqa: E402  (after the check: the one-line error comes first)
     DEAD_PREFIX,
