@@ -1,1 +1,2 @@
-"""Hooks into other libraries (each imported only when asked for): :mod:`.timm`."""
+"""Hooks into other libraries (each imported only when asked for): :mod:`.timm`,
+:mod:`.tensorboard` (the ``tensorboard`` extra) and :mod:`.lightning` (the ``lightning`` extra)."""
