@@ -5,6 +5,7 @@ funnel activation (``max(x, BN(depthwise conv(x)))``), as modules and functions.
 """
 
 from . import functional, reference
+from ._checks import ShapeError
 from .convert import ConversionSummary, convert
 from .export import fuse
 from .functional import flexible_relu, frelu, funnel_relu, leaky_relu, prelu, relu
@@ -50,4 +51,5 @@ __all__ = [
     "ConversionSummary",
     "param_groups",
     "fuse",
+    "ShapeError",
 ]

@@ -12,13 +12,24 @@ import numbers
 import torch
 
 __all__ = [
+    "ShapeError",
     "check_input",
     "check_scalar",
     "check_num_parameters",
     "check_inplace",
     "channel_dim",
     "check_channel_param",
+    "check_batch_stats",
 ]
+
+
+class ShapeError(ValueError, RuntimeError):
+    """A tensor's shape does not fit the call: a parameter's size or rank, an input's rank or
+    channel count.
+
+    It is a ``ValueError`` (what rectifiers raises for a wrong value) and a ``RuntimeError``
+    (what ``torch.nn`` raises for the same input), so code written to catch either catches it.
+    """
 
 
 def _shape(t: torch.Tensor) -> str:
@@ -98,29 +109,55 @@ def channel_dim(fn: str, x: torch.Tensor, dim: object) -> int | None:
 
 
 def check_channel_param(
-    fn: str, x: torch.Tensor, param: object, dim: int | None, name: str
+    fn: str, x: torch.Tensor, param: object, dim: int | None, name: str, *, at_most_1d: bool = False
 ) -> torch.Tensor:
-    """A floating tensor with 1 element or one per channel of ``x`` along ``dim``."""
+    """A floating tensor with 1 element or one per channel of ``x`` along ``dim``.
+
+    ``at_most_1d``: refuse a one-element tensor of 2 or more dims too, as ``torch.prelu`` does.
+    """
     if not isinstance(param, torch.Tensor):
         raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(param).__name__}")
     if not param.is_floating_point():
         raise TypeError(f"{fn}: {name} must be a floating-point tensor, got dtype {param.dtype}")
     n = param.numel()
+    if n == 1 and at_most_1d and param.dim() > 1:
+        raise ShapeError(
+            f"{fn}: {name} must have 1 element or be 1-D, and be a scalar (0-D) or 1-D even with "
+            f"one element (as torch.nn.functional.prelu), got shape {_shape(param)}"
+        )
     if n == 1:
         return param
     if param.dim() != 1:
-        raise ValueError(
+        raise ShapeError(
             f"{fn}: {name} must have 1 element or be 1-D with one element per channel, "
             f"got shape {_shape(param)}"
         )
     if dim is None:
-        raise ValueError(
+        raise ShapeError(
             f"{fn}: {name} has {n} elements but the input of shape {_shape(x)} has no channel "
             "dimension; use a 1-element parameter, or pass dim=0 for a 1-D input of channels"
         )
     if x.shape[dim] != n:
-        raise ValueError(
+        raise ShapeError(
             f"{fn}: {name} has {n} elements but the input of shape {_shape(x)} has "
             f"{x.shape[dim]} channels along dim {dim}; expected 1 or {x.shape[dim]} elements"
         )
     return param
+
+
+def check_batch_stats(fn: str, x: torch.Tensor, use_batch: bool) -> None:
+    """Refuse batch statistics over one value per channel, as ``torch.nn.BatchNorm`` does.
+
+    The variance of one value is 0 for the normalisation and NaN (0 / 0) for the running
+    estimate: every later eval-mode output would be NaN. ``x`` is (N, C, *).
+    """
+    if not use_batch:
+        return
+    n = x.shape[0]
+    for s in x.shape[2:]:
+        n *= s
+    if n == 1:
+        raise ValueError(
+            f"{fn}: Expected more than 1 value per channel when training (batch statistics), "
+            f"got input size {_shape(x)}"
+        )

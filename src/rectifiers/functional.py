@@ -5,9 +5,12 @@ Every function takes an optional ``backend`` (``"auto"``, ``"torch"``, ``"eager"
 See :mod:`rectifiers.ops` for what each backend is.
 
 Errors: ``TypeError`` for an argument of the wrong type (an integer or bool tensor, a bool where
-a slope is meant), ``ValueError`` for a wrong value (a non-finite slope, a parameter whose size
-does not match the input's channels, an even kernel size), ``IndexError`` for a ``dim`` out of
-range, ``RuntimeError`` for ``inplace=True`` on a leaf tensor that requires grad.
+a slope is meant), ``ValueError`` for a wrong value (a non-finite slope, an even kernel size),
+:class:`~rectifiers._checks.ShapeError` (both a ``ValueError`` and, as torch raises for the
+same input, a ``RuntimeError``) for a shape that does not fit (a parameter whose size does not
+match the input's channels, a weight of 2 or more dims, a funnel input of the wrong rank),
+``IndexError`` for a ``dim`` out of range, ``RuntimeError`` for ``inplace=True`` on a leaf tensor
+that requires grad.
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ def prelu(
     """
     C.check_input("prelu", input)
     d = C.channel_dim("prelu", input, dim)
-    C.check_channel_param("prelu", input, weight, d, "weight")
+    C.check_channel_param("prelu", input, weight, d, "weight", at_most_1d=True)
     return get_backend(input, backend).prelu(input, weight, d)
 
 
@@ -108,7 +111,7 @@ def _check_funnel_params(
 ) -> None:
     fn = "funnel_relu"
     if x.dim() not in (3, 4, 5):
-        raise ValueError(
+        raise C.ShapeError(
             f"{fn}: input must be (N, C, L), (N, C, H, W) or (N, C, D, H, W), got shape "
             f"{tuple(x.shape)}"
         )
@@ -118,7 +121,7 @@ def _check_funnel_params(
     k = conv_weight.shape[-1] if conv_weight.dim() else 0
     expected = (c, 1) + (k,) * nsp
     if conv_weight.dim() != nsp + 2 or tuple(conv_weight.shape) != expected or k < 1:
-        raise ValueError(
+        raise C.ShapeError(
             f"{fn}: conv_weight must be a depthwise kernel of shape (C, 1{', k' * nsp}) with "
             f"C = {c} channels of the input, got shape {tuple(conv_weight.shape)}"
         )
@@ -135,7 +138,7 @@ def _check_funnel_params(
             continue
         C.check_input(fn, t, name)
         if tuple(t.shape) != (c,):
-            raise ValueError(
+            raise C.ShapeError(
                 f"{fn}: {name} must have shape ({c},) for an input with {c} channels, "
                 f"got shape {tuple(t.shape)}"
             )
@@ -162,7 +165,9 @@ def funnel_relu(
     Shapes: ``input`` is (N, C, L), (N, C, H, W) or (N, C, D, H, W); ``conv_weight`` is
     (C, 1, k, ...) with odd ``k``, applied with padding ``k // 2``; the BatchNorm arguments
     are those of ``torch.nn.functional.batch_norm``, each (C,). In training mode (or without
-    running statistics) the batch statistics are used and the running ones updated in place.
+    running statistics) the batch statistics are used and the running ones updated in place;
+    they need more than one value per channel (N * L, N * H * W or N * D * H * W > 1), else
+    ``ValueError`` is raised before anything changes, as ``torch.nn.BatchNorm2d`` does.
 
     Gradient: as ``torch.maximum`` (ties split it evenly between ``x`` and ``T(x)``), plus the
     path through the conv and the BatchNorm.
@@ -173,6 +178,8 @@ def funnel_relu(
     e = C.check_scalar("funnel_relu", eps, "eps")
     if e <= 0:
         raise ValueError(f"funnel_relu: eps must be positive, got {e}")
+    # Before any backend runs: some would write NaN into running_var (0 / 0) without a word.
+    C.check_batch_stats("funnel_relu", input, bool(training) or running_mean is None)
     return get_backend(input, backend).funnel_relu(
         input, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var,
         bool(training), m, e,

@@ -331,12 +331,12 @@ class _FunnelReLUNd(LazyModuleMixin, nn.Module):
         want = self._spatial + 2
         if input.dim() != want:
             layout = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}[self._spatial]
-            raise ValueError(f"{name}: input must be {want}-D {layout}, got shape {tuple(input.shape)}")
+            raise C.ShapeError(f"{name}: input must be {want}-D {layout}, got shape {tuple(input.shape)}")
 
     def _check_channels(self, input: torch.Tensor) -> None:
         c = self.weight.shape[0]
         if input.shape[1] != c:
-            raise ValueError(
+            raise C.ShapeError(
                 f"{type(self).__name__}: expected an input with {c} channels (dim 1), got "
                 f"{input.shape[1]} channels in shape {tuple(input.shape)}"
             )
@@ -345,6 +345,8 @@ class _FunnelReLUNd(LazyModuleMixin, nn.Module):
         if not self.has_uninitialized_params():
             return
         self._check_shape(input)
+        # A call that forward would refuse leaves the module as it was (uninitialised).
+        C.check_batch_stats(type(self).__name__, input, self.training)
         c = input.shape[1]
         with torch.no_grad():
             self.weight.materialize((c, 1) + (self.kernel_size,) * self._spatial)
@@ -388,7 +390,8 @@ class _FunnelReLUNd(LazyModuleMixin, nn.Module):
         their weights and running statistics (the result computes the same function).
 
         The conv must be depthwise (``groups = C``, weight (C, 1, k, ...)) with odd ``k``,
-        ``padding = k // 2``, stride 1, dilation 1 and zero padding; the BatchNorm affine over C
+        ``padding = k // 2`` (or ``padding="same"``, the same thing here), stride 1, dilation 1
+        and zero padding, with or without a bias; the BatchNorm affine over C
         channels with running statistics. Anything else computes another function and is refused
         with a ``ValueError`` that names the attribute.
         """
@@ -398,9 +401,18 @@ class _FunnelReLUNd(LazyModuleMixin, nn.Module):
         if not isinstance(w, torch.Tensor) or w.dim() != s + 2 or w.shape[1] != 1:
             raise ValueError(f"{name}: conv must be a depthwise Conv{s}d (weight of shape (C, 1{', k' * s}))")
         c, k = w.shape[0], w.shape[-1]
+        if k % 2 == 0 or tuple(w.shape[2:]) != (k,) * s:
+            raise ValueError(f"{name}: the conv's kernel must be odd and square, got {tuple(w.shape[2:])}")
+        padding = getattr(conv, "padding", ())
+        if padding == "same" and getattr(conv, "dilation", None) == (1,) * s:
+            padding = (k // 2,) * s  # what nn.ConvNd pads for an odd kernel, dilation 1
+        elif padding == "valid":
+            padding = (0,) * s
+        elif not isinstance(padding, str):
+            padding = tuple(padding)
         checks = {
             "groups": (getattr(conv, "groups", None), c),
-            "padding": (tuple(getattr(conv, "padding", ())), (k // 2,) * s),
+            "padding": (padding, (k // 2,) * s),
             "stride": (tuple(getattr(conv, "stride", ())), (1,) * s),
             "dilation": (tuple(getattr(conv, "dilation", ())), (1,) * s),
             "padding_mode": (getattr(conv, "padding_mode", None), "zeros"),
@@ -408,8 +420,6 @@ class _FunnelReLUNd(LazyModuleMixin, nn.Module):
         for attr, (got, want) in checks.items():
             if got != want:
                 raise ValueError(f"{name}: conv.{attr} must be {want!r} for a funnel over {c} channels, got {got!r}")
-        if k % 2 == 0 or tuple(w.shape[2:]) != (k,) * s:
-            raise ValueError(f"{name}: the conv's kernel must be odd and square, got {tuple(w.shape[2:])}")
         if getattr(bn, "num_features", None) != c or not getattr(bn, "affine", False):
             raise ValueError(f"{name}: bn must be an affine BatchNorm over {c} channels")
         if not getattr(bn, "track_running_stats", False) or bn.running_mean is None:
