@@ -281,7 +281,7 @@ def test_resume_refuses_other_settings(tmp_path, capsys) -> None:  # type: ignor
 ])
 def test_activation_aliases_resolve(spelling: str, canonical: str) -> None:
     from rectifiers.cli import build_parser
-    from rectifiers.compare import _config_from_args
+    from rectifiers.cli.compare import _config_from_args
 
     args = build_parser().parse_args(["compare", "--activations", spelling, "prelu," + spelling])
     assert _config_from_args(args).activations == [canonical, "prelu"]  # canonical, duplicates dropped
