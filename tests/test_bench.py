@@ -81,7 +81,7 @@ def test_cold_inputs_evict_the_cache_before_each_call(monkeypatch):
     call; cold=False never does."""
     calls = []
     monkeypatch.setattr(bench._Inputs, "flush", lambda self: calls.append(self.buf is not None))
-    monkeypatch.setattr(bench, "_l3_bytes", lambda: 1 << 20)
+    monkeypatch.setattr(bench.timing, "_l3_bytes", lambda: 1 << 20)
     rows = _rows(activations=["leaky_relu"], impls=["torch"], cold=True)
     assert rows[0]["cache"] == "cold"
     # per repetition: the clone twice, the timed step (fwd, bwd, fwd+bwd) and the timed no_grad

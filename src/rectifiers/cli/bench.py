@@ -11,7 +11,7 @@ import torch
 
 from .. import bench
 from ..bench import (ACTIVATIONS, DEFAULT_IMPLS, DEFAULT_SHAPES, DTYPES, IMPLEMENTATIONS, LAYOUTS,
-                     QUICK_SHAPES, format_table, goals_table, run_benchmark, write_csv)
+                     QUICK_SHAPES, bench_cases, format_table, goals_table, run_benchmark, write_csv)
 from ._base import Parser, UsageError, closest
 
 __all__ = ["register", "run", "main"]
@@ -29,7 +29,8 @@ def _parse_shape(s: str) -> tuple[int, ...]:
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--activations", nargs="+", default=list(ACTIVATIONS), metavar="NAME",
-                   help=f"activations (default: all of {', '.join(ACTIVATIONS)})")
+                   help=f"activations (default: all of {', '.join(ACTIVATIONS)}); any activation name "
+                   "or alias stands for all its cases (flexible_relu: frelu frelu_channel)")
     p.add_argument("--impls", nargs="+", default=list(DEFAULT_IMPLS), metavar="IMPL",
                    help="implementations: torch (torch.nn or the plain formula), eager, compiled "
                    "(the rectifiers module under torch.compile), torch_compiled (the torch one "
@@ -71,8 +72,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    for what, given, known in (("activation", args.activations, ACTIVATIONS),
-                               ("implementation", args.impls, IMPLEMENTATIONS),
+    acts: list[str] = []
+    for v in args.activations:
+        cases = bench_cases(v)
+        if cases is None:
+            hint = closest(v, ACTIVATIONS) or f"; expected one of {', '.join(ACTIVATIONS)}"
+            raise UsageError(f"rectifiers bench: unknown activation {v!r}{hint}")
+        acts.extend(c for c in cases if c not in acts)
+    for what, given, known in (("implementation", args.impls, IMPLEMENTATIONS),
                                ("dtype", args.dtypes, tuple(DTYPES)), ("layout", args.layouts, LAYOUTS)):
         for v in given:
             if v not in known:
@@ -92,7 +99,6 @@ def run(args: argparse.Namespace) -> int:
         dtypes = ["fp32"] if args.dtypes == ["fp32", "bf16"] else dtypes
         repeats = min(repeats, 5)
     shapes = shapes or list(DEFAULT_SHAPES)
-    acts = list(args.activations)
     if any(a == "frelu" or a == "frelu_channel" for a in acts) and "leaky_relu" not in acts:
         acts.insert(0, "leaky_relu")  # the FReLU goal is measured against torch.nn.LeakyReLU
     rows = run_benchmark(acts, shapes, dtypes, impls, repeats, args.warmup, args.compile_backend,
