@@ -7,6 +7,7 @@ import os
 from collections.abc import Sequence
 
 from .. import _spec as S
+from .._util import markdown_table
 
 __all__ = ["COLUMNS", "GOALS", "format_table", "goals_table", "write_csv", "read_csv"]
 
@@ -44,9 +45,7 @@ def format_table(rows: Sequence[dict[str, object]], markdown: bool = False) -> s
 
     body = [[cell(r, c) for c in cols] for r in rows]
     if markdown:
-        lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
-        lines += ["| " + " | ".join(b) + " |" for b in body]
-        return "\n".join(lines)
+        return markdown_table(heads, body)
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(heads)]
     lines = ["  ".join(h.rjust(w) for h, w in zip(heads, widths))]
     lines += ["  ".join(v.rjust(w) for v, w in zip(b, widths)) for b in body]

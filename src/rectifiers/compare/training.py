@@ -98,15 +98,18 @@ def _to_jsonable(obj: Any) -> Any:
 
 
 def _act_params(model: nn.Module) -> dict[str, list[float]]:
-    """The learnable parameters of PReLU (slopes) and FlexibleReLU (biases), per layer."""
+    """The activations' own learnable parameters, per layer: those the descriptions name
+    (``learnable``: PReLU's slopes ``weight``, FlexibleReLU's biases ``bias``)."""
+    from .. import _spec as S
     from .. import modules as M
 
+    kinds = [(getattr(M, d.cls), d.learnable) for d in S.DESCRIPTIONS.values() if d.learnable]
     out: dict[str, list[float]] = {}
     for name, m in model.named_modules():
-        if isinstance(m, M.PReLU):
-            out[f"{name}.weight"] = m.weight.detach().cpu().tolist()
-        elif isinstance(m, M.FlexibleReLU):
-            out[f"{name}.bias"] = m.bias.detach().cpu().tolist()
+        for cls, attr in kinds:
+            if isinstance(m, cls):
+                out[f"{name}.{attr}"] = getattr(m, attr).detach().cpu().tolist()
+                break
     return out
 
 

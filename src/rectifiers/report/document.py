@@ -7,20 +7,17 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from .._util import markdown_table
 from .figures import plot_activations, plot_curves, plot_dead, plot_grads
-from .labels import _name
+from .labels import LEARNABLE, _name
 from .statistics import _median, diverged, summarise
 from .verdicts import _pct, verdicts
 
 __all__ = ["Doc", "write_report"]
 
 
-def _md_table(head: list[str], rows: list[list[str]]) -> str:
-    def esc(s: str) -> str:
-        return str(s).replace("|", "\\|")
-    lines = ["| " + " | ".join(esc(h) for h in head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
+#: A Markdown table (``|`` in a cell escaped): :func:`rectifiers._util.markdown_table`.
+_md_table = markdown_table
 
 
 def _html_table(head: list[str], rows: list[list[str]]) -> str:
@@ -218,7 +215,7 @@ def write_report(out_dir: str, cfg: dict[str, Any], results: Sequence[dict[str, 
               f"{100 * chance:.0f}%): " + "; ".join(stalled) + "." + hint)
     fparams = []
     for m in models:
-        for a, which in (("prelu", "weight"), ("flexible_relu", "bias")):
+        for a, which in LEARNABLE.items():
             g = groups.get((m, a))
             if g is None:
                 continue

@@ -1,19 +1,19 @@
-"""Names and colours of the activations in the report."""
+"""Names and colours of the activations in the report, from their descriptions (:mod:`rectifiers._spec`)."""
 
 from __future__ import annotations
 
-__all__ = ["DISPLAY", "COLORS"]
+from .. import _spec as S
 
-DISPLAY = {
-    "relu": "ReLU",
-    "leaky_relu": "LeakyReLU",
-    "prelu": "PReLU",
-    "flexible_relu": "FReLU",
-    "funnel_relu": "Funnel",
-}
+__all__ = ["DISPLAY", "COLORS", "LEARNABLE"]
 
-COLORS = {"relu": "#1f77b4", "leaky_relu": "#ff7f0e", "prelu": "#2ca02c", "flexible_relu": "#d62728",
-          "funnel_relu": "#9467bd"}
+#: The report's short name of each activation (its description's ``label``).
+DISPLAY: dict[str, str] = {d.name: d.label for d in S.DESCRIPTIONS.values()}
+
+#: The plot colour of each activation.
+COLORS: dict[str, str] = {d.name: d.color for d in S.DESCRIPTIONS.values()}
+
+#: The activations with a learnable parameter of their own, and its attribute (``weight``, ``bias``).
+LEARNABLE: dict[str, str] = {d.name: d.learnable for d in S.DESCRIPTIONS.values() if d.learnable}
 
 
 def _name(a: str) -> str:
