@@ -1,4 +1,4 @@
-"""Graphs of each activation and its derivative (``rectifiers plot`` draws them: :mod:`rectifiers.cli.plot`).
+"""Graphs of each activation and its derivative (what the ``rectifiers plot`` command draws).
 
 Every curve comes from :func:`rectifiers.curves.curve`: the library's own module evaluated on a
 grid and differentiated with autograd, never a formula typed a second time. Each activation gets
