@@ -81,7 +81,7 @@ def test_cold_inputs_evict_the_cache_before_each_call(monkeypatch):
     call; cold=False never does."""
     calls = []
     monkeypatch.setattr(bench._Inputs, "flush", lambda self: calls.append(self.buf is not None))
-    monkeypatch.setattr(bench, "_l3_bytes", lambda: 1 << 20)
+    monkeypatch.setattr(bench.timing, "_l3_bytes", lambda: 1 << 20)
     rows = _rows(activations=["leaky_relu"], impls=["torch"], cold=True)
     assert rows[0]["cache"] == "cold"
     # per repetition: the clone twice, the timed step (fwd, bwd, fwd+bwd) and the timed no_grad
@@ -99,3 +99,33 @@ def test_l3_bytes_is_positive():
 def test_unknown_layout_is_refused():
     with pytest.raises(ValueError, match="layouts: expected each of contiguous, channels_last, strided; got 'nhwc'"):
         _rows(layouts=("nhwc",))
+
+
+def test_case_ids_are_the_old_ones():
+    # the CSV's activation column: these ids, in this order, as in the recorded results
+    assert bench.ACTIVATIONS == ("relu", "leaky_relu", "prelu", "prelu_scalar", "frelu", "frelu_channel", "funnel")
+
+
+@pytest.mark.parametrize("name,cases", [
+    ("relu", ("relu",)), ("leaky_relu", ("leaky_relu",)), ("lrelu", ("leaky_relu",)),
+    ("prelu", ("prelu",)), ("prelu_scalar", ("prelu_scalar",)),
+    ("frelu", ("frelu",)), ("frelu_channel", ("frelu_channel",)),
+    ("flexible_relu", ("frelu", "frelu_channel")), ("FlexibleReLU", ("frelu", "frelu_channel")),
+    ("funnel", ("funnel",)), ("funnel_relu", ("funnel",)), ("FunnelReLU", ("funnel",)),
+    ("relux", None), ("", None),
+])
+def test_bench_takes_canonical_names_and_old_case_ids(name, cases):
+    assert bench.bench_cases(name) == cases
+
+
+def test_cli_accepts_flexible_relu(tmp_path, capsys):
+    from rectifiers.cli import main
+
+    path = tmp_path / "rows.csv"
+    rc = main(["bench", "--activations", "flexible_relu", "--impls", "torch", "eager", "--quick",
+               "--shapes", "2x4x6x6", "--repeats", "1", "--warmup", "0", "--csv", str(path)])
+    assert rc == 0, capsys.readouterr().err
+    rows = bench.read_csv(str(path))
+    # leaky_relu comes first: the FReLU goals are measured against torch.nn.LeakyReLU
+    assert [(r["activation"], r["impl"]) for r in rows] == [
+        (a, i) for a in ("leaky_relu", "frelu", "frelu_channel") for i in ("torch", "eager")]

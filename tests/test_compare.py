@@ -281,7 +281,7 @@ def test_resume_refuses_other_settings(tmp_path, capsys) -> None:  # type: ignor
 ])
 def test_activation_aliases_resolve(spelling: str, canonical: str) -> None:
     from rectifiers.cli import build_parser
-    from rectifiers.compare import _config_from_args
+    from rectifiers.cli.compare import _config_from_args
 
     args = build_parser().parse_args(["compare", "--activations", spelling, "prelu," + spelling])
     assert _config_from_args(args).activations == [canonical, "prelu"]  # canonical, duplicates dropped
@@ -345,3 +345,11 @@ def test_interleaved_step_times_cover_every_activation_equally() -> None:
         assert all(len(v) == 6 and min(v) > 0 for v in t["ms"][m].values())
     short = interleaved_step_times(cfg, ds, rounds=1000, budget_s=0.0)  # stops at the minimum rounds
     assert set(short["rounds"].values()) == {5}
+
+
+def test_verdicts_weigh_claims_of_the_descriptions() -> None:
+    """Every weighed claim id is a claim of some activation's description."""
+    from rectifiers._spec import claim_ids
+    from rectifiers.report.verdicts import WEIGHERS
+
+    assert WEIGHERS and set(WEIGHERS) <= set(claim_ids())

@@ -265,7 +265,7 @@ def test_matplotlib_is_imported_only_when_plotting():
     import subprocess
 
     code = (
-        "import sys, argparse; import rectifiers.plotting as P, rectifiers.cli_info as I; "
+        "import sys, argparse; import rectifiers.plotting, rectifiers.cli.plot as P, rectifiers.cli.info as I; "
         "sub = argparse.ArgumentParser().add_subparsers(); P.register(sub); I.register(sub); "
         "print('matplotlib' in sys.modules)"
     )

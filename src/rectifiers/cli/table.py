@@ -6,7 +6,9 @@ import argparse
 
 import torch
 
-from .curves import NAMES, curve
+from ..catalog import ALIASES, resolve
+from ..curves import NAMES, curve
+from ._base import UsageError, closest
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,10 +25,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli import UsageError, closest
-
-    from .catalog import ALIASES, resolve
-
     names = []
     for n in args.names or NAMES:
         canonical = resolve(n)

@@ -1,6 +1,6 @@
-"""The ``rectifiers`` command line.
+"""The ``rectifiers`` command line (floor 4: nothing in the library imports it).
 
-Each subcommand lives in its own module, which provides ``register(subparsers)``: it adds its
+Each subcommand lives in its own module of this package, which provides ``register(subparsers)``: it adds its
 parser and sets ``func`` (a callable taking the parsed ``argparse.Namespace`` and returning an
 exit status). Conventions: exit 0 on success; exit 2 on bad usage with one line on stderr and no
 traceback (raise :class:`UsageError`); heavy imports (matplotlib, sklearn) happen inside
@@ -11,39 +11,28 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
-from ._util import closest
+from ._base import Parser, UsageError, closest
 
 __all__ = ["main", "UsageError", "build_parser", "closest"]
 
 #: Modules that register subcommands, in the order their commands appear in ``--help``.
 COMMAND_MODULES = (
-    "rectifiers.cli_table",
-    "rectifiers.cli_info",
-    "rectifiers.plotting",
-    "rectifiers.compare",
-    "rectifiers.bench",
+    "rectifiers.cli.table",
+    "rectifiers.cli.list",
+    "rectifiers.cli.info",
+    "rectifiers.cli.plot",
+    "rectifiers.cli.compare",
+    "rectifiers.cli.bench",
 )
 
-
-class UsageError(Exception):
-    """Bad usage: reported as one line on stderr with exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        m = re.match(r"argument .*: invalid choice: '([^']*)' \(choose from (.*)\)", message)
-        if m:
-            choices = re.findall(r"'([^']*)'", m.group(2)) or [c.strip() for c in m.group(2).split(",")]
-            message += closest(m.group(1), choices)
-        raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+_Parser = Parser  # the name it had before the CLI became a package
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     parser = _Parser(
         prog="rectifiers",
@@ -82,9 +71,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 
-
-if __name__ == "__main__":  # pragma: no cover
-    # Run through the importable module, so that UsageError is the class the commands raise.
-    from rectifiers.cli import main as _main
-
-    sys.exit(_main())

@@ -1,6 +1,7 @@
-"""``rectifiers list`` and ``rectifiers info NAME``: what each activation is, and what is claimed for it.
+"""``rectifiers info NAME``: what one activation is, and what is claimed for it.
 
 The data lives in :mod:`rectifiers.catalog`; this module only prints it, as text or as JSON.
+:func:`lookup` (the "did you mean" of an activation name) serves the other commands too.
 """
 
 from __future__ import annotations
@@ -10,23 +11,16 @@ import json
 import textwrap
 from dataclasses import asdict
 
-from .catalog import CATALOG, NAMES, Entry, resolve
+from ..catalog import ALIASES, CATALOG, NAMES, Entry, resolve
+from ._base import UsageError, closest
 
-__all__ = ["register", "run_list", "run_info", "format_info", "format_list", "lookup"]
+__all__ = ["register", "run_info", "format_info", "lookup", "entry_dict"]
 
 WIDTH = 100
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``list`` and ``info`` subcommands."""
-    p = sub.add_parser(
-        "list",
-        help="list the activations: name, module, formula, defaults",
-        description="List every activation with its module, formula and defaults.",
-    )
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=run_list)
-
+    """Add the ``info`` subcommand."""
     p = sub.add_parser(
         "info",
         help="everything about one activation: formula, derivative, parameters, paper, claims",
@@ -43,12 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def lookup(name: str, command: str = "info") -> Entry:
     """The catalog entry for ``name``; :class:`~rectifiers.cli.UsageError` with a hint if unknown."""
-    from .cli import UsageError, closest
-
     canonical = resolve(name)
     if canonical is None:
-        from .catalog import ALIASES
-
         hint = closest(name.lower(), ALIASES)
         if hint:  # name the canonical spelling, not the alias that matched
             matched = hint.split("'")[1]
@@ -57,18 +47,6 @@ def lookup(name: str, command: str = "info") -> Entry:
             f"rectifiers {command}: unknown activation {name!r}{hint} (known: {', '.join(NAMES)})"
         )
     return CATALOG[canonical]
-
-
-def format_list() -> str:
-    """The ``list`` table as text."""
-    rows = [("NAME", "MODULE", "FORMULA", "DEFAULTS")]
-    for e in CATALOG.values():
-        rows.append((e.name, e.module.split("(")[0].removeprefix("rectifiers."), e.formula, e.defaults))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3] for r in rows]
-    lines.append("")
-    lines.append("'rectifiers info NAME' for the derivative, parameters, paper and claims.")
-    return "\n".join(lines)
 
 
 def _wrap(text: str, indent: str, first: str = "") -> list[str]:
@@ -118,7 +96,7 @@ def format_info(entry: Entry) -> str:
     return "\n".join(out)
 
 
-def _entry_dict(entry: Entry) -> dict:
+def entry_dict(entry: Entry) -> dict:
     d = asdict(entry)
     d.update(formula=entry.formula, derivative=entry.derivative, defaults=entry.defaults)
     for c, dc in zip(entry.claims, d["claims"]):
@@ -126,18 +104,10 @@ def _entry_dict(entry: Entry) -> dict:
     return d
 
 
-def run_list(args: argparse.Namespace) -> int:
-    if args.json:
-        print(json.dumps([_entry_dict(e) for e in CATALOG.values()], indent=2))
-    else:
-        print(format_list())
-    return 0
-
-
 def run_info(args: argparse.Namespace) -> int:
     entry = lookup(args.name)
     if args.json:
-        print(json.dumps(_entry_dict(entry), indent=2))
+        print(json.dumps(entry_dict(entry), indent=2))
     else:
         print(format_info(entry))
     return 0

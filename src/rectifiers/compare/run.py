@@ -1,0 +1,118 @@
+"""The whole comparison: every (model, activation, seed), the step timing, and the report."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import asdict
+from typing import Any
+
+import torch
+
+from .config import CompareError, Config, run_name
+from .distributed import Dist, init_dist
+from .timing import interleaved_step_times, peak_rss_mib
+from .training import _read_json, atomic_write_json, train_one
+
+__all__ = ["run_compare"]
+
+
+def _resolve_device(spec: str, dist: Dist) -> torch.device:
+    """``--device`` as a ``torch.device``; :class:`CompareError` when it is not usable here."""
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(spec)
+    except RuntimeError as e:
+        raise CompareError(f"--device: expected cpu, cuda, cuda:N or auto, got {spec!r}") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CompareError(f"--device {spec}: CUDA is not available here")
+        if dist.enabled:
+            dev = torch.device("cuda", dist.local_rank)
+    elif dev.type != "cpu":
+        raise CompareError(f"--device: expected cpu, cuda, cuda:N or auto, got {spec!r}")
+    return dev
+
+
+def run_compare(cfg: Config, out_dir: str, *, resume: bool = False, device: str = "cpu",
+                progress: bool = True, write_report: bool = True) -> dict[str, Any]:
+    """Run every (model, activation, seed) of ``cfg`` and write the report into ``out_dir``.
+
+    Returns ``{"config": ..., "results": [...], "meta": ...}`` (on every rank; only rank 0 writes).
+    Raises :class:`rectifiers.data.DataError` for unreadable data and :class:`CompareError` for
+    settings that cannot run (``resume`` into an ``out_dir`` made with other settings, ...).
+    """
+    from ..data import load_data
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.batch_size % world:
+        raise CompareError(f"--batch-size {cfg.batch_size} must be a multiple of the number of processes "
+                           f"({world}), so that every rank gets an equal shard of each global batch")
+    dist = init_dist(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = _resolve_device(device, dist)
+    ds = load_data(cfg.data, image_size=cfg.image_size, limit=cfg.limit)
+    if len(ds.train_y) < cfg.batch_size:
+        raise CompareError(f"--batch-size {cfg.batch_size} is larger than the training split "
+                         f"({len(ds.train_y)} images of {ds.name})")
+
+    cfg_path = os.path.join(out_dir, "config.json")
+    cfg_dict = asdict(cfg)
+    if resume:
+        old = _read_json(cfg_path)
+        if old is not None and old != cfg_dict:
+            diff = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in cfg_dict.items() if old.get(k) != v]
+            raise CompareError(f"--resume: {out_dir} was made with other settings ({'; '.join(diff[:3])}); "
+                             f"use the same options or another --out")
+    if dist.main:
+        os.makedirs(out_dir, exist_ok=True)
+        atomic_write_json(cfg_path, cfg_dict)
+    dist.barrier()
+
+    steps = len(ds.train_y) // cfg.batch_size * cfg.epochs * len(cfg.run_keys())
+    bar = None
+    if progress and dist.main:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, file=sys.stderr, unit="step", dynamic_ncols=True, leave=True)
+    rss0 = peak_rss_mib()
+    t0 = time.perf_counter()
+    results = []
+    try:
+        for model_kind, act, seed in cfg.run_keys():
+            if bar is not None:
+                bar.set_description(run_name(model_kind, act, seed))
+            results.append(train_one(
+                cfg, ds, model_kind, act, seed, out_dir=out_dir, resume=resume, device=dev, dist=dist,
+                on_step=(bar.update if bar is not None else None),
+            ))
+    finally:
+        if bar is not None:
+            bar.close()
+    step_timing = None
+    if dist.main:
+        step_timing = interleaved_step_times(cfg, ds, dev, batch_size=cfg.batch_size // dist.world)
+    wall = time.perf_counter() - t0
+    meta = {
+        "data": ds.describe(),
+        "num_classes": ds.num_classes,
+        "device": str(dev),
+        "world_size": dist.world,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "wall_s": wall,
+        "step_timing": step_timing,
+        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_growth_mib": peak_rss_mib() - rss0,
+        "resumed": resume,
+        "command": "rectifiers " + " ".join(sys.argv[1:]) if sys.argv and "rectifiers" in sys.argv[0] else None,
+    }
+    if dist.main and write_report:
+        from ..report import write_report
+
+        write_report(out_dir, cfg_dict, results, meta)
+    dist.barrier()
+    return {"config": cfg_dict, "results": results, "meta": meta}
