@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 __all__ = ["atomic_write", "atomic_write_bytes", "matplotlib_figure", "new_figure", "save_figure",
-           "MissingExtraError", "DPI", "closest", "text_table", "markdown_table"]
+           "MissingExtraError", "optional_import", "DPI", "closest", "text_table", "markdown_table"]
 
 #: The resolution of every PNG the library writes unless a caller asks for another.
 DPI = 110
@@ -27,6 +27,27 @@ DPI = 110
 
 class MissingExtraError(ImportError):
     """An optional dependency is missing; the message names the extra to install."""
+
+
+def optional_import(module: str, extra: str, purpose: str, package: str | None = None) -> Any:
+    """Import ``module`` (an optional dependency), or raise :class:`MissingExtraError` in one line.
+
+    The message names what needed it and the extra that installs it, for example "the progress
+    bar of rectifiers compare needs tqdm, which is not installed: pip install
+    'rectifiers[compare]'"; the command line prints it as one line and exits with status 2.
+    ``package`` is the name to print when it is not the module's (``scikit-learn``).
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        top = module.split(".")[0]
+        if e.name is not None and e.name.split(".")[0] != top:
+            raise  # the package is there but one of its own imports failed: not a missing extra
+        raise MissingExtraError(
+            f"{purpose} needs {package or top}, which is not installed: pip install 'rectifiers[{extra}]'"
+        ) from None
 
 
 def _plain_mode(path: str) -> None:

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ._util import optional_import
+
 __all__ = ["DataError", "Dataset", "load_data", "load_digits", "load_cifar10", "load_folder", "SPECS"]
 
 #: The accepted forms of a data spec, for help texts and error messages.
@@ -129,13 +131,8 @@ def load_digits(limit: int | None = None) -> Dataset:
 
     Pixel values 0..16, standardised with the training split's mean and std.
     """
-    try:
-        from sklearn.datasets import load_digits as sk_load_digits
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "the digits data set needs scikit-learn: pip install 'rectifiers[compare]'"
-        ) from e
-    bunch = sk_load_digits()
+    datasets = optional_import("sklearn.datasets", "compare", "the digits data set", "scikit-learn")
+    bunch = datasets.load_digits()
     x = bunch.images.astype(np.float32)[:, None, :, :]  # (1797, 1, 8, 8)
     y = bunch.target.astype(np.int64)
     tr, te = _split(y)

@@ -14,6 +14,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from .._util import MissingExtraError
 from ._base import Parser, UsageError, closest
 
 __all__ = ["main", "UsageError", "build_parser", "closest"]
@@ -61,6 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UsageError as e:
         print(str(e).splitlines()[0] if str(e) else "rectifiers: bad usage", file=sys.stderr)
+        return 2
+    except MissingExtraError as e:  # an optional dependency is missing: one line naming the extra
+        print(f"rectifiers: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("rectifiers: interrupted", file=sys.stderr)

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from .._util import optional_import
 from .config import CompareError, Config, run_name
 from .distributed import Dist, init_dist
 from .timing import interleaved_step_times, peak_rss_mib
@@ -75,8 +76,7 @@ def run_compare(cfg: Config, out_dir: str, *, resume: bool = False, device: str 
     steps = len(ds.train_y) // cfg.batch_size * cfg.epochs * len(cfg.run_keys())
     bar = None
     if progress and dist.main:
-        from tqdm.auto import tqdm
-
+        tqdm = optional_import("tqdm.auto", "compare", "the progress bar of rectifiers compare").tqdm
         bar = tqdm(total=steps, file=sys.stderr, unit="step", dynamic_ncols=True, leave=True)
     rss0 = peak_rss_mib()
     t0 = time.perf_counter()
