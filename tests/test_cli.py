@@ -11,7 +11,7 @@ import pytest
 from rectifiers import __version__
 from rectifiers.catalog import CATALOG, MEASURES
 from rectifiers.cli import build_parser, main
-from rectifiers.reference import FORMULAS
+from rectifiers._formulas import FORMULAS
 
 NAMES = tuple(CATALOG)
 SMALL = ["--points", "21", "--dpi", "20", "--xlim", "-1", "1"]

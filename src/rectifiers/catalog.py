@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .reference import FORMULAS
+from ._formulas import FORMULAS
 
 __all__ = ["Param", "Claim", "Entry", "CATALOG", "NAMES", "ALIASES", "resolve", "MEASURES"]
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import modules as M
-from .reference import FORMULAS
+from ._formulas import FORMULAS
 
 __all__ = ["Curve", "NAMES", "DEFAULT_PARAMS", "FUNNEL_CONTEXT", "curve", "make_module"]
 

@@ -1,7 +1,7 @@
 """What the C++ CPU kernels share: the sources' place, the build, the lazy load, the instruction-set cap.
 
-:mod:`rectifiers.ops._eager_cpp` (FReLU, PReLU) and :mod:`rectifiers.ops._funnel_cpp` (the funnel
-activation) are two extensions built from the C++ files of ``rectifiers/csrc`` (:data:`CSRC`)
+:mod:`rectifiers.ops.cpp.pointwise` (FReLU, PReLU) and :mod:`rectifiers.ops.cpp.funnel` (the
+funnel activation) are two extensions built from the C++ files of ``rectifiers/csrc`` (:data:`CSRC`)
 with :func:`torch.utils.cpp_extension.load`, each under its own name and op namespace, so both
 load in one process. Each source includes ``csrc/common.h``, which holds, inside an anonymous
 namespace:
@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 #: The C++ sources, shipped with the package (``src/rectifiers/csrc``).
-CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc")
+CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "csrc")
 
 
 def source_path(name: str) -> str:

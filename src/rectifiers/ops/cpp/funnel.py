@@ -23,8 +23,8 @@ which side of the maximum won. ``y = max(x, T)`` follows ``torch.maximum`` with 
 x's dtype first (as the plain formula's conv output is): NaN on either side gives NaN and both
 sides the gradient, ties split it.
 
-Build, cache and fallback as :mod:`rectifiers.ops._eager_cpp` (the same helpers, in
-:mod:`rectifiers.ops._cpp_common`): :func:`load` compiles with
+Build, cache and fallback as :mod:`rectifiers.ops.cpp.pointwise` (the same helpers, in
+:mod:`rectifiers.ops.cpp.build`): :func:`load` compiles with
 :func:`torch.utils.cpp_extension.load` (``csrc/funnel.cpp``) into torch's extension directory; any failure
 warns once and returns ``False``; ``RECTIFIERS_NO_CPP=1`` turns it off silently. The caller
 then keeps the plain-torch path (same results).
@@ -36,8 +36,9 @@ import threading
 
 import torch
 
-from . import _cpp_common
-from ._cpp_common import set_isa
+from .._common import FLOAT_DTYPES, opmath
+from . import build as _build_mod
+from .build import set_isa
 
 __all__ = ["load", "applies", "forward", "backward", "build_seconds", "set_isa", "CALLS"]
 
@@ -48,7 +49,7 @@ CALLS = {"forward": 0, "backward": 0}
 MAX_K = 15
 
 #: The C++ source (with the headers it includes, beside it in ``rectifiers/csrc``).
-_SOURCES = [_cpp_common.source_path("funnel.cpp")]
+_SOURCES = [_build_mod.source_path("funnel.cpp")]
 
 #: Bumped with every change of the source or flags (part of the extension's name).
 _VERSION = 8
@@ -57,7 +58,6 @@ _FLAGS = ["-O3", "-ffp-contract=off"]
 
 _lock = threading.Lock()
 _state: dict[str, object] = {"tried": False, "ok": False, "seconds": None}
-_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
 def build_seconds() -> float | None:
@@ -67,7 +67,7 @@ def build_seconds() -> float | None:
 
 
 def _build() -> None:
-    _cpp_common.build(_NAME, _SOURCES, _FLAGS)
+    _build_mod.build(_NAME, _SOURCES, _FLAGS)
 
 
 def load() -> bool:
@@ -76,14 +76,14 @@ def load() -> bool:
     Never raises: a failure is reported once with :func:`warnings.warn` and remembered, so later
     calls return ``False`` at once. ``RECTIFIERS_NO_CPP=1`` disables the kernel silently.
     """
-    return _cpp_common.load_once(_state, _lock, _build, "rectifiers_funnel_cpp", ("funnel_fwd",), "funnel kernel")
+    return _build_mod.load_once(_state, _lock, _build, "rectifiers_funnel_cpp", ("funnel_fwd",), "funnel kernel")
 
 
 def applies(x: torch.Tensor, conv_weight: torch.Tensor, use_batch: bool) -> bool:
     """Whether the kernel handles this call (and loads): a CPU float tensor of 3 to 5 dims not
     in a channels-last layout (a strided one is made contiguous), an odd kernel up to
     :data:`MAX_K`, more than one value per channel in training."""
-    if x.device.type != "cpu" or x.dtype not in _DTYPES or x.dim() not in (3, 4, 5) or x.numel() == 0:
+    if x.device.type != "cpu" or x.dtype not in FLOAT_DTYPES or x.dim() not in (3, 4, 5) or x.numel() == 0:
         return False
     k = conv_weight.shape[-1]
     if k % 2 == 0 or k > MAX_K or conv_weight.device.type != "cpu":
@@ -104,13 +104,9 @@ def _dims(x: torch.Tensor, k: int) -> list[int]:
     return [x.shape[0], x.shape[1]] + [1] * (3 - nsp) + sp + [1] * (3 - nsp) + [k] * nsp
 
 
-def _opmath(x: torch.Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
 def _kernel(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     # Rounded to x's dtype first: the plain formula runs its conv in x's dtype.
-    return w.detach().to(x.dtype).to(_opmath(x)).reshape(w.shape[0], -1).contiguous()
+    return w.detach().to(x.dtype).to(opmath(x.dtype)).reshape(w.shape[0], -1).contiguous()
 
 
 def _bn(t: torch.Tensor | None, c: int, fill: float, device: torch.device) -> torch.Tensor:
@@ -134,7 +130,7 @@ def forward(
     c = x.shape[1]
     k = conv_weight.shape[-1]
     w = _kernel(conv_weight, x)
-    cb = None if conv_bias is None else conv_bias.detach().to(x.dtype).to(_opmath(x)).contiguous()
+    cb = None if conv_bias is None else conv_bias.detach().to(x.dtype).to(opmath(x.dtype)).contiguous()
     stats = torch.zeros(c, 3, dtype=torch.float64, device=x.device)
     if not use_batch:
         stats[:, 0] = running_mean.detach()
@@ -155,7 +151,7 @@ def forward(
 
 
 def backward(
-    x: torch.Tensor, g: torch.Tensor, conv_weight: torch.Tensor, conv_bias: torch.Tensor | None,
+    g: torch.Tensor, x: torch.Tensor, conv_weight: torch.Tensor, conv_bias: torch.Tensor | None,
     bn_weight: torch.Tensor | None, bn_bias: torch.Tensor | None, stats: torch.Tensor,
     use_batch: bool, need: tuple[bool, bool, bool, bool, bool],
 ) -> tuple[torch.Tensor | None, ...]:
@@ -164,7 +160,7 @@ def backward(
     c = x.shape[1]
     k = conv_weight.shape[-1]
     w = _kernel(conv_weight, x)
-    cb = None if conv_bias is None else conv_bias.detach().to(x.dtype).to(_opmath(x)).contiguous()
+    cb = None if conv_bias is None else conv_bias.detach().to(x.dtype).to(opmath(x.dtype)).contiguous()
     need_dx, need_w, need_cb = need[0], need[1], need[2] and conv_bias is not None
     dx = torch.empty_like(x, memory_format=torch.contiguous_format) if need_dx else None
     dw = torch.empty(c, w.shape[1], dtype=torch.float64, device=x.device) if need_w else None

@@ -19,7 +19,7 @@ lazily and wraps it:
 
 The C++ preamble (``csrc/common.h``: bfloat16 loads and stores by the bits, the AVX2 / AVX-512
 run-time choice and its cap, :func:`set_isa`) and the build and load helpers are shared with the
-funnel kernel; the Python helpers are in :mod:`rectifiers.ops._cpp_common`.
+funnel kernel; the Python helpers are in :mod:`rectifiers.ops.cpp.build`.
 
 FReLU semantics are exactly the plain path's: ``y = relu(x) + b`` (``relu(-0.0) = -0.0``, NaN
 stays NaN, the add rounded once in x's dtype), mask ``relu(x) != 0`` (true for ``x > 0`` and
@@ -27,8 +27,8 @@ NaN), ``dx = g if mask else 0``, ``db[c] = sum of g over channel c``: short runs
 op-math type (float for float32 / bfloat16 / float16), each run's sum then added in float64, in a
 fixed order (fixed-size blocks, partial sums added in block order: deterministic whatever the
 thread count). That is close to a float64 sum (a relative difference of about 1e-7 from
-``g.double().sum()`` was seen), not equal to it. The mask is bit-packed (:func:`new_mask`, :func:`unpack_mask`): a flat uint8
-tensor of ``ceil(n / 8)`` bytes, bit ``i % 8`` of byte ``i // 8`` for the element at memory
+``g.double().sum()`` was seen), not equal to it. The mask is bit-packed (``new_mask`` and ``unpack_mask`` of
+:mod:`rectifiers.ops._common`): a flat uint8 tensor of ``ceil(n / 8)`` bytes, bit ``i % 8`` of byte ``i // 8`` for the element at memory
 offset ``i``, so 1/8 byte per element is kept for backward. Forward is one loop that reads x
 once and writes y and the mask bytes; backward one loop that reads g and the mask once and
 writes dx while summing g. On x86 CPUs with AVX-512 (F, BW, VL) or AVX2, float32 and bfloat16
@@ -51,13 +51,13 @@ to contiguous first; PReLU takes its plain path), as does the double backward.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
 
 import torch
 
-from . import _cpp_common
+from .._common import FLOAT_DTYPES, channel_runs, opmath
+from . import build as _build_mod
 
-__all__ = ["load", "plan", "forward", "backward", "new_mask", "unpack_mask", "mask_bytes", "loaded", "set_isa", "prelu_forward", "prelu_backward", "build_seconds", "CALLS"]
+__all__ = ["load", "plan", "forward", "backward", "loaded", "set_isa", "prelu_forward", "prelu_backward", "build_seconds", "CALLS"]
 
 #: Calls of the fused kernels in this process (the tests check that the C++ path really ran).
 CALLS = {"forward": 0, "backward": 0, "prelu_forward": 0, "prelu_backward": 0}
@@ -71,7 +71,7 @@ _SEGMENT_MIN = 256
 _ROW_MAX = 1 << 16
 
 #: The C++ source (with the headers it includes, beside it in ``rectifiers/csrc``).
-_SOURCES = [_cpp_common.source_path("pointwise.cpp")]
+_SOURCES = [_build_mod.source_path("pointwise.cpp")]
 
 #: Bumped with every change of the source or flags (part of the extension's name).
 _VERSION = 16
@@ -87,13 +87,10 @@ def build_seconds() -> float | None:
     return float(s) if s is not None else None  # type: ignore[arg-type]
 
 
-#: The switch and the ninja look-up, shared with the funnel kernel (kept here under their old names).
-_disabled = _cpp_common.disabled
-_ninja_dir = _cpp_common.ninja_dir
 
 
 def _build() -> None:
-    _cpp_common.build(_NAME, _SOURCES, ["-O3"])
+    _build_mod.build(_NAME, _SOURCES, ["-O3"])
 
 
 def load() -> bool:
@@ -102,7 +99,7 @@ def load() -> bool:
     Never raises: a failure is reported once with :func:`warnings.warn` and remembered, so later
     calls return ``False`` at once. ``RECTIFIERS_NO_CPP=1`` disables the kernels silently.
     """
-    return _cpp_common.load_once(
+    return _build_mod.load_once(
         _state, _lock, _build, "rectifiers_cpp", ("frelu_fwd", "prelu_fwd"), "FReLU kernel"
     )
 
@@ -111,68 +108,24 @@ def set_isa(level: int) -> int:
     """Cap the C++ kernels' instruction set: 2 AVX-512, 1 AVX2, 0 portable loops only (for tests).
 
     Returns the cap before. One cap for every C++ extension of the package (these kernels and
-    :mod:`rectifiers.ops._funnel_cpp`'s), loaded or not yet. The CPU's own support still
+    :mod:`rectifiers.ops.cpp.funnel`'s), loaded or not yet. The CPU's own support still
     applies (a cap of 2 on a CPU without AVX-512 runs AVX2). Results are bitwise the same at
     every level except the float64 sums of the bias and slope gradients, whose order of
     additions depends on the vector width.
     """
-    return _cpp_common.set_isa(level)
+    return _build_mod.set_isa(level)
 
 
 def loaded() -> bool:
     """Whether the kernels are built and loaded already (never starts a build)."""
-    return bool(_state["ok"]) and not _disabled()
-
-
-_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
-
-
-def _view(x: torch.Tensor, cdim: int | None) -> tuple[int, int, int] | None:
-    """``(outer, C, inner)`` when x's memory is that array in order, else ``None``.
-
-    Any dense layout (no gaps, no overlap: contiguous, channels_last, a permutation, a
-    transpose) is: the dims whose strides are below the channel's make ``inner``, the others
-    ``outer``. A view with gaps (a step, a narrowed dim) is not.
-    """
-    n = x.numel()
-    if x.is_contiguous():
-        if cdim is None:
-            return 1, 1, n
-        c = x.shape[cdim]
-        inner = 1
-        for s in x.shape[cdim + 1:]:
-            inner *= s
-        return n // (c * inner) if c * inner else 0, c, inner
-    if not _dense(x):
-        return None
-    if cdim is None or x.shape[cdim] == 1:
-        return 1, 1, n  # one bias (or one channel): the memory is a flat array of n elements
-    c, st = x.shape[cdim], x.stride(cdim)
-    inner = 1
-    for d in range(x.dim()):
-        if d != cdim and x.shape[d] > 1 and x.stride(d) < st:
-            inner *= x.shape[d]
-    if inner != st:
-        return None
-    return n // (c * inner), c, inner
-
-
-def _dense(x: torch.Tensor) -> bool:
-    """No gaps, no overlap: the strides sorted are those of some permutation's contiguous tensor."""
-    dims = sorted((d for d in range(x.dim()) if x.shape[d] != 1), key=lambda d: x.stride(d))
-    expect = 1
-    for d in dims:
-        if x.stride(d) != expect:
-            return False
-        expect *= x.shape[d]
-    return True
+    return bool(_state["ok"]) and not _build_mod.disabled()
 
 
 def plan(x: torch.Tensor, cdim: int | None) -> tuple[int, int, int, int] | None:
     """``(outer, C, inner, mode)`` if the fused kernels handle x (and they load), else ``None``."""
-    if x.device.type != "cpu" or x.dtype not in _DTYPES or x.numel() == 0:
+    if x.device.type != "cpu" or x.dtype not in FLOAT_DTYPES or x.numel() == 0:
         return None
-    v = _view(x, cdim)
+    v = channel_runs(x, cdim)
     if v is None:
         return None
     outer, c, inner = v
@@ -189,33 +142,6 @@ def plan(x: torch.Tensor, cdim: int | None) -> tuple[int, int, int, int] | None:
     return outer, c, inner, mode
 
 
-def mask_bytes(n: int) -> int:
-    """Bytes of the bit-packed FReLU mask of ``n`` elements: ``ceil(n / 8)``."""
-    return (n + 7) // 8
-
-
-def new_mask(x: torch.Tensor) -> torch.Tensor:
-    """An uninitialised bit-packed mask for x: a flat uint8 tensor of ``ceil(numel / 8)`` bytes."""
-    return torch.empty(mask_bytes(x.numel()), dtype=torch.uint8, device=x.device)
-
-
-_BIT_WEIGHTS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
-
-
-def unpack_mask(mask: torch.Tensor, size: Sequence[int], stride: Sequence[int]) -> torch.Tensor:
-    """The bit-packed mask as a bool tensor of this shape and these strides (the forward's x's).
-
-    Bit ``i % 8`` of byte ``i // 8`` belongs to the element at memory offset ``i`` of a dense
-    tensor (contiguous, channels_last or any other permutation). Plain torch ops: for the
-    double backward and other rare paths.
-    """
-    n = 1
-    for s in size:
-        n *= s
-    flat = mask.unsqueeze(-1).bitwise_and(_BIT_WEIGHTS.to(mask.device)).ne(0).reshape(-1)
-    return flat[:n].as_strided(tuple(size), tuple(stride))
-
-
 def forward(
     x: torch.Tensor, b: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None,
     p: tuple[int, int, int, int],
@@ -227,8 +153,7 @@ def forward(
     memory offset ``i``; the bits past the last element are 0) or ``None``.
     """
     outer, c, inner, mode = p
-    opmath = torch.float64 if x.dtype == torch.float64 else torch.float32
-    bo = b.detach().reshape(-1).to(opmath).contiguous()
+    bo = b.detach().reshape(-1).to(opmath(x.dtype)).contiguous()
     torch.ops.rectifiers_cpp.frelu_fwd(x, bo, y, mask, outer, c, inner, _BLOCK, mode)
     CALLS["forward"] += 1
 
@@ -256,8 +181,7 @@ def prelu_forward(x: torch.Tensor, a: torch.Tensor, y: torch.Tensor, p: tuple[in
     x's strides.
     """
     outer, c, inner, mode = p
-    opmath = torch.float64 if x.dtype == torch.float64 else torch.float32
-    ao = a.detach().reshape(-1).to(opmath).contiguous()
+    ao = a.detach().reshape(-1).to(opmath(x.dtype)).contiguous()
     torch.ops.rectifiers_cpp.prelu_fwd(x, ao, y, outer, c, inner, _BLOCK, mode)
     CALLS["prelu_forward"] += 1
 
@@ -274,8 +198,7 @@ def prelu_backward(
     ``g`` must have s's dtype and strides (the caller checks); returns ``(dx, da)``.
     """
     outer, c, inner, mode = p
-    opmath = torch.float64 if s.dtype == torch.float64 else torch.float32
-    ao = a.detach().reshape(-1).to(opmath).contiguous()
+    ao = a.detach().reshape(-1).to(opmath(s.dtype)).contiguous()
     dx = torch.empty_like(s) if need_x else None
     da = torch.empty(c, dtype=torch.float64, device=s.device) if need_a else None
     torch.ops.rectifiers_cpp.prelu_bwd(g, s, ao, dx, da, outer, c, inner, _BLOCK, mode)
