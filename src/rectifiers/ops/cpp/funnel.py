@@ -51,9 +51,9 @@ MAX_K = 15
 #: The C++ source (with the headers it includes, beside it in ``rectifiers/csrc``).
 _SOURCES = [_build_mod.source_path("funnel.cpp")]
 
-#: Bumped with every change of the source or flags (part of the extension's name).
-_VERSION = 8
-_NAME = f"rectifiers_funnel_cpu_v{_VERSION}"
+#: The stem of the extension's name (:func:`rectifiers.ops.cpp.build.build_name` adds the hash
+#: of its sources, flags and environment).
+_NAME = "rectifiers_funnel_cpu"
 _FLAGS = ["-O3", "-ffp-contract=off"]
 
 _lock = threading.Lock()

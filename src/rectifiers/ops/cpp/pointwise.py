@@ -73,9 +73,9 @@ _ROW_MAX = 1 << 16
 #: The C++ source (with the headers it includes, beside it in ``rectifiers/csrc``).
 _SOURCES = [_build_mod.source_path("pointwise.cpp")]
 
-#: Bumped with every change of the source or flags (part of the extension's name).
-_VERSION = 16
-_NAME = f"rectifiers_frelu_cpu_v{_VERSION}"
+#: The stem of the extension's name (:func:`rectifiers.ops.cpp.build.build_name` adds the hash
+#: of its sources, flags and environment).
+_NAME = "rectifiers_frelu_cpu"
 
 _lock = threading.Lock()
 _state: dict[str, object] = {"tried": False, "ok": False, "seconds": None}
