@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("gpu_overhead: no CUDA device here", file=sys.stderr)
         return 2
-    from rectifiers.ops import triton_ops as T
+    from rectifiers.ops import triton as T
 
     dev = torch.device("cuda")
     c = 16

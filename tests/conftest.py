@@ -110,11 +110,11 @@ def cpp_kernel_or_skip(module, what: str, monkeypatch) -> dict:
     """
     import shutil
 
-    from rectifiers.ops import _cpp_common
+    from rectifiers.ops.cpp import build as cpp_build
 
     monkeypatch.delenv("RECTIFIERS_NO_CPP", raising=False)
     ok = module.load()
-    has_ninja = shutil.which("ninja") or _cpp_common.ninja_dir()
+    has_ninja = shutil.which("ninja") or cpp_build.ninja_dir()
     if not ok and shutil.which("g++") and has_ninja:
         pytest.fail(f"gcc and ninja are present but the fused {what} did not build or load")
     if not ok:

@@ -11,7 +11,9 @@ import pytest
 from rectifiers import __version__
 from rectifiers.catalog import CATALOG, MEASURES
 from rectifiers.cli import build_parser, main
-from rectifiers.reference import FORMULAS
+from rectifiers._spec import DESCRIPTIONS
+
+FORMULAS = {n: d.formula_text for n, d in DESCRIPTIONS.items()}
 
 NAMES = tuple(CATALOG)
 SMALL = ["--points", "21", "--dpi", "20", "--xlim", "-1", "1"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import rectifiers as R
-from rectifiers.ops import _eager_cpp
+from rectifiers.ops.cpp import pointwise as cpp_pointwise
 
 C = 4
 
@@ -228,7 +228,7 @@ def _traced_ops(m: torch.nn.Module, x: torch.Tensor) -> tuple[set[str], set[str]
 
 
 def _need_kernel() -> None:
-    if not _eager_cpp.load():
+    if not cpp_pointwise.load():
         pytest.skip("the fused C++ FReLU kernel could not be built here (no compiler?)")
 
 
@@ -269,10 +269,10 @@ def test_compiled_frelu_fused_same_as_eager(name: str, dtype: torch.dtype, layou
         return y.detach(), grads
 
     y, grads = step(m)
-    calls = dict(_eager_cpp.CALLS)
+    calls = dict(cpp_pointwise.CALLS)
     yc, grads_c = step(compiled)
     # The compiled step ran the kernel itself, forward and backward.
-    assert _eager_cpp.CALLS["forward"] > calls["forward"] and _eager_cpp.CALLS["backward"] > calls["backward"]
+    assert cpp_pointwise.CALLS["forward"] > calls["forward"] and cpp_pointwise.CALLS["backward"] > calls["backward"]
     assert yc.dtype == dtype and yc.shape == y.shape
     torch.testing.assert_close(yc, y, equal_nan=True, rtol=0, atol=0)
     for a, b in zip(grads_c, grads):
@@ -372,7 +372,7 @@ def test_opcheck_frelu_bwd() -> None:
 def test_frelu_ops_torch_fallback_same_as_kernel(layout: str, monkeypatch) -> None:
     """Where the kernel has no mode for a layout, the ops compute the same with torch ops."""
     _need_kernel()
-    from rectifiers.ops import _eager_compiled
+    from rectifiers.ops.eager import compiled
 
     x = _kink_input((2, 3, 4, 5), torch.float32, layout)
     bias = torch.randn(3)
@@ -380,7 +380,7 @@ def test_frelu_ops_torch_fallback_same_as_kernel(layout: str, monkeypatch) -> No
     g = torch.randn(x.shape)
     y, mask = torch.ops.rectifiers_compiled.frelu_fwd(x, bias, 1)
     dx, db = torch.ops.rectifiers_compiled.frelu_bwd(g, mask, list(y.stride()), 1, True, True)
-    monkeypatch.setattr(_eager_compiled._eager_cpp, "plan", lambda *a, **k: None)
+    monkeypatch.setattr(compiled.kernels, "plan", lambda *a, **k: None)
     y2, mask2 = torch.ops.rectifiers_compiled.frelu_fwd(x, bias, 1)
     dx2, db2 = torch.ops.rectifiers_compiled.frelu_bwd(g, mask2, list(y2.stride()), 1, True, True)
     assert y2.stride() == y.stride() and dx2.stride() == dx.stride()

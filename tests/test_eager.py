@@ -400,7 +400,7 @@ def test_funnel_no_grad_and_eval() -> None:
 @pytest.mark.parametrize("name", list(CASES))
 def test_cache_blocked_paths(name: str, layout: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Large tensors run block by block: force tiny blocks and compare again."""
-    import rectifiers.ops._eager_common as common
+    import rectifiers.ops._common as common
 
     monkeypatch.setattr(common, "BLOCK_ELEMENTS", 16)
     assert len(common.cache_blocks(torch.empty(3, 5, 7, 9), 1)) > 1

@@ -1,6 +1,6 @@
 """The fused C++ FReLU and PReLU kernels of the eager backend against the reference, and their fallback.
 
-The kernel (``rectifiers.ops._eager_cpp``) is built at first use; where it cannot be (no
+The kernel (``rectifiers.ops.cpp.pointwise``) is built at first use; where it cannot be (no
 compiler), the tests that need it fail if gcc and ninja are present (a build that should work
 and silently does not is a defect) and are skipped otherwise.
 """
@@ -15,7 +15,8 @@ import torch
 import rectifiers.functional as RF
 from rectifiers import reference as ref
 from conftest import cpp_kernel_or_skip
-from rectifiers.ops import _eager_cpp as E
+from rectifiers.ops import _common as OC
+from rectifiers.ops.cpp import pointwise as E
 
 B = "eager"
 
@@ -289,13 +290,13 @@ def test_mask_layout_bit_by_bit(cpp):
     vals = [1.0, -1.0, 0.0, -0.0, float("nan"), float("inf"), float("-inf"), 1e-45, -1e-45, 2.0, -3.0]
     x = torch.tensor(vals)
     p = E.plan(x, None)
-    m = E.new_mask(x)
+    m = OC.new_mask(x)
     y = torch.empty_like(x)
     E.forward(x, torch.tensor([0.5]), y, m, p)
     want = [1, 0, 0, 0, 1, 1, 0, 1, 0, 1, 0]
     expect = [sum(bit << j for j, bit in enumerate(want[k:k + 8])) for k in range(0, len(want), 8)]
     assert m.dtype == torch.uint8 and m.tolist() == expect
-    assert E.unpack_mask(m, x.shape, x.stride()).tolist() == [bool(v) for v in want]
+    assert OC.unpack_mask(m, x.shape, x.stride()).tolist() == [bool(v) for v in want]
 
 
 @pytest.fixture(params=[2, 1, 0], ids=["avx512", "avx2", "portable"])
@@ -322,12 +323,12 @@ def test_mask_bits_on_odd_sizes(isa, shape, dim, dtype):
     b = _bias(shape[dim] if dim is not None else 1, dtype)
     p = E.plan(x, cdim)
     assert p is not None
-    m = E.new_mask(x)
+    m = OC.new_mask(x)
     y = torch.empty_like(x)
     E.forward(x, b, y, m, p)
     n = x.numel()
     assert m.numel() == (n + 7) // 8
-    assert torch.equal(E.unpack_mask(m, x.shape, x.stride()), torch.relu(x) != 0)
+    assert torch.equal(OC.unpack_mask(m, x.shape, x.stride()), torch.relu(x) != 0)
     if n % 8:
         assert int(m[-1]) >> (n % 8) == 0
     g = torch.randn(shape).to(dtype)

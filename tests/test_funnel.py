@@ -216,7 +216,7 @@ def test_failed_call_changes_nothing(monkeypatch):
 def test_eager_working_layout_follows_device():
     """CPU computes in channels-last (its depthwise conv is fast there); other devices keep the
     input's layout (checked on 'meta' tensors, which have layouts but no data)."""
-    from rectifiers.ops import _eager_funnel as EF
+    from rectifiers.ops.eager import funnel as EF
 
     w = torch.zeros(4, 1, 3, 3)
     cl = torch.channels_last

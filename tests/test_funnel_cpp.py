@@ -1,6 +1,6 @@
 """The fused C++ funnel kernel of the eager backend against the plain formula, and its fallback.
 
-The kernel (``rectifiers.ops._funnel_cpp``) is built at first use; where it cannot be (no
+The kernel (``rectifiers.ops.cpp.funnel``) is built at first use; where it cannot be (no
 compiler), the tests that need it fail if gcc and ninja are present (a build that should work
 and silently does not is a defect) and are skipped otherwise.
 """
@@ -15,7 +15,7 @@ import torch
 import rectifiers as R
 import rectifiers.functional as RF
 from conftest import cpp_kernel_or_skip
-from rectifiers.ops import _funnel_cpp as FC
+from rectifiers.ops.cpp import funnel as FC
 
 CLASSES = {1: R.FunnelReLU1d, 2: R.FunnelReLU, 3: R.FunnelReLU3d}
 
@@ -286,7 +286,7 @@ def test_inf_and_nan_in_eval_match_the_formula(cpp, nsp) -> None:
 def test_isa_cap_is_shared_and_every_level_agrees(cpp, dtype) -> None:
     """One instruction-set cap for both C++ extensions (set through either module, it reaches
     the loaded funnel kernel), and the funnel's portable and AVX2 builds give the same bits."""
-    from rectifiers.ops import _eager_cpp as E
+    from rectifiers.ops.cpp import pointwise as E
 
     def _bits(t: torch.Tensor) -> torch.Tensor:
         return t.view(torch.int16 if t.dtype == torch.bfloat16 else torch.int32)

@@ -67,10 +67,10 @@ def test_negative_slope_keeps_one_byte(dtype: torch.dtype) -> None:
 def test_frelu_keeps_a_mask(channels: int, cpp: bool, dtype: torch.dtype, monkeypatch) -> None:
     """FReLU keeps a mask of x > 0: 1 bit per element from the fused C++ kernel, a 1-byte bool
     from the plain path (no compiler, or RECTIFIERS_NO_CPP=1)."""
-    from rectifiers.ops import _eager_cpp
+    from rectifiers.ops.cpp import pointwise as cpp_pointwise
 
     if cpp:
-        if not _eager_cpp.load():
+        if not cpp_pointwise.load():
             pytest.skip("the C++ kernels cannot be built here (no compiler)")
         want = 0.125
     else:

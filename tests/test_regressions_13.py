@@ -191,11 +191,11 @@ def test_errors_torch_raises_as_runtime_error_are_catchable_as_such(ours, theirs
 
 
 # --------------------------------------------------------------------------------------------
-# Item 9: the README's funnel equivalence
+# Item 9: the docs' funnel equivalence (the README's prose moved to docs/activations.md)
 
 
-def test_readme_funnel_equivalence_names_a_conv_without_bias():
-    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+def test_docs_funnel_equivalence_names_a_conv_without_bias():
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "activations.md").read_text()
     text = " ".join(readme.split())
     m = re.search(r"nn\.Conv2d\(C, C, k, padding=k//2, groups=C(?P<rest>[^)]*)\)", text)
     assert m is not None and "bias=False" in m.group("rest")

@@ -22,7 +22,7 @@ triton = pytest.importorskip("triton", reason="the Triton backend needs the 'tri
 
 import rectifiers.functional as RF  # noqa: E402
 from rectifiers import reference as ref  # noqa: E402
-from rectifiers.ops import triton_ops as T  # noqa: E402
+from rectifiers.ops import triton as T  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -112,7 +112,7 @@ ACTS = {
     "flexible_relu": (
         lambda x, p, d: RF.flexible_relu(x, p, d, backend="triton"),
         lambda x, p, d: ref.flexible_relu(x, p, d % x.dim()),
-        lambda x, p, d: torch.relu(x) + ref.channel_view(p.to(x.dtype), x, d % x.dim()),
+        lambda x, p, d: ref.flexible_relu(x, p.to(x.dtype), d % x.dim()),
         _b,
     ),
 }
@@ -279,7 +279,7 @@ def test_prelu_zero_and_negative_slopes():
 
 
 def test_prelu_weight_dtype_differs():
-    """An fp64 weight on a bf16 input: the weight is cast to bf16 (as torch_ops does), the
+    """An fp64 weight on a bf16 input: the weight is cast to bf16 (as the torch backend does), the
     output is bf16, the weight's gradient fp64."""
     x = _randn(3, 4, 5).to(torch.bfloat16)
     w = torch.tensor([0.3, 0.7, 0.1, 1.2], dtype=torch.float64)
@@ -516,7 +516,7 @@ def _compile_for_sm90(name, sig, consts):
     from triton.compiler import ASTSource
     from triton.runtime.jit import JITFunction
 
-    from rectifiers.ops import _triton_kernels as K
+    from rectifiers.ops.triton import kernels as K
 
     src = ASTSource(fn=JITFunction(K._RAW[name]), signature=sig, constexprs=consts)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "enable_fp_fusion": False})

@@ -21,25 +21,12 @@ __all__ = [
     "flexible_relu",
     "funnel_relu",
     "funnel_transform",
-    "channel_view",
-    "FORMULAS",
 ]
 
-#: Human-readable forward formula and derivative of each activation, keyed by registry name.
-FORMULAS: dict[str, tuple[str, str]] = {
-    "relu": ("max(0, x)", "1 if x > 0 else 0"),
-    "leaky_relu": ("x if x > 0 else a*x", "1 if x > 0 else a"),
-    "prelu": ("x if x > 0 else a*x  (a learnable)", "1 if x > 0 else a;  dL/da = sum_{x<=0} g*x"),
-    "flexible_relu": ("max(0, x) + b  (b learnable)", "1 if x > 0 else 0;  dL/db = sum g"),
-    "funnel_relu": (
-        "max(x, T(x)),  T = BatchNorm(depthwise k x k conv(x))",
-        "as torch.maximum: 1 where x > T(x), 1/2 at ties; plus the path through T",
-    ),
-}
-
-
-def channel_view(param: torch.Tensor, x: torch.Tensor, dim: int) -> torch.Tensor:
+def _channel_view(param: torch.Tensor, x: torch.Tensor, dim: int) -> torch.Tensor:
     """Reshape a 1-element or per-channel parameter so it broadcasts against ``x`` along ``dim``.
+
+    The oracle's own copy (the backends use :func:`rectifiers.ops._common.channel_view`).
 
     ``dim`` must already be normalised to ``0 <= dim < x.dim()`` (or ``x.dim() < 2``, in which
     case the parameter has a single element and is returned flattened to shape ``()``).
@@ -63,13 +50,13 @@ def leaky_relu(x: torch.Tensor, negative_slope: float = 0.01) -> torch.Tensor:
 
 def prelu(x: torch.Tensor, weight: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """``x if x > 0 else a*x`` with ``a = weight`` (one element, or one per channel along ``dim``)."""
-    a = channel_view(weight, x, dim)
+    a = _channel_view(weight, x, dim)
     return torch.where(x > 0, x, a * x)
 
 
 def flexible_relu(x: torch.Tensor, bias: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """FReLU (Qiu et al. 2018): ``max(0, x) + b`` with ``b = bias`` (one element or per channel)."""
-    b = channel_view(bias, x, dim)
+    b = _channel_view(bias, x, dim)
     return torch.relu(x) + b
 
 

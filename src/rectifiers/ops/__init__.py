@@ -17,8 +17,8 @@ Backends:
     Plain PyTorch: ``torch.nn.functional`` where torch has the activation, the reference formula
     otherwise. The baseline of the benchmarks.
 ``"eager"``
-    rectifiers' own autograd Functions, lean in memory (see :mod:`rectifiers.ops.eager_ops`).
-    Any device.
+    rectifiers' own autograd Functions, lean in memory (see :mod:`rectifiers.ops.eager`), with
+    fused C++ kernels on CPU (:mod:`rectifiers.ops.cpp`, built at first use). Any device.
 ``"triton"``
     Triton kernels for CUDA tensors (optional extra ``rectifiers[triton]``). With
     ``TRITON_INTERPRET=1`` they also run on CPU tensors, which is how they are tested.
@@ -28,6 +28,21 @@ Backends:
 The environment variable ``RECTIFIERS_BACKEND`` sets the default used when a call passes no
 ``backend`` (or ``backend="auto"`` is resolved): one of ``auto``, ``torch``, ``eager``,
 ``triton``.
+
+Layout: one module or package per backend, :mod:`.native` (``"torch"``), :mod:`.eager`,
+:mod:`.triton`; :mod:`.cpp`, the C++ host side (the eager backend's kernel provider); and
+:mod:`._common`, the helpers they share. A backend imports no other backend: every re-routing
+between them is decided here, in :func:`get_backend`:
+
+* ``torch.compile`` / ``torch.export`` tracing, or a ``torch.func`` transform, with the eager
+  backend: the plain formulas of ``"torch"`` (the eager Functions save from
+  ``forward(ctx, ...)``, which ``torch.func`` refuses, and the compiler fuses plain formulas),
+  except ReLU, LeakyReLU and FReLU on CPU with a gradient under ``torch.compile``, which trace
+  :mod:`rectifiers.ops.eager.compiled`;
+* a ``torch.func`` transform with the Triton backend: the same (the Triton custom ops' autograd
+  does not support transforms);
+* a float64 funnel with the Triton backend: the eager funnel (the Triton kernels keep
+  BatchNorm's statistics in fp32).
 """
 
 from __future__ import annotations
@@ -35,8 +50,12 @@ from __future__ import annotations
 import importlib
 import os
 from types import ModuleType
+from typing import Any
 
 import torch
+
+from . import _common, eager, native
+from .eager import compiled as _eager_compiled  # noqa: F401  (eager.compiled, for _Traced)
 
 __all__ = ["BACKENDS", "ENV_VAR", "resolve_backend", "get_backend", "triton_available"]
 
@@ -45,6 +64,7 @@ ENV_VAR = "RECTIFIERS_BACKEND"
 
 _triton_ok: bool | None = None
 _triton_mod: ModuleType | None = None
+_triton_view: type | None = None
 
 
 @torch.compiler.assume_constant_result
@@ -54,10 +74,11 @@ def triton_available() -> bool:
     Under torch.compile it runs at trace time and its answer is a constant of the graph: the
     import inside cannot be traced, and a first call may come from inside a compiled function.
     """
-    global _triton_ok, _triton_mod
+    global _triton_ok, _triton_mod, _triton_view
     if _triton_ok is None:
         try:
-            _triton_mod = importlib.import_module("rectifiers.ops.triton_ops")
+            _triton_mod = importlib.import_module("rectifiers.ops.triton")
+            _triton_view = _make_triton_view(_triton_mod)
             _triton_ok = True
         except ImportError:
             _triton_ok = False
@@ -92,19 +113,72 @@ def resolve_backend(x: torch.Tensor, backend: str | None = None) -> str:
     return backend
 
 
-def get_backend(x: torch.Tensor, backend: str | None = None) -> ModuleType:
-    """The backend module that will run for input ``x``."""
+def get_backend(x: torch.Tensor, backend: str | None = None) -> Any:
+    """The backend that will run for input ``x``: an object with the five functions of every
+    backend (a backend module, or one of the re-routed views below)."""
     name = resolve_backend(x, backend)
-    if name == "eager" or (name == "triton" and _eager_common.transforming()):
-        # torch.func transforms: the Triton custom ops' autograd does not support them; the
-        # eager backend runs the plain formulas there
-        return eager_ops
     if name == "torch":
-        return torch_ops
-    # resolve_backend has checked triton_available(), which imported and cached the module
-    # (no import here: torch.compile cannot trace one).
+        return native
+    if name == "eager":
+        return _Traced if _common.compiling() else eager
+    if _common.transforming():
+        return _Traced
+    # resolve_backend has checked triton_available(), which imported the module and made the
+    # view (no import here: torch.compile cannot trace one).
+    assert _triton_view is not None
+    return _triton_view
+
+
+class _Traced:
+    """The eager backend under tracing (torch.compile, torch.export) or a torch.func transform:
+    the plain formulas, except what :mod:`.eager.compiled` gives ``torch.compile`` on CPU."""
+
+    @staticmethod
+    def relu(x: torch.Tensor, inplace: bool) -> torch.Tensor:
+        if not inplace and _common.needs_grad(x) and eager.compiled.wanted(x):
+            return eager.compiled.relu(x)
+        return native.relu(x, inplace)
+
+    @staticmethod
+    def leaky_relu(x: torch.Tensor, negative_slope: float, inplace: bool) -> torch.Tensor:
+        if not inplace and _common.needs_grad(x) and eager.compiled.wanted(x):
+            return eager.compiled.leaky_relu(x, negative_slope)
+        return native.leaky_relu(x, negative_slope, inplace)
+
+    prelu = staticmethod(native.prelu)
+
+    @staticmethod
+    def flexible_relu(x: torch.Tensor, bias: torch.Tensor, dim: int | None, inplace: bool) -> torch.Tensor:
+        if not inplace and _common.needs_grad(x, bias) and eager.compiled.wanted(x):
+            return eager.compiled.flexible_relu(x, bias, dim)
+        return native.flexible_relu(x, bias, dim, inplace)
+
+    funnel_relu = staticmethod(native.funnel_relu)
+
+
+def _triton_funnel_relu(
+    x, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var, training, momentum, eps
+):
+    """The Triton funnel, or for a float64 input (gradient checks, not speed) the eager one,
+    which keeps float64 throughout (the Triton kernels keep BatchNorm's statistics in fp32)."""
     assert _triton_mod is not None
-    return _triton_mod
+    args = (x, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var, training, momentum, eps)
+    if x.dtype == torch.float64:
+        _triton_mod.check_funnel_input(x, training, running_mean)  # the Triton backend's own error
+        return eager.funnel_relu(*args)
+    return _triton_mod.funnel_relu(*args)
 
 
-from . import _eager_common, eager_ops, torch_ops  # noqa: E402  (after the helpers they may use)
+def _make_triton_view(mod: ModuleType) -> type:
+    """The Triton backend as :func:`get_backend` gives it: its functions, the funnel re-routed."""
+    return type(
+        "_TritonView", (), {
+            "__doc__": "The Triton backend, a float64 funnel sent to the eager backend.",
+            "relu": staticmethod(mod.relu),
+            "leaky_relu": staticmethod(mod.leaky_relu),
+            "prelu": staticmethod(mod.prelu),
+            "flexible_relu": staticmethod(mod.flexible_relu),
+            "funnel_relu": staticmethod(_triton_funnel_relu),
+        },
+    )
+

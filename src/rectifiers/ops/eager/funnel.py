@@ -9,7 +9,7 @@ On a GPU they run in the input's own layout.
 Running statistics are updated once, in forward.
 
 On CPU, for an input that is not channels-last, the fused C++ kernel of
-:mod:`rectifiers.ops._funnel_cpp` does all of it instead (built at first use; the path above
+:mod:`rectifiers.ops.cpp.funnel` does all of it instead (built at first use; the path above
 where it cannot be built, or with ``RECTIFIERS_NO_CPP=1``): it computes in the input's own
 (N, C, *spatial) layout, where PyTorch's depthwise convolution is slowest, and keeps the same
 state for backward (the input and per-channel statistics).
@@ -20,9 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .. import reference as ref
-from . import _funnel_cpp
-from ._eager_common import compiling, needs_grad
+from .._common import needs_grad, plain_funnel_relu
+from ..cpp import funnel as kernels
 
 __all__ = ["funnel_relu"]
 
@@ -65,9 +64,9 @@ def _forward(x, conv_weight, conv_bias, bn_weight, bn_bias, rm, rv, use_batch, m
 
 
 def _differentiable_backward(g, ins, rmc, rvc, use_batch, eps, need):  # type: ignore[no-untyped-def]
-    """create_graph: the gradients recomputed through the reference formula, differentiably."""
+    """create_graph: the gradients recomputed through the plain formula, differentiably."""
     x, cw, cb, bw, bb = ins
-    y = ref.funnel_relu(x, cw, cb, bw, bb, rmc, rvc, use_batch, 0.0, eps)
+    y = plain_funnel_relu(x, cw, cb, bw, bb, rmc, rvc, use_batch, 0.0, eps)
     sel = [(i, t) for i, t in enumerate(ins) if need[i] and t is not None]
     gr = torch.autograd.grad(y, [t for _, t in sel], g, create_graph=True, allow_unused=True)
     out: list[torch.Tensor | None] = [None] * 10
@@ -178,7 +177,7 @@ class _FunnelFused(_TwoHalves):
 
     @staticmethod
     def _run(x, conv_weight, conv_bias, bn_weight, bn_bias, rm, rv, use_batch, momentum, eps):  # type: ignore[no-untyped-def]
-        return _funnel_cpp.forward(
+        return kernels.forward(
             x.contiguous(), conv_weight, conv_bias, bn_weight, bn_bias, rm, rv, use_batch, momentum, eps
         )
 
@@ -201,8 +200,8 @@ class _FunnelFused(_TwoHalves):
         if torch.is_grad_enabled():
             return _differentiable_backward(g, (x, cw, cb, bw, bb), rmc, rvc, ctx.use_batch, ctx.eps, need)
         with torch.no_grad():
-            grads = _funnel_cpp.backward(
-                x.contiguous(), g.to(x.dtype).contiguous(), cw, cb, bw, bb, stats, ctx.use_batch, need
+            grads = kernels.backward(
+                g.to(x.dtype).contiguous(), x.contiguous(), cw, cb, bw, bb, stats, ctx.use_batch, need
             )
         return grads + (None,) * 5
 
@@ -216,17 +215,12 @@ def _fmt(xw: torch.Tensor) -> torch.memory_format:
 def funnel_relu(
     x, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var, training, momentum, eps
 ):
-    if compiling():
-        return ref.funnel_relu(
-            x, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var, training,
-            momentum, eps,
-        )
     use_batch = bool(training) or running_mean is None
-    fused = _funnel_cpp.applies(x, conv_weight, use_batch)
+    fused = kernels.applies(x, conv_weight, use_batch)
     if not needs_grad(x, conv_weight, conv_bias, bn_weight, bn_bias):
         if fused:  # one fused pass (two over a cached channel in training)
             with torch.no_grad():
-                y, _ = _funnel_cpp.forward(
+                y, _ = kernels.forward(
                     x.contiguous(), conv_weight, conv_bias, bn_weight, bn_bias, running_mean,
                     running_var, use_batch, momentum, eps,
                 )
@@ -234,7 +228,7 @@ def funnel_relu(
         # Nothing to keep: the plain formula, whose conv follows x's own layout, is as fast as
         # it gets without a layout change (measured: the channels-last round trip costs more
         # than it saves in a forward pass alone).
-        return ref.funnel_relu(
+        return plain_funnel_relu(
             x, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var, training,
             momentum, eps,
         )

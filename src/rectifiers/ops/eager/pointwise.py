@@ -1,38 +1,7 @@
-"""The ``"eager"`` backend: rectifiers' own autograd Functions, lean in memory, on any device.
+"""The eager backend's ReLU, LeakyReLU, PReLU and FReLU: autograd Functions that keep little.
 
-What each activation keeps for backward (beyond what the next layer keeps anyway):
-
-==============  ==========================================================================
-``relu``        nothing: ``torch.relu`` already keeps its output, which gives the gradient
-``leaky_relu``  slope >= 0: nothing, the output is kept (``sign(y) = sign(x)``, so
-                ``aten.leaky_relu_backward(..., self_is_result=True)`` is exact); slope < 0:
-                a 1-byte mask ``x > 0``
-``prelu``       every slope in (0, 1]: nothing, the output is kept and ``x = y / a`` is
-                recovered where ``y <= 0`` for the slope's gradient; otherwise (a slope <= 0
-                or > 1, where ``y / a`` is not exact) the input, as ``torch.nn.PReLU``; on
-                CPU a fused C++ kernel (:mod:`._eager_cpp`) writes y in one pass, and dx and
-                the slope gradient in one
-``flexible_relu``  a mask ``relu(x) != 0`` (``x > 0`` or NaN; ``y > b`` is not exact
-                when ``x`` is tiny against ``b``); on CPU a fused C++ kernel (:mod:`._eager_cpp`, built at first use)
-                writes y and the mask, bit-packed (1/8 byte per element), in one pass, and
-                dx and the bias gradient in one; elsewhere a 1-byte bool mask
-``funnel_relu`` the input only, plus per-channel statistics: the depthwise conv and the
-                BatchNorm are recomputed in backward; on CPU by a fused C++ kernel in the
-                input's NCHW layout (:mod:`._funnel_cpp`), else (channels-last input, no
-                compiler) in channels-last layout, where PyTorch's CPU depthwise conv is many
-                times faster than in NCHW (see :mod:`._eager_funnel`)
-==============  ==========================================================================
-
-When nothing needs a gradient (``torch.no_grad()``, or no input or parameter requires grad) the
-plain fast torch kernels run directly, with no autograd Function in the way (FReLU on CPU: the
-fused kernel's single pass, once it has been built). Under
-``torch.compile`` / ``torch.export`` the plain formulas are traced instead (the compiler fuses
-them and picks what to keep; no data-dependent branch breaks the graph), except for ReLU,
-LeakyReLU and FReLU on CPU under ``torch.compile`` with a gradient needed: there the compiler's
-own choice (a bool mask) is many times slower, and :mod:`._eager_compiled` says what to keep.
-
-Double backward (``create_graph=True``) works: every backward below is written with
-differentiable operations, or recomputes through the reference formula when a graph is asked for.
+What each keeps for backward, and when the fused C++ kernels of :mod:`rectifiers.ops.cpp.pointwise`
+run, is in the table of :mod:`rectifiers.ops.eager`.
 """
 
 from __future__ import annotations
@@ -40,11 +9,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .. import reference as ref
-from . import _eager_compiled, _eager_cpp, _eager_funnel, torch_ops
-from ._eager_common import cache_blocks, compiling, is_dense, needs_grad, reduce_dims
+from .._common import (
+    FLOAT_DTYPES, cache_blocks, channel_view, is_dense, laid_out_as, needs_grad, new_mask,
+    plain_flexible_relu, plain_prelu, reduce_dims, unpack_mask,
+)
+from ..cpp import pointwise as kernels
 
-__all__ = ["relu", "leaky_relu", "prelu", "flexible_relu", "funnel_relu"]
+__all__ = ["relu", "leaky_relu", "prelu", "flexible_relu"]
 
 _aten = torch.ops.aten
 
@@ -65,8 +36,6 @@ def _packed(x: torch.Tensor) -> torch.Tensor:
 
 
 def relu(x: torch.Tensor, inplace: bool) -> torch.Tensor:
-    if not inplace and needs_grad(x) and _eager_compiled.wanted(x):
-        return _eager_compiled.relu(x)
     # No packing of strided views here: torch's relu walks them well in float32 (a copy first
     # measured 1.6x slower under no_grad), and ReLU stays torch.relu exactly.
     return torch.relu_(x) if inplace else torch.relu(x)
@@ -113,15 +82,13 @@ class _LeakyReLUKeepMask(torch.autograd.Function):
 
 
 def leaky_relu(x: torch.Tensor, negative_slope: float, inplace: bool) -> torch.Tensor:
-    if not inplace and needs_grad(x) and _eager_compiled.wanted(x):
-        return _eager_compiled.leaky_relu(x, negative_slope)
-    if inplace or compiling():
+    if inplace:
         # torch's in-place leaky_relu_ already keeps only its result (self_is_result=True);
         # functional.py refuses in-place with a negative slope when a gradient is needed.
-        return torch_ops.leaky_relu(x, negative_slope, inplace)
+        return F.leaky_relu(x, negative_slope, True)
     x = _packed(x)
     if not needs_grad(x):
-        return torch_ops.leaky_relu(x, negative_slope, False)
+        return F.leaky_relu(x, negative_slope, False)
     if negative_slope >= 0:
         return _LeakyReLUKeepOutput.apply(x, negative_slope)
     return _LeakyReLUKeepMask.apply(x, negative_slope)
@@ -144,9 +111,9 @@ class _PReLU(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, w: torch.Tensor, dim: int | None, keep_output: bool, fused):  # type: ignore[no-untyped-def]
         if fused is not None:  # the C++ kernel: torch.prelu's math, one pass
             y = torch.empty_like(x)
-            _eager_cpp.prelu_forward(x, w.to(x.dtype), y, fused)
+            kernels.prelu_forward(x, w.to(x.dtype), y, fused)
         else:
-            y = torch_ops.prelu(x, w, dim)
+            y = plain_prelu(x, w, dim)
         ctx.dim = dim
         ctx.keep_output = keep_output
         ctx.fused = fused
@@ -160,7 +127,7 @@ class _PReLU(torch.autograd.Function):
         nd = s.dim()
         cdim = dim if (dim is not None and w.numel() > 1) else None
         a = w.to(s.dtype)
-        av = ref.channel_view(a, s, cdim) if cdim is not None else a.reshape(())
+        av = channel_view(a, s, cdim) if cdim is not None else a.reshape(())
         dx = dw = None
         if torch.is_grad_enabled():
             # create_graph: plain differentiable formulas (double backward).
@@ -174,9 +141,9 @@ class _PReLU(torch.autograd.Function):
                 dw = t.sum(dims).reshape(w.shape).to(w.dtype) if dims else t.reshape(w.shape).to(w.dtype)
             return dx, dw, None, None, None
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        if ctx.fused is not None and g.dtype == s.dtype and _same_layout(g, s):
+        if ctx.fused is not None and g.dtype == s.dtype and g.dtype in FLOAT_DTYPES and laid_out_as(g, s.shape, s.stride()):
             # The C++ kernel: dx and the slope gradient's float64 sums in one pass over (g, s).
-            dx, dw = _eager_cpp.prelu_backward(g, s, a, need_x, need_w, ctx.fused)
+            dx, dw = kernels.prelu_backward(g, s, a, need_x, need_w, ctx.fused)
             if dw is not None:
                 if keep_output:  # sum(g * y) / a = sum(g * x) over x <= 0, as below
                     dw = dw / w.detach().to(torch.float64).reshape(-1)
@@ -214,17 +181,15 @@ class _PReLU(torch.autograd.Function):
 
 
 def prelu(x: torch.Tensor, weight: torch.Tensor, dim: int | None) -> torch.Tensor:
-    if compiling():
-        return torch_ops.prelu(x, weight, dim)
     x = _packed(x)
     if not needs_grad(x, weight):
-        return torch_ops.prelu(x, weight, dim)
+        return plain_prelu(x, weight, dim)
     a = weight.detach().to(x.dtype)
     lo, hi = (float(v) for v in torch.aminmax(a.reshape(-1)))
     keep_output = 0.0 < lo and hi <= 1.0
     # The fused C++ kernel (built at the first such call) when it loads and handles x's layout;
     # the plain-torch passes otherwise (same results).
-    fused = _eager_cpp.plan(x, dim if weight.numel() > 1 else None)
+    fused = kernels.plan(x, dim if weight.numel() > 1 else None)
     return _PReLU.apply(x, weight, dim, keep_output, fused)
 
 
@@ -248,11 +213,11 @@ class _FlexibleReLU(torch.autograd.Function):
         cdim = dim if (dim is not None and bias.numel() > 1) else None
         y = x if inplace else torch.empty_like(x)
         if fused is not None:  # the C++ kernel: y and the bit-packed mask in one pass
-            mask = _eager_cpp.new_mask(x) if keep_mask else None
-            _eager_cpp.forward(x, bias.to(x.dtype), y, mask, fused)
+            mask = new_mask(x) if keep_mask else None
+            kernels.forward(x, bias.to(x.dtype), y, mask, fused)
         else:
             mask = torch.empty_like(x, dtype=torch.bool) if keep_mask else None
-            b = ref.channel_view(bias.to(x.dtype), x, cdim if cdim is not None else 0)
+            b = channel_view(bias.to(x.dtype), x, cdim if cdim is not None else 0)
             # Block by block, so that the three passes (relu, mask, + b) stay in cache.
             for idx in cache_blocks(x, cdim):
                 yb = y[idx]
@@ -283,7 +248,7 @@ class _FlexibleReLU(torch.autograd.Function):
         packed = ctx.fused is not None  # the C++ kernel's bit-packed mask, else a bool tensor
         if torch.is_grad_enabled():  # create_graph: differentiable, out-of-place
             if need_x:
-                m = _eager_cpp.unpack_mask(mask, ctx.size, ctx.stride) if packed else mask
+                m = unpack_mask(mask, ctx.size, ctx.stride) if packed else mask
                 dx = _aten.threshold_backward(g, m.to(g.dtype), 0)
             if need_b:
                 db = (g.sum(dims, dtype=acc) if dims else g.to(acc)).reshape(ctx.bias_shape).to(ctx.bias_dtype)
@@ -291,9 +256,9 @@ class _FlexibleReLU(torch.autograd.Function):
         if packed:
             # The C++ kernel: dx and the per-channel sum of g in one pass (float64 sums). It reads
             # g in x's memory order: a g laid out otherwise is copied so first (one pass).
-            if not _laid_out_as(g, ctx.size, ctx.stride):
+            if not laid_out_as(g, ctx.size, ctx.stride):
                 g = torch.empty_strided(ctx.size, ctx.stride, dtype=g.dtype, device=g.device).copy_(g)
-            dx, db = _eager_cpp.backward(g, mask, need_x, need_b, ctx.fused)
+            dx, db = kernels.backward(g, mask, need_x, need_b, ctx.fused)
             if db is not None:
                 db = db.reshape(ctx.bias_shape).to(ctx.bias_dtype)
             return dx, db, None, None, None, None
@@ -314,60 +279,28 @@ class _FlexibleReLU(torch.autograd.Function):
         return dx, db, None, None, None, None
 
 
-def _same_layout(g: torch.Tensor, mask: torch.Tensor) -> bool:
-    """Whether g lies in memory as the mask does (same shape, same strides where size > 1)."""
-    if g.shape != mask.shape or g.dtype not in _FUSED_DTYPES:
-        return False
-    return all(n == 1 or a == b for n, a, b in zip(g.shape, g.stride(), mask.stride()))
-
-
-_FUSED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
-
-
-def _laid_out_as(g: torch.Tensor, size: torch.Size, stride: tuple[int, ...]) -> bool:
-    """Whether g has this shape and these strides (where the size is > 1)."""
-    return g.shape == size and all(n == 1 or a == b for n, a, b in zip(size, g.stride(), stride))
-
-
 def flexible_relu(x: torch.Tensor, bias: torch.Tensor, dim: int | None, inplace: bool) -> torch.Tensor:
-    if not inplace and needs_grad(x, bias) and _eager_compiled.wanted(x):
-        return _eager_compiled.flexible_relu(x, bias, dim)
-    if compiling():
-        return torch_ops.flexible_relu(x, bias, dim, inplace)
     cdim = dim if bias.numel() > 1 else None
     if not needs_grad(x, bias):
         # Nothing to keep. The fused kernel writes y in one pass (relu, then + b, takes two)
         # when it is already built: inference alone never starts the build.
-        fused = _eager_cpp.plan(x, cdim) if _eager_cpp.loaded() else None
+        fused = kernels.plan(x, cdim) if kernels.loaded() else None
         if fused is None:
-            return torch_ops.flexible_relu(x, bias, dim, inplace)
+            return plain_flexible_relu(x, bias, dim, inplace)
         y = x if inplace else torch.empty_like(x)
-        _eager_cpp.forward(x, bias.to(x.dtype), y, None, fused)
+        kernels.forward(x, bias.to(x.dtype), y, None, fused)
         if inplace:  # as torch's in-place ops do: autograd then sees x changed
             torch.autograd.graph.increment_version(x)
         return y
     keep_mask = x.requires_grad
     # The fused C++ kernel (built at the first such call) when it loads and handles x's layout
     # (any dense one); the plain-torch passes otherwise (same results).
-    fused = _eager_cpp.plan(x, cdim) if keep_mask else None
+    fused = kernels.plan(x, cdim) if keep_mask else None
     if fused is None and keep_mask and not inplace and x.device.type == "cpu" and not x.is_contiguous():
         # A view with gaps (a step, a narrowed dim): one contiguous copy (autograd passes the
         # gradient straight through it) costs less than the plain path's passes.
         xc = x.contiguous()
-        fused = _eager_cpp.plan(xc, cdim)
+        fused = kernels.plan(xc, cdim)
         if fused is not None:
             x = xc
     return _FlexibleReLU.apply(x, bias, dim, inplace, keep_mask, fused)
-
-
-# --------------------------------------------------------------------------------------------
-# Funnel
-
-
-def funnel_relu(
-    x, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var, training, momentum, eps
-):
-    return _eager_funnel.funnel_relu(
-        x, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var, training,
-        momentum, eps,
-    )

@@ -14,7 +14,7 @@ What is traced instead:
   fuses it with its neighbours); the output is kept, which the next layer keeps anyway (0 extra
   bytes), and the backward is one opaque op on ``(g, y)`` running torch's own kernel, so that
   the partitioner cannot trade the output for a bool mask.
-* ``flexible_relu`` when the fused C++ kernel of :mod:`._eager_cpp` is available (decided once
+* ``flexible_relu`` when the fused C++ kernel of :mod:`rectifiers.ops.cpp.pointwise` is available (decided once
   per compilation, at trace time: see :func:`fused_available`) and x's dtype is one it handles:
   two custom ops around that kernel, the eager path's own passes. ``frelu_fwd(x, b, cdim)``
   returns ``y`` and the bit-packed mask of ``relu(x) != 0`` (a flat uint8 tensor of
@@ -42,9 +42,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import reference as ref
-from . import _eager_cpp
-from ._eager_common import cache_blocks, reduce_dims
+from .._common import (
+    FLOAT_DTYPES, cache_blocks, channel_view, dense_strides, is_dense, new_mask, pack_mask,
+    reduce_dims, unpack_mask,
+)
+from ..cpp import pointwise as kernels
 
 __all__ = ["wanted", "fused_available", "relu", "leaky_relu", "flexible_relu"]
 
@@ -119,59 +121,19 @@ def _(g, mask, slope):  # type: ignore[no-untyped-def]
 # --------------------------------------------------------------------------------------------
 # FReLU through the fused C++ kernel (bit-packed mask): two custom ops and their autograd formula
 
-#: dtypes the fused kernel handles (others take the 1-byte-mask path).
-_FUSED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
-_BITS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 @torch.compiler.assume_constant_result
 def fused_available() -> bool:
-    """Whether the fused FReLU kernel of :mod:`._eager_cpp` is loaded, or loads (trace time).
+    """Whether the fused FReLU kernel of :mod:`rectifiers.ops.cpp.pointwise` is loaded, or loads (trace time).
 
     Dynamo calls this once per compilation and bakes the answer into the graph, so the custom
-    ops below are only traced when their kernel is there. :func:`._eager_cpp.load` returns at
+    ops below are only traced when their kernel is there. :func:`rectifiers.ops.cpp.pointwise.load` returns at
     once when the kernel is loaded or its build is cached; on a machine that never built it, the
     first compiled FReLU training step builds it (about half a minute, once, as the first eager
     one does). ``RECTIFIERS_NO_CPP=1`` or a failed build: ``False``, the 1-byte-mask path.
     """
-    return bool(_eager_cpp.loaded() or _eager_cpp.load())
-
-
-def _dense(x: Tensor) -> bool:
-    """No gaps, no overlap: x's memory is some permutation of its dims, laid out contiguously."""
-    dims = sorted((d for d in range(x.dim()) if x.shape[d] != 1), key=lambda d: x.stride(d))
-    expect = 1
-    for d in dims:
-        if x.stride(d) != expect:
-            return False
-        expect = expect * x.shape[d]
-    return True
-
-
-def _contiguous_strides(shape: Sequence[int]) -> list[int]:
-    strides, acc = [], 1
-    for n in reversed(list(shape)):
-        strides.append(acc)
-        acc = acc * max(n, 1)
-    return strides[::-1]
-
-
-def _layout(x: Tensor) -> list[int]:
-    """The strides the fused ops compute in for x: x's own if dense, else contiguous ones."""
-    return list(x.stride()) if _dense(x) else _contiguous_strides(x.shape)
-
-
-def _memory_order(t: Tensor) -> Tensor:
-    """A dense, freshly laid out tensor as the flat array of its memory (offset 0 to numel)."""
-    return t.as_strided((t.numel(),), (1,), t.storage_offset())
-
-
-def _pack(m: Tensor) -> Tensor:
-    """Bit-pack a dense bool tensor in memory order: ``ceil(n / 8)`` uint8 bytes, zero padded."""
-    flat = _memory_order(m).to(torch.uint8)
-    flat = F.pad(flat, (0, (-flat.numel()) % 8)).view(-1, 8)
-    weights = torch.tensor(_BITS, dtype=torch.uint8, device=m.device)
-    return flat.mul_(weights).sum(1, dtype=torch.uint8)
+    return bool(kernels.loaded() or kernels.load())
 
 
 @torch.library.custom_op(f"{NS}::frelu_fwd", mutates_args=(), tags=(torch.Tag.needs_exact_strides,))
@@ -179,28 +141,28 @@ def _frelu_fwd(x: Tensor, bias: Tensor, cdim: int | None) -> tuple[Tensor, Tenso
     """``y = relu(x) + b`` (b per channel along ``cdim``, or one value) and the packed mask.
 
     The mask is ``relu(x) != 0`` (x > 0 or NaN), bit-packed in the memory order of x (of x made
-    contiguous when x has gaps): :func:`._eager_cpp.new_mask`'s format.
+    contiguous when x has gaps): :func:`rectifiers.ops._common.new_mask`'s format.
     """
-    if not _dense(x):
+    if not is_dense(x):
         x = x.contiguous()
     y = torch.empty_like(x)
-    mask = _eager_cpp.new_mask(x)
-    p = _eager_cpp.plan(x, cdim)
+    mask = new_mask(x)
+    p = kernels.plan(x, cdim)
     if p is not None:
-        _eager_cpp.forward(x, bias.to(x.dtype), y, mask, p)
+        kernels.forward(x, bias.to(x.dtype), y, mask, p)
         return y, mask
     # A layout the kernel has no mode for (or no kernel): the same results with torch ops.
-    b = ref.channel_view(bias.to(x.dtype), x, cdim if cdim is not None else 0)
+    b = channel_view(bias.to(x.dtype), x, cdim if cdim is not None else 0)
     torch.add(torch.relu(x), b, out=y)
     m = torch.empty_like(x, dtype=torch.bool)  # x's strides: the packing follows x's memory
     torch.ne(torch.relu(x), 0, out=m)
-    mask.copy_(_pack(m))
+    mask.copy_(pack_mask(m))
     return y, mask
 
 
 @_frelu_fwd.register_fake
 def _(x, bias, cdim):  # type: ignore[no-untyped-def]
-    y = torch.empty_strided(x.shape, _layout(x), dtype=x.dtype, device=x.device)
+    y = torch.empty_strided(x.shape, dense_strides(x), dtype=x.dtype, device=x.device)
     mask = x.new_empty(((x.numel() + 7) // 8,), dtype=torch.uint8)
     return y, mask
 
@@ -221,13 +183,13 @@ def _frelu_bwd(
         else:  # the kernel reads g in the mask's memory order: one copy
             g = torch.empty_strided(g.shape, stride, dtype=g.dtype, device=g.device).copy_(g)
     c = g.shape[cdim] if cdim is not None else 1
-    p = _eager_cpp.plan(g, cdim) if (need_x or need_b) else None
+    p = kernels.plan(g, cdim) if (need_x or need_b) else None
     if p is not None:
-        dx, db = _eager_cpp.backward(g, mask, need_x, need_b, p)
+        dx, db = kernels.backward(g, mask, need_x, need_b, p)
     else:  # no kernel mode for this layout: the same results with torch ops
         dx = db = None
         if need_x:
-            m = _eager_cpp.unpack_mask(mask, g.shape, stride)
+            m = unpack_mask(mask, g.shape, stride)
             dx = torch.empty_strided(g.shape, stride, dtype=g.dtype, device=g.device)
             torch.ops.aten.threshold_backward.grad_input(g, m.to(g.dtype), 0, grad_input=dx)
         if need_b:
@@ -251,7 +213,7 @@ def _(g, mask, stride, cdim, need_x, need_b):  # type: ignore[no-untyped-def]
 def _frelu_setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
     x, bias, cdim = inputs
     ctx.save_for_backward(output[1])  # the packed mask only: 1/8 byte per element
-    ctx.stride = _layout(x)
+    ctx.stride = dense_strides(x)
     ctx.cdim = cdim
     ctx.bias_shape, ctx.bias_dtype = bias.shape, bias.dtype
 
@@ -302,7 +264,7 @@ class _KeepMask(torch.autograd.Function):
         if bias is None:
             y = F.leaky_relu(x, slope)
         else:
-            y = torch.relu(x) + ref.channel_view(bias.to(x.dtype), x, dim if dim is not None else 0)
+            y = torch.relu(x) + channel_view(bias.to(x.dtype), x, dim if dim is not None else 0)
         # FReLU passes the gradient at NaN as torch's ReLU does; LeakyReLU's test is strict.
         return y, torch.ops.rectifiers_compiled.pass_mask(x, bias is not None)
 
@@ -349,8 +311,8 @@ def flexible_relu(x: Tensor, bias: Tensor, dim: int | None) -> Tensor:
     Only x's gradient needs a mask; with x not requiring grad the plain formula is traced.
     """
     if not x.requires_grad:  # only the bias needs a gradient: the sum of g, nothing to keep
-        return torch.relu(x) + ref.channel_view(bias.to(x.dtype), x, dim if dim is not None else 0)
-    if x.dtype in _FUSED_DTYPES and x.numel() > 0 and fused_available():
+        return torch.relu(x) + channel_view(bias.to(x.dtype), x, dim if dim is not None else 0)
+    if x.dtype in FLOAT_DTYPES and x.numel() > 0 and fused_available():
         cdim = dim if bias.numel() > 1 else None
         y, _ = torch.ops.rectifiers_compiled.frelu_fwd(x, bias, cdim)
         return y

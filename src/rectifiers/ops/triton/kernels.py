@@ -1,4 +1,4 @@
-"""The Triton kernels behind :mod:`rectifiers.ops.triton_ops` (imported on first launch).
+"""The Triton kernels behind :mod:`rectifiers.ops.triton` (imported on first launch).
 
 Comparisons are made in fp32 (fp64 for fp64 tensors) after an exact up-cast, and per-channel
 parameters arrive already cast to the input's dtype: both keep the interpreter, whose bf16

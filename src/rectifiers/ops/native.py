@@ -1,11 +1,17 @@
-"""The ``"torch"`` backend: plain PyTorch, the baseline every fast path is measured against."""
+"""The ``"torch"`` backend: plain PyTorch, the baseline every fast path is measured against.
+
+``torch.nn.functional`` where torch has the activation; the plain formulas of :mod:`._common`
+(bitwise the reference's) otherwise. Each op keeps what its torch ops keep for backward.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from .. import reference as ref
+from ._common import plain_flexible_relu, plain_funnel_relu, plain_prelu
+
+__all__ = ["relu", "leaky_relu", "prelu", "flexible_relu", "funnel_relu"]
 
 
 def relu(x: torch.Tensor, inplace: bool) -> torch.Tensor:
@@ -18,24 +24,11 @@ def leaky_relu(x: torch.Tensor, negative_slope: float, inplace: bool) -> torch.T
 
 def prelu(x: torch.Tensor, weight: torch.Tensor, dim: int | None) -> torch.Tensor:
     """``torch.prelu`` with the channels at any ``dim`` (bitwise the reference formula)."""
-    w = weight.to(x.dtype)
-    if w.numel() == 1 or dim is None or dim == 1:
-        return torch.prelu(x, w.reshape(-1))
-    if x.dim() == 1:  # a 1-D input of channels (dim 0)
-        return torch.prelu(x.unsqueeze(0), w).squeeze(0)
-    # A permuted view: torch.prelu's output follows the view's strides, so moving the dim back
-    # gives x's own layout.
-    return torch.prelu(x.movedim(dim, 1), w).movedim(1, dim)
+    return plain_prelu(x, weight, dim)
 
 
 def flexible_relu(x: torch.Tensor, bias: torch.Tensor, dim: int | None, inplace: bool) -> torch.Tensor:
-    b = ref.channel_view(bias.to(x.dtype), x, dim if dim is not None else 0)
-    if not inplace:
-        return torch.relu(x) + b
-    if torch.is_grad_enabled() and (x.requires_grad or bias.requires_grad):
-        # relu_(x).add_(b) would overwrite the output relu keeps for backward: copy back instead.
-        return x.copy_(torch.relu(x) + b)
-    return torch.relu_(x).add_(b)
+    return plain_flexible_relu(x, bias, dim, inplace)
 
 
 def funnel_relu(
@@ -43,7 +36,7 @@ def funnel_relu(
 ):
     # The plain formula: depthwise conv, BatchNorm and torch.maximum, each keeping its own
     # tensors for backward.
-    return ref.funnel_relu(
+    return plain_funnel_relu(
         x, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var, training,
         momentum, eps,
     )

@@ -1,8 +1,10 @@
 """The ``"triton"`` backend: fused Triton kernels with bit-packed masks (optional extra
 ``rectifiers[triton]``).
 
-Importing this module imports ``triton``: an ImportError here is how
-:func:`rectifiers.ops.triton_available` learns that the backend is missing.
+Importing this package imports ``triton``: an ImportError here is how
+:func:`rectifiers.ops.triton_available` learns that the backend is missing. The kernels are in
+:mod:`.kernels`; this module launches them. It imports no other backend: the re-routings (a
+float64 funnel, ``torch.func`` transforms) are decided in :mod:`rectifiers.ops`.
 
 What each activation keeps for backward (beyond its parameters):
 
@@ -50,9 +52,8 @@ import torch.nn.functional as F
 import triton  # noqa: F401  (an ImportError here means "no triton backend")
 from torch import Tensor
 
-from . import _triton_kernels as K
-from . import eager_ops
-from ._eager_common import compiling, is_dense as _is_dense
+from .._common import compiling, is_dense as _is_dense, laid_out_as, opmath
+from . import kernels as K
 
 __all__ = ["relu", "leaky_relu", "prelu", "flexible_relu", "funnel_relu"]
 
@@ -77,13 +78,9 @@ def _prep(x: Tensor) -> Tensor:
     return x if _is_dense(x) else x.contiguous()
 
 
-def _same_layout(t: Tensor, shape, stride) -> bool:
-    return all(sz == 1 or a == b for sz, a, b in zip(shape, t.stride(), stride))
-
-
 def _to_layout(t: Tensor, shape, stride) -> Tensor:
     """``t`` with the given (dense) strides, copying only when they differ."""
-    if _same_layout(t, shape, stride):
+    if laid_out_as(t, shape, stride):
         return t
     out = torch.empty_strided(shape, stride, dtype=t.dtype, device=t.device)
     return out.copy_(t)
@@ -104,10 +101,6 @@ def _sm_count(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
     return 1
-
-
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _per_channel(w: Optional[Tensor], dim: int) -> bool:
@@ -155,7 +148,7 @@ def _launch_bwd(g: Tensor, mask: Tensor, w: Optional[Tensor], saved: Optional[Te
                 need_wgrad: bool) -> Optional[Tensor]:
     """Write ``dx``; return the parameter gradient (fp32/fp64, shaped as ``w``) if asked."""
     n = g.numel()
-    acc = _acc_dtype(g.dtype)
+    acc = opmath(g.dtype)
     need_wgrad = need_wgrad and kind in (PRELU, FRELU) and w is not None
     if n == 0:
         return torch.zeros(w.shape, dtype=acc, device=g.device) if need_wgrad else None
@@ -314,7 +307,7 @@ class _Act(torch.autograd.Function):
 
 def _slopes_invertible(w: Tensor, dtype: torch.dtype) -> bool:
     """Whether ``x = y / a`` recovers x for every slope (finite, not tiny): one device sync."""
-    a = w.detach().to(dtype).to(_acc_dtype(dtype))
+    a = w.detach().to(dtype).to(opmath(dtype))
     return bool((torch.isfinite(a) & (a.abs() >= MIN_INVERTIBLE_SLOPE)).all())
 
 
@@ -475,7 +468,7 @@ def _funnel_bwd_impl(g: Tensor, mask: Tensor, x: Tensor, conv_w: Tensor, conv_b:
         dt, x, conv_w.to(x.dtype), [c] if conv_b is not None else None, [1] * nsp, [k // 2] * nsp,
         [1] * nsp, False, [0] * nsp, c, [True, True, conv_b is not None],
     )
-    dx = dxc.add_(gx) if _same_layout(dxc, x.shape, x.stride()) else gx.add_(dxc)
+    dx = dxc.add_(gx) if laid_out_as(dxc, x.shape, x.stride()) else gx.add_(dxc)
     empty = x.new_empty((0,))
     return (
         dx,
@@ -549,6 +542,18 @@ class _Funnel(torch.autograd.Function):
         return _funnel_grads(ctx, gy, _funnel_bwd_impl)
 
 
+def check_funnel_input(x: Tensor, training: bool, running_mean: Optional[Tensor]) -> int:
+    """The values per channel, after checking that batch statistics have more than one."""
+    use_batch = bool(training) or running_mean is None
+    m = x.numel() // x.shape[1] if x.dim() > 1 else 0
+    if use_batch and m <= 1:
+        raise ValueError(
+            "funnel_relu: batch statistics need more than 1 value per channel, got input shape "
+            f"{tuple(x.shape)}"
+        )
+    return m
+
+
 def funnel_relu(
     x: Tensor, conv_weight: Tensor, conv_bias: Optional[Tensor], bn_weight: Optional[Tensor],
     bn_bias: Optional[Tensor], running_mean: Optional[Tensor], running_var: Optional[Tensor],
@@ -558,18 +563,11 @@ def funnel_relu(
     kernel (BatchNorm apply, max, 2-bit code); the running statistics are updated in place in
     training mode, as ``F.batch_norm`` does.
 
-    The fused kernels keep BatchNorm's statistics in fp32; a float64 input (gradient checks,
-    not speed) runs the eager backend's funnel instead, which keeps float64 throughout."""
+    The fused kernels keep BatchNorm's statistics in fp32: :mod:`rectifiers.ops` sends a float64
+    input (gradient checks, not speed) to the eager backend's funnel instead, after
+    :func:`check_funnel_input`."""
     use_batch = bool(training) or running_mean is None
-    m = x.numel() // x.shape[1] if x.dim() > 1 else 0
-    if use_batch and m <= 1:
-        raise ValueError(
-            "funnel_relu: batch statistics need more than 1 value per channel, got input shape "
-            f"{tuple(x.shape)}"
-        )
-    if x.dtype == torch.float64:
-        return eager_ops.funnel_relu(x, conv_weight, conv_bias, bn_weight, bn_bias, running_mean,
-                                     running_var, training, momentum, eps)
+    m = check_funnel_input(x, training, running_mean)
     tensors = (x, conv_weight, conv_bias, bn_weight, bn_bias)
     grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     if compiling():
