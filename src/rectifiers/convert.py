@@ -1,6 +1,13 @@
 """Swap the activations of an existing model: ``convert(model, to="prelu")``.
 
-What it does, in order:
+What it does, in order. First it **plans**, changing nothing: it traces each module's own
+forward, finds the layer that feeds every site and (with a sample input) the shape each site
+sees in the original model, and decides per site (see :mod:`rectifiers._convert_sites`): a
+target that does not apply there (a funnel, which needs (N, C, H, W) maps, after a ``Linear``)
+is skipped and listed with the reason, or, with ``on_inapplicable="error"``, refused with the
+module paths; a lazily sized per-channel target gets the feeding layer's channel dim, or is
+refused where nothing tells. Then it applies the plan, all or nothing (an error on the way puts
+every module back):
 
 1. **Call sites and functional calls** (through ``torch.fx``, one module at a time). Each
    module's *own* ``forward`` is traced with every child kept as a leaf. When a learnable target
