@@ -17,8 +17,10 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[dev]"
-	# timm without its torchvision dependency (which would pull another torch): the timm
-	# integration is tested against the real timm code with a stand-in torchvision.
+	# torchvision and timm without their dependencies (which would pull another torch). The
+	# only torchvision 0.28.0 wheel is a CUDA build: the tests give its compiled-op
+	# registrations a stand-in (tests/_torchvision_stub.py) and run its real model code.
+	$(BIN)/python -m pip install -q --no-deps "torchvision==0.28.0"
 	$(BIN)/python -m pip install -q --no-deps "timm==1.0.31"
 	$(BIN)/python -m pip install -q huggingface_hub safetensors pyyaml
 	touch $@

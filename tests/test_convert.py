@@ -14,7 +14,7 @@ from rectifiers.convert import ConversionSummary, convert
 
 
 # ---------------------------------------------------------------------------------------------
-# models built here (torchvision cannot be installed beside this torch)
+# small models built here (torchvision's own models: tests/test_real_models.py)
 
 
 class BasicBlock(nn.Module):
@@ -362,3 +362,229 @@ def test_library_code_relu_is_reported_not_rewritten():
     s = convert(model, "prelu", sample_input=torch.randn(2, 5, 4))
     found = dict(s.not_converted)
     assert "1" in found and "torch.nn" in found["1"], str(s)
+
+
+# ---------------------------------------------------------------------------------------------
+# all or nothing; sites where the target does not apply (issue 15, item 1)
+
+
+def _vgg_like() -> nn.Sequential:
+    """VGG's layout: conv features, then a classifier with ReLU after Linear."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(4 * 4 * 4, 8), nn.ReLU(inplace=True), nn.Dropout(),
+        nn.Linear(8, 8), nn.ReLU(inplace=True), nn.Linear(8, 5),
+    )
+
+
+def _fingerprint(model: nn.Module):
+    """The module tree (paths, types, object ids) and every tensor of the state, bit for bit."""
+    tree = [(p, type(m).__name__, id(m)) for p, m in model.named_modules(remove_duplicate=False)]
+    state = {k: v.clone() for k, v in model.state_dict(keep_vars=True).items()}
+    return tree, state, {k: id(v) for k, v in model.state_dict(keep_vars=True).items()}
+
+
+def _assert_unchanged(model: nn.Module, fp) -> None:
+    tree, state, ids = _fingerprint(model)
+    assert tree == fp[0]
+    assert ids == fp[2] and state.keys() == fp[1].keys()
+    for k, v in state.items():
+        assert torch.equal(v, fp[1][k]) and v.dtype == fp[1][k].dtype, k
+
+
+@pytest.mark.parametrize("with_sample", [False, True])
+def test_funnel_after_linear_is_skipped_with_the_reason(with_sample):
+    model = _vgg_like()
+    x = torch.randn(2, 3, 8, 8)
+    s = convert(model, "funnel", sample_input=x if with_sample else None)
+    assert [c.path for c in s.changed] == ["2"]
+    skipped = dict(s.skipped)
+    assert set(skipped) == {"6", "9"}, str(s)
+    why = "the sample gives [2, 8]" if with_sample else "fed by Linear"
+    assert all("funnel does not apply" in r and why in r for r in skipped.values()), skipped
+    assert "skipped:" in str(s) and "6: funnel does not apply" in str(s)
+    assert s.complete  # and it is: the model runs and trains
+    assert isinstance(model[6], nn.ReLU) and isinstance(model[2], rectifiers.FunnelReLU)
+    y = torch.randint(0, 5, (2,))
+    F.cross_entropy(model(x), y).backward()
+    assert model[2].weight.grad is not None and model(x).shape == (2, 5)
+
+
+def test_funnel_after_linear_refused_on_request_and_model_untouched():
+    model = _vgg_like()
+    fp = _fingerprint(model)
+    for sample in (None, torch.randn(2, 3, 8, 8)):
+        with pytest.raises(ValueError) as e:
+            convert(model, "funnel", sample_input=sample, on_inapplicable="error")
+        msg = str(e.value)
+        assert "'6'" in msg and "'9'" in msg and "left unchanged" in msg and "'2'" not in msg
+        _assert_unchanged(model, fp)
+    with pytest.raises(ValueError, match="on_inapplicable must be 'skip' or 'error'"):
+        convert(model, "funnel", on_inapplicable="ignore")
+    # excluding the classifier makes it pass, with nothing skipped for want of applicability
+    s = convert(model, "funnel", exclude=["6", "9"], on_inapplicable="error")
+    assert [c.path for c in s.changed] == ["2"]
+
+
+def test_error_in_the_sample_pass_rolls_everything_back():
+    class Picky(nn.Module):  # a target that breaks on 2-D inputs, which convert cannot foresee
+        bad = 2
+
+        def __init__(self, inplace: bool = False) -> None:
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(()))
+
+        def forward(self, x):
+            if x.dim() == self.bad:
+                raise RuntimeError(f"Picky: no {self.bad}-D inputs")
+            return torch.relu(x) * self.scale
+
+    model = _vgg_like()
+    fp = _fingerprint(model)
+    with pytest.raises(RuntimeError, match="no 2-D inputs") as e:
+        convert(model, Picky, sample_input=torch.randn(2, 3, 8, 8))
+    assert any("rolled back" in n for n in getattr(e.value, "__notes__", []))
+    _assert_unchanged(model, fp)
+    # and a model whose own forward gets rewritten (call sites, functional calls) likewise
+    Picky.bad = 3
+    model = TinyTransformer()
+    fp = _fingerprint(model)
+    with pytest.raises(RuntimeError, match="no 3-D inputs"):
+        convert(model, Picky, sample_input=sequence_batch()[0])
+    _assert_unchanged(model, fp)
+
+
+def test_funnel_unknown_layout_is_not_complete_without_sample():
+    class Pre(nn.Module):  # the activation runs on the block's input: nothing in here tells
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(F.relu(x))
+
+    model = Pre()  # the root: nothing calls it, so nothing tells what its input is
+    s = convert(model, "funnel")
+    assert s.count() == 1 and not s.complete and s.unchecked, str(s)
+    assert "not checked" in str(s)
+    s = convert(Pre(), "funnel", sample_input=torch.randn(2, 4, 6, 6))
+    assert s.complete and not s.unchecked and s.checked
+    # inside a network the feeding conv is found through the caller
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), Pre())
+    s = convert(net, "funnel")
+    assert s.count() == 1 and s.complete, str(s)
+
+
+# ---------------------------------------------------------------------------------------------
+# the channel dimension of lazily sized per-channel targets (issue 15, item 2)
+
+
+class SeqMlp(nn.Module):
+    """A transformer MLP on (N, L, C): Linear -> activation -> Linear, as a module and as a call."""
+
+    def __init__(self, d: int = 6, hidden: int = 12) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(d, hidden)
+        self.act = nn.ReLU()
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.fc3 = nn.Linear(hidden, d)
+
+    def forward(self, x):
+        return self.fc3(F.relu(self.fc2(self.act(self.fc1(x)))))
+
+
+@pytest.mark.parametrize("to, cls", [("prelu", rectifiers.PReLU), ("frelu", rectifiers.FlexibleReLU)])
+@pytest.mark.parametrize("with_sample", [False, True])
+def test_channels_on_sequences_count_features(to, cls, with_sample):
+    torch.manual_seed(0)
+    model = nn.Sequential(SeqMlp(), nn.LayerNorm(6), nn.ReLU())
+    x = torch.randn(2, 17, 6)
+    s = convert(model, to, num_parameters="channels", sample_input=x if with_sample else None)
+    assert s.count() == 3 and s.complete, str(s)
+    m = s.model
+    m(x)  # sizes the lazy parameters when no sample did
+    acts = _activation_modules(m, cls)
+    # one parameter per feature (12, 12, 6), not one per token (17)
+    assert sorted(a.num_parameters for _, a in acts) == [6, 12, 12]
+    assert all(a.dim == -1 for _, a in acts)
+    for n in (5, 40):  # another sequence length works
+        assert m(torch.randn(3, n, 6)).shape == (3, n, 6)
+
+
+def test_channels_after_conv_count_dim_1():
+    s = convert(TinyResNet(), "frelu", num_parameters="channels", sample_input=image_batch()[0])
+    acts = _activation_modules(s.model, rectifiers.FlexibleReLU)
+    assert all(a.dim == 1 for _, a in acts) and {a.num_parameters for _, a in acts} == {8, 16}
+
+
+def test_channels_refused_where_nothing_tells_and_model_untouched():
+    class Head(nn.Module):
+        def forward(self, x):
+            return F.relu(x).mean(1)
+
+    model = nn.Sequential(Head())
+    fp = _fingerprint(model)
+    for sample in (None, torch.randn(2, 7, 4)):
+        with pytest.raises(ValueError) as e:
+            convert(model, "prelu", num_parameters="channels", sample_input=sample)
+        msg = str(e.value)
+        assert "'0.fn_relu'" in msg and "dim=-1" in msg and "left unchanged" in msg
+        _assert_unchanged(model, fp)
+    # (N, C) inputs: dim 1 is the last dim too, nothing to ask
+    s = convert(model, "prelu", num_parameters="channels", sample_input=torch.randn(2, 4))
+    assert s.count() == 1 and s.complete
+    # an explicit dim is the caller's answer
+    s = convert(nn.Sequential(Head()), "prelu", num_parameters="channels", dim=-1)
+    assert s.count() == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# FReLU sites whose bias a BatchNorm cancels (issue 15, item 5)
+
+
+class Bottleneck(nn.Module):
+    """torchvision's Bottleneck pattern: one ReLU called three times; the second call feeds a
+    1x1 conv and a BatchNorm."""
+
+    def __init__(self, c: int = 8, mid: int = 4) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, mid, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.conv2 = nn.Conv2d(mid, mid, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.conv3 = nn.Conv2d(mid, c, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(c)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        out += x
+        return self.relu(out)
+
+
+def test_frelu_notes_sites_whose_bias_batchnorm_cancels():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                          Bottleneck(), Bottleneck(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 3))
+    s = convert(model, "frelu")
+    assert [p for p, _ in s.notes] == ["3.relu_1", "4.relu_1"], str(s)
+    assert "Conv2d then BatchNorm2d" in s.notes[0][1] and "notes:" in str(s)
+    assert s.count() == 7 and s.complete
+    # the oracle: train and look at the gradients, in float64 (cancellation to rounding)
+    model = model.double()
+    x, y = torch.randn(6, 3, 8, 8, dtype=torch.float64), torch.randint(0, 3, (6,))
+    F.cross_entropy(model(x), y).backward()
+    grads = {p: m.bias.grad.abs().item() for p, m in _activation_modules(model, rectifiers.FlexibleReLU)}
+    for p, g in grads.items():
+        if p in dict(s.notes):
+            assert g < 1e-12, (p, g)
+        else:
+            assert g > 1e-6, (p, g)
+    # not for other targets, and a BatchNorm directly after FReLU counts too
+    assert not convert(nn.Sequential(Bottleneck()), "prelu").notes
+    s = convert(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.BatchNorm1d(4)), "frelu")
+    assert [p for p, _ in s.notes] == ["1"]

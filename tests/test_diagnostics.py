@@ -552,3 +552,104 @@ def test_flow_with_lazy_and_torch_activation_params():
     assert set(rep.params) == {"1.bias", "3.weight"}
     assert rep.params["1.bias"].shape == (2, 4) and rep.params["3.weight"].shape == (2, 4)
     np.testing.assert_allclose(rep.params["3.weight"][0], 0.25)
+
+
+# ------------------------------------------------------------------------------------------
+# parameters whose gradient is zero at every step (issue 15, item 5)
+# ------------------------------------------------------------------------------------------
+
+
+class _FReLUBottleneck(nn.Module):
+    """A ResNet bottleneck's pattern with FReLU: the second FReLU feeds a 1x1 conv and a
+    BatchNorm, which removes its (constant) bias: that bias's gradient is 0 in exact
+    arithmetic. The first feeds a padded 3x3 conv (not constant at the border) and the third
+    the residual sum: their biases learn."""
+
+    def __init__(self, c: int = 8) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, 4, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.act1 = R.FReLU()
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(4)
+        self.act2 = R.FReLU()
+        self.conv3 = nn.Conv2d(4, c, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(c)
+        self.act3 = R.FReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        o = self.act1(self.bn1(self.conv1(x)))
+        o = self.act2(self.bn2(self.conv2(o)))
+        return self.act3(self.bn3(self.conv3(o)) + x)
+
+
+def _bottleneck_net() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                         _FReLUBottleneck(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+
+
+def _flow_steps(model: nn.Module, steps: int = 3, **kw) -> GradientFlowReport:
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(6, 3, 8, 8, generator=g), torch.randint(0, 3, (6,), generator=g)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with GradientFlowMonitor(model, optimizer=opt, **kw) as mon:
+        for _ in range(steps):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    return mon.report()
+
+
+def test_flow_flags_the_frelu_bias_batchnorm_cancels():
+    model = _bottleneck_net()
+    rep = _flow_steps(model)
+    assert rep.zero_grad == ["3.act2.bias"], rep.zero_grad
+    # the oracle: the flagged bias's gradient is at rounding level, the others' are not
+    grads = {n: p.grad.abs().max().item() for n, p in model.named_parameters()}
+    top = max(grads.values())
+    assert grads["3.act2.bias"] <= 1e-6 * top
+    assert grads["3.act1.bias"] > 1e-4 * top and grads["3.act3.bias"] > 1e-4 * top
+    # in the table and the dict, by name
+    table = rep.to_table()
+    assert "zero gradient at every step (1 parameters, they cannot learn):\n  - 3.act2.bias" in table
+    assert rep.to_dict()["zero_grad"] == ["3.act2.bias"]
+    json.dumps(rep.to_dict())
+    # zero_rtol=0: only exact zeros count, and float32 rounding leaves none here
+    assert _flow_steps(_bottleneck_net(), zero_rtol=0.0).zero_grad == []
+
+
+def test_flow_zero_grad_exact_zero_and_only_if_zero_at_every_step():
+    torch.manual_seed(0)
+    lin1, lin2 = nn.Linear(3, 3), nn.Linear(3, 2)
+    model = nn.Sequential(lin1, nn.ReLU(), lin2)
+    with GradientFlowMonitor(model) as mon:
+        for step in range(3):
+            model.zero_grad()
+            model(torch.randn(4, 3)).sum().backward()
+            if step < 2:
+                lin1.bias.grad.zero_()  # exactly zero at two steps ...
+            lin2.weight.grad.zero_()  # ... and at every step
+            mon.step()
+    assert mon.report().zero_grad == ["2.weight"]
+    mon.reset()
+    assert mon.report().zero_grad == []
+    with pytest.raises(ValueError, match="zero_rtol"):
+        GradientFlowMonitor(model, zero_rtol=2.0)
+
+
+def test_flow_output_unchanged_when_nothing_is_zero():
+    # no zero_grad key, no extra table line: outputs written before the field existed stay byte-identical
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    with GradientFlowMonitor(model) as mon:
+        model(torch.randn(5, 3)).sum().backward()
+        mon.step()
+    rep = mon.report()
+    assert rep.zero_grad == []
+    assert "zero_grad" not in rep.to_dict() and "zero gradient" not in rep.to_table()
+    d = rep.to_dict()
+    assert list(d) == ["layers", "steps", "norms", "first_last_ratio", "first_last_ratio_median",
+                       "vanishing", "exploding", "vanishing_steps", "exploding_steps",
+                       "nonfinite_steps", "reasons", "thresholds", "params"]
+    assert rep.to_table().splitlines()[-1] == "exploding: no (0/1 steps flagged)"

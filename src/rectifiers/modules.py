@@ -7,7 +7,12 @@ no ``torch.nn`` counterpart.
 
 Per-channel parameters may be inferred from the first input: ``PReLU(None)``,
 ``FlexibleReLU(None)`` and ``FunnelReLU(None)`` create them at the first call, like torch's lazy
-modules (run one forward pass before building the optimizer).
+modules (run one forward pass before building the optimizer). They count the size of one
+dimension of that input and nothing else: ``PReLU`` / ``FlexibleReLU`` count dim ``dim``
+(default 1, as ``torch.nn.PReLU``), the funnels always dim 1 of an (N, C, ...) input. On a
+channels-last input, such as a transformer MLP's (N, L, C), the default dim 1 is the sequence
+length: pass ``dim=-1`` to get one parameter per feature (``rectifiers.convert`` picks the dim
+from the layer that feeds each activation).
 
 Every module accepts ``inplace`` (so any of them fits an ``act_layer=`` slot) and a keyword-only
 ``backend`` (see :mod:`rectifiers.ops`).
@@ -173,7 +178,10 @@ class PReLU(_ChannelParam):
     (``weight`` of shape ``(num_parameters,)``), same results. Additions:
 
     * ``dim``: the channel dimension of per-channel slopes (default 1; ``-1`` for (N, *, C)).
-    * ``num_parameters=None``: one slope per channel, counted at the first call.
+    * ``num_parameters=None``: one slope per channel, counted at the first call as the size of
+      dim ``dim`` of that input (default 1: the C of (N, C, *); on an (N, L, C) sequence it
+      would be L, so pass ``dim=-1`` there). A 0-D input, or a 1-D one with ``dim=1``, gives
+      one slope.
     * ``inplace``: accepted so the module fits ``act_layer=`` slots; the output is always a new
       tensor (the slope's gradient needs the input).
 
@@ -207,7 +215,9 @@ class FlexibleReLU(_ChannelParam):
 
     Args:
         num_parameters: 1 (default, the authors' advice), the number of channels along ``dim``,
-            or ``None`` to count them at the first call.
+            or ``None`` to count them at the first call: the size of dim ``dim`` of that input
+            (default 1: the C of (N, C, *); pass ``dim=-1`` for an (N, L, C) sequence, where
+            dim 1 is the length L).
         init: initial value of ``b`` (default -1.0, as the original implementation).
         dim: the channel dimension for per-channel biases (default 1; -1 for (N, *, C)).
         inplace: overwrite the input with the output.
@@ -458,7 +468,8 @@ class FunnelReLU(_FunnelReLUNd):
     """Funnel activation (Ma et al. 2020) for (N, C, H, W): ``max(x, BN(depthwise conv k x k (x)))``.
 
     Args:
-        channels: C, or ``None`` to count the channels at the first call.
+        channels: C, or ``None`` to count the channels at the first call: the size of dim 1
+            of that (N, C, H, W) input (always dim 1; a channels-last map is not supported).
         kernel_size: odd k of the depthwise conv (default 3), padding ``k // 2``.
         bias: give the conv a bias (default False: BatchNorm follows and cancels it in training).
         eps, momentum: as ``nn.BatchNorm2d`` (``momentum=None`` for a cumulative average).

@@ -27,10 +27,21 @@ class GradientFlowMonitor(_Hooked):
         track_params: record the activations' parameters (PReLU ``weight``, FReLU ``bias``).
         include_activations: count activation modules with parameters (PReLU, FReLU, funnel)
             as layers too (default False: layers are the Linear/Conv/Norm... modules).
+        zero_rtol: what counts as a zero gradient (below): a largest element at most
+            ``zero_rtol`` times the model's largest gradient element at that step. Default
+            (None): 16 epsilons of the gradient's dtype (1.9e-6 in float32), at most 1e-3.
 
     Layers are the modules with parameters of their own that require grad, in the order of
     their first call in a forward pass while attached (registration order for those not
     called). One :meth:`step` costs one norm per parameter tensor and one device sync.
+
+    Every parameter of the model that requires grad is also watched for a gradient that is
+    zero at every recorded step where it had one: exactly zero, or zero up to rounding (every
+    element within ``zero_rtol`` of the model's largest gradient element). The report names
+    them in ``zero_grad``. Such a parameter cannot learn, whatever the learning rate. The
+    typical cases are a bias that BatchNorm cancels: an FReLU bias followed by a 1x1 conv and
+    BatchNorm (in exact arithmetic its gradient is 0; in float32 about 1e-8 of the others'),
+    which ``convert(..., "frelu")`` notes too, or a conv bias right before BatchNorm.
     """
 
     def __init__(
@@ -45,6 +56,7 @@ class GradientFlowMonitor(_Hooked):
         norm_ceiling: float = 1e3,
         track_params: bool = True,
         include_activations: bool = False,
+        zero_rtol: float | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"GradientFlowMonitor: model must be a torch.nn.Module, got {type(model).__name__}")
@@ -73,6 +85,10 @@ class GradientFlowMonitor(_Hooked):
         self.thresholds = {k: float(v) for k, v in th.items()}
         self.track_params = track_params
         self.include_activations = include_activations
+        if zero_rtol is not None and (isinstance(zero_rtol, bool) or not isinstance(zero_rtol, (int, float))
+                                      or not (0 <= zero_rtol < 1)):
+            raise ValueError(f"GradientFlowMonitor: zero_rtol must be a number in [0, 1) or None, got {zero_rtol!r}")
+        self.zero_rtol = None if zero_rtol is None else float(zero_rtol)
         self._handles: list[Any] = []
         self._order: list[str] = []
         self._order_hooks: list[Any] = []
@@ -80,6 +96,11 @@ class GradientFlowMonitor(_Hooked):
         self._count = 0
         self._steps: list[int] = []
         self._rows: list[torch.Tensor] = []
+        # zero-gradient watch: every parameter requiring grad (fixed at the first recorded
+        # step), whether it had a gradient at some recorded step, and whether one was nonzero
+        self._watch: list[tuple[str, nn.Parameter]] | None = None
+        self._had_grad: np.ndarray = np.zeros(0, dtype=bool)
+        self._nonzero: torch.Tensor | None = None
 
     # -- layout ---------------------------------------------------------------------------
     def _candidates(self) -> list[tuple[str, nn.Module]]:
@@ -179,13 +200,50 @@ class GradientFlowMonitor(_Hooked):
             if pvals:
                 parts.append(torch.cat([p.detach().reshape(-1).to(dev, torch.float64) for p in pvals]))
             row = torch.cat(parts).cpu()
+            self._watch_zero()
         self._steps.append(self._count - 1)
         self._rows.append(row)
+
+    def _watch_zero(self) -> None:
+        """Note which watched parameters have a gradient, and which have one above rounding
+        level: a largest element beyond ``zero_rtol`` times the largest gradient element of
+        the whole model at this step. No device sync."""
+        if self._watch is None:
+            self._watch = [(n, p) for n, p in self.model.named_parameters()
+                           if p.requires_grad and not isinstance(p, nn.parameter.UninitializedParameter)]
+            self._had_grad = np.zeros(len(self._watch), dtype=bool)
+        idx = [i for i, (_, p) in enumerate(self._watch) if p.grad is not None and p.grad.numel()]
+        if not idx:
+            return
+        grads = [self._watch[i][1].grad.detach() for i in idx]  # type: ignore[union-attr]
+        dev = grads[0].device
+        if self._nonzero is None:
+            self._nonzero = torch.zeros(len(self._watch), dtype=torch.bool, device=dev)
+        elif self._nonzero.device != dev:
+            self._nonzero = self._nonzero.to(dev)
+        if all(g.dtype in (torch.float32, torch.float64) and g.device == dev for g in grads):
+            peaks = torch.stack(torch._foreach_norm(grads, math.inf)).double()
+        else:
+            peaks = torch.stack([g.abs().amax().to(dev, torch.float64) for g in grads])
+        rtol = torch.tensor([self._zero_rtol(g.dtype) for g in grads], dtype=torch.float64, device=dev)
+        top = torch.nan_to_num(peaks, nan=0.0, posinf=0.0).amax()
+        above = ~(peaks <= rtol * top)  # NaN and inf count as nonzero
+        self._had_grad[idx] = True
+        self._nonzero[torch.tensor(idx, device=dev)] |= above
+
+    def _zero_rtol(self, dtype: torch.dtype) -> float:
+        if self.zero_rtol is not None:
+            return self.zero_rtol
+        eps = torch.finfo(dtype).eps if dtype.is_floating_point else 0.0
+        return min(16 * eps, 1e-3)
 
     def reset(self) -> None:
         """Forget the recorded steps (the layer list and step counter are kept)."""
         self._steps.clear()
         self._rows.clear()
+        self._had_grad[:] = False
+        if self._nonzero is not None:
+            self._nonzero.zero_()
 
     def report(self) -> GradientFlowReport:
         """The recorded steps, the first/last ratio and the flags."""
@@ -251,4 +309,12 @@ class GradientFlowMonitor(_Hooked):
             reasons=reasons,
             thresholds=dict(th, vanishing_step_share=0.5),
             params=params,
+            zero_grad=self._zero_grad(),
         )
+
+    def _zero_grad(self) -> list[str]:
+        """The watched parameters whose gradient was exactly zero at every recorded step."""
+        if self._watch is None or self._nonzero is None:
+            return []
+        nonzero = self._nonzero.cpu().numpy()
+        return [n for (n, _), had, nz in zip(self._watch, self._had_grad, nonzero) if had and not nz]

@@ -128,6 +128,9 @@ def flow_table(rep: GradientFlowReport) -> str:
             first, last = v[0], v[-1]
             prow.append([k, str(v.shape[1]), _span(first), _span(last)])
         out.append(_util.text_table(["activation parameter", "numel", "first", "last"], prow))
+    if rep.zero_grad:
+        out.append(f"zero gradient at every step ({len(rep.zero_grad)} parameters, they cannot learn):")
+        out.extend("  - " + name for name in rep.zero_grad)
     return "\n".join(out)
 
 

@@ -178,7 +178,10 @@ class GradientFlowReport:
     parameters together) at recorded step ``steps[s]``; NaN where the layer had no gradient.
     ``first_last_ratio[s] = norms[s, i] / norms[s, j]`` with ``i`` / ``j`` the first / last layer
     that had a gradient at that step (``0`` and ``L - 1`` unless some are frozen or unused). ``params[name]`` is (S, numel): the
-    parameter's values at each recorded step (before the optimizer's update).
+    parameter's values at each recorded step (before the optimizer's update). ``zero_grad``
+    names the model's parameters whose gradient was zero (exactly, or up to rounding: see
+    :class:`GradientFlowMonitor`) at every recorded step where they had one: they cannot
+    learn. It appears in ``to_dict`` and ``to_table`` only when there are some.
     """
 
     layers: list[str]
@@ -194,6 +197,7 @@ class GradientFlowReport:
     reasons: list[str]
     thresholds: dict[str, float]
     params: dict[str, np.ndarray]
+    zero_grad: list[str] = field(default_factory=list)
 
     @property
     def num_steps(self) -> int:
@@ -215,6 +219,7 @@ class GradientFlowReport:
             "reasons": list(self.reasons),
             "thresholds": dict(self.thresholds),
             "params": {k: _nested(v) for k, v in self.params.items()},
+            **({"zero_grad": list(self.zero_grad)} if self.zero_grad else {}),
         }
 
     def to_table(self) -> str:

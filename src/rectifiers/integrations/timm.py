@@ -46,6 +46,13 @@ def _create_act_module() -> ModuleType:
             f"timm is installed but cannot be imported: {e} (timm needs torchvision; install "
             "the torchvision build that matches your torch)"
         ) from e
+    except RuntimeError as e:  # a torchvision whose compiled ops do not load on this torch
+        if "torchvision::" not in str(e):
+            raise
+        raise ImportError(
+            f"timm is installed but cannot be imported: torchvision fails at import ({e}); "
+            "install the torchvision build that matches your torch"
+        ) from e
     return create_act
 
 
