@@ -41,6 +41,11 @@ def _lightning():
     """``(pl, rectifiers.integrations.lightning)``; skips naming the extra when Lightning cannot
     be imported (with the reason when it is installed but broken, e.g. by a torchvision that
     does not match torch: torchmetrics imports torchvision whenever it is installed)."""
+    # torchmetrics (which Lightning needs) imports torchvision whenever it is installed; give the
+    # CUDA-only torchvision wheel its stand-in op registrations first (tests/_torchvision_stub.py).
+    from _torchvision_stub import install
+
+    install()
     try:
         from rectifiers.integrations import lightning as RL
     except MissingExtraError as e:
@@ -157,8 +162,10 @@ def test_lightning_installed_but_broken_says_so():
 def test_lightning_falls_back_to_pytorch_lightning():
     _lightning()
     pytest.importorskip("pytorch_lightning", reason=PL_REASON)
+    from _torchvision_stub import PRELUDE
+
     p = _run(
-        "import sys; sys.modules['lightning'] = None\n"
+        PRELUDE + "import sys; sys.modules['lightning'] = None\n"
         "import pytorch_lightning, rectifiers.integrations.lightning as RL\n"
         "print(RL.LIGHTNING_PACKAGE, issubclass(RL.DiagnosticsCallback, pytorch_lightning.Callback))\n"
     )
