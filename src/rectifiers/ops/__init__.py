@@ -54,6 +54,7 @@ from typing import Any
 
 import torch
 
+from .. import _spec
 from . import _common, eager, native
 from .eager import compiled as _eager_compiled  # noqa: F401  (eager.compiled, for _Traced)
 
@@ -171,14 +172,7 @@ def _triton_funnel_relu(
 
 def _make_triton_view(mod: ModuleType) -> type:
     """The Triton backend as :func:`get_backend` gives it: its functions, the funnel re-routed."""
-    return type(
-        "_TritonView", (), {
-            "__doc__": "The Triton backend, a float64 funnel sent to the eager backend.",
-            "relu": staticmethod(mod.relu),
-            "leaky_relu": staticmethod(mod.leaky_relu),
-            "prelu": staticmethod(mod.prelu),
-            "flexible_relu": staticmethod(mod.flexible_relu),
-            "funnel_relu": staticmethod(_triton_funnel_relu),
-        },
-    )
+    ops = {name: staticmethod(getattr(mod, name)) for name in _spec.ACTIVATIONS}
+    ops["funnel_relu"] = staticmethod(_triton_funnel_relu)
+    return type("_TritonView", (), {"__doc__": "The Triton backend, a float64 funnel sent to the eager backend.", **ops})
 
