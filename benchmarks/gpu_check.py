@@ -1,7 +1,7 @@
 """Correctness of every backend on a real CUDA device: the check the CPU test suite cannot make.
 
 CI has no GPU: there the Triton kernels run in Triton's interpreter on CPU tensors
-(``tests/test_triton.py``). This script runs the same comparisons with compiled kernels on a
+(``tests/ops/test_triton.py``). This script runs the same comparisons with compiled kernels on a
 CUDA device, in one command that installs nothing::
 
     python benchmarks/gpu_check.py            # on a CUDA machine, under a minute
@@ -39,6 +39,7 @@ except ImportError:
 
 import rectifiers  # noqa: E402
 import rectifiers.functional as RF  # noqa: E402
+from rectifiers.testing import bits_equal  # noqa: E402
 
 LOW = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 NAMES = {torch.float32: "fp32", torch.float64: "fp64", **LOW}
@@ -127,16 +128,6 @@ def _l2(a: torch.Tensor, e: torch.Tensor) -> float:
     return ((a[fin] - e[fin]).norm() / max(e[fin].norm().item(), 1.0)).item()
 
 
-def _bits(a: torch.Tensor, b: torch.Tensor) -> bool:
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return False
-    na, nb = torch.isnan(a), torch.isnan(b)
-    if not torch.equal(na, nb):
-        return False
-    ints = {torch.float64: torch.int64, torch.float32: torch.int32}[a.dtype]
-    return torch.equal(a.masked_fill(na, 0).contiguous().view(ints), b.masked_fill(nb, 0).contiguous().view(ints))
-
-
 class Checker:
     def __init__(self) -> None:
         self.rows: list[dict] = []
@@ -185,7 +176,7 @@ def elementwise(ck: Checker, device, impls) -> None:
                         if low:
                             ck.add("forward", act, impl, dtype, layout, shape, _err(y, yr), tol)
                         else:
-                            ck.add("forward", act, impl, dtype, layout, shape, 0.0, 0.0, exact=_bits(y, yr))
+                            ck.add("forward", act, impl, dtype, layout, shape, 0.0, 0.0, exact=bits_equal(y, yr))
                         if layout == "channels_last":
                             ck.add("keeps layout", act, impl, dtype, layout, shape, 0.0, 0.0,
                                    exact=y.is_contiguous(memory_format=torch.channels_last
@@ -320,7 +311,7 @@ def modules(ck: Checker, device) -> None:
         yb.sum().backward()
         name = type(ours).__name__
         ck.add("module vs torch.nn", name, "auto", torch.float32, "contiguous", x.shape, 0.0, 0.0,
-               exact=_bits(ya.detach(), yb.detach()) and _bits(a.grad, b.grad))
+               exact=bits_equal(ya.detach(), yb.detach()) and bits_equal(a.grad, b.grad))
     # torch's relu(-0.0) differs by device (CPU -0.0, CUDA +0.0): the kernels follow the device's
     z = torch.tensor([-0.0, 0.0, float("nan"), -1.0], device=device)
     theirs, ours = torch.relu(z), RF.relu(z, backend="triton")
@@ -328,7 +319,7 @@ def modules(ck: Checker, device) -> None:
           f"(signs {torch.signbit(theirs).tolist()}), triton {ours.tolist()} "
           f"(signs {torch.signbit(ours).tolist()})")
     ck.add("relu(-0.0) sign as torch", "relu", "triton", torch.float32, "-", z.shape, 0.0, 0.0,
-           exact=_bits(ours, theirs))
+           exact=bits_equal(ours, theirs))
     chosen = rectifiers.ops.resolve_backend(x)
     ck.add("auto picks triton on CUDA", "-", chosen, torch.float32, "-", x.shape, 0.0, 0.0,
            exact=(chosen == "triton") == (device.type == "cuda"))

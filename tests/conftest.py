@@ -1,122 +1,12 @@
-"""Shared fixtures: the element-wise activations as uniform cases, parametrised by the tests."""
+"""pytest fixtures shared by the tests; the helpers themselves live in ``helpers.py``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 import pytest
-import torch
 
-import rectifiers.functional as RF
-from rectifiers import reference as ref
-
-FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-BACKENDS = ("torch", "eager")
-
-
-@dataclass(frozen=True)
-class Case:
-    """An element-wise activation with its parameters made for a given input and dim."""
-
-    name: str
-    #: (x, dim) -> dict of parameter tensors (possibly empty)
-    make_params: Callable[[torch.Tensor, int | None, bool], dict]
-    #: (x, params, dim, backend) -> y via the public functional
-    call: Callable
-    #: (x, params, dim) -> y via the reference formula
-    oracle: Callable
-
-
-def _channels(x: torch.Tensor, dim: int | None) -> int:
-    if x.dim() == 0 or (x.dim() == 1 and dim == 1):
-        return 1
-    return x.shape[dim]
-
-
-def _slope(x, dim, per_channel):
-    n = _channels(x, dim) if per_channel else 1
-    # Distinct slopes per channel, some above 1, none zero.
-    return {"weight": torch.linspace(0.05, 1.5, n, dtype=torch.float64).to(x.dtype)}
-
-
-def _bias(x, dim, per_channel):
-    n = _channels(x, dim) if per_channel else 1
-    return {"bias": torch.linspace(-1.0, 0.75, n, dtype=torch.float64).to(x.dtype)}
-
-
-def _refdim(x, dim):
-    if x.dim() == 0 or (x.dim() == 1 and dim == 1):
-        return 0
-    return dim % x.dim()
-
-
-CASES = {
-    "relu": Case(
-        "relu",
-        lambda x, d, pc: {},
-        lambda x, p, d, b: RF.relu(x, backend=b),
-        lambda x, p, d: ref.relu(x),
-    ),
-    "leaky_relu": Case(
-        "leaky_relu",
-        lambda x, d, pc: {},
-        lambda x, p, d, b: RF.leaky_relu(x, 0.01, backend=b),
-        lambda x, p, d: ref.leaky_relu(x, 0.01),
-    ),
-    "leaky_relu_neg": Case(
-        "leaky_relu_neg",
-        lambda x, d, pc: {},
-        lambda x, p, d, b: RF.leaky_relu(x, -0.3, backend=b),
-        lambda x, p, d: ref.leaky_relu(x, -0.3),
-    ),
-    "prelu": Case(
-        "prelu",
-        _slope,
-        lambda x, p, d, b: RF.prelu(x, p["weight"], d, backend=b),
-        lambda x, p, d: ref.prelu(x, p["weight"], _refdim(x, d)),
-    ),
-    "flexible_relu": Case(
-        "flexible_relu",
-        _bias,
-        lambda x, p, d, b: RF.flexible_relu(x, p["bias"], d, backend=b),
-        lambda x, p, d: ref.flexible_relu(x, p["bias"], _refdim(x, d)),
-    ),
-}
+from helpers import BACKENDS
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     return request.param
-
-
-def with_kinks(x: torch.Tensor) -> torch.Tensor:
-    """A copy of ``x`` with exact zeros, negative zeros and tiny values at fixed places."""
-    x = x.clone()
-    flat = x.view(-1) if x.is_contiguous() else None
-    if flat is None or flat.numel() < 8:
-        return x
-    tiny = torch.finfo(x.dtype).tiny
-    flat[0], flat[1], flat[2], flat[3] = 0.0, -0.0, tiny, -tiny
-    return x
-
-
-def cpp_kernel_or_skip(module, what: str, monkeypatch) -> dict:
-    """Turn a fused C++ CPU kernel module on and load it; its call counters.
-
-    Skips where it cannot be built (no gcc or no ninja), fails where the toolchain is there but
-    the build or load failed (that is a bug, not a missing tool). ``ninja`` counts as present
-    where the build would find it: on PATH, or beside the interpreter (pip's ninja package).
-    """
-    import shutil
-
-    from rectifiers.ops.cpp import build as cpp_build
-
-    monkeypatch.delenv("RECTIFIERS_NO_CPP", raising=False)
-    ok = module.load()
-    has_ninja = shutil.which("ninja") or cpp_build.ninja_dir()
-    if not ok and shutil.which("g++") and has_ninja:
-        pytest.fail(f"gcc and ninja are present but the fused {what} did not build or load")
-    if not ok:
-        pytest.skip(f"no C++ toolchain: the fused {what} cannot be built here")
-    return module.CALLS

@@ -21,7 +21,7 @@ PKG = Path(__import__("rectifiers").__file__).resolve().parent
 
 #: The floor of each top-level module or package of rectifiers (docs/DESIGN.md).
 FLOORS: dict[str, int] = {
-    "_spec": 0, "_util": 0, "_checks": 0,
+    "_spec": 0, "_util": 0, "_checks": 0, "testing": 0,
     "reference": 1, "functional": 1, "modules": 1, "registry": 1, "ops": 1,
     "diagnostics": 2, "convert": 2, "_convert_base": 2, "_convert_sites": 2, "_convert_rewrite": 2,
     "export": 2, "optim": 2, "integrations": 2,

@@ -13,7 +13,7 @@ import zlib
 import pytest
 import torch
 
-from conftest import CASES, FLOAT_DTYPES, with_kinks
+from helpers import CASES, FLOAT_DTYPES, with_kinks
 
 SHAPES = {
     "odd3d": ((3, 5, 7), 1),

@@ -14,7 +14,7 @@ import torch
 
 import rectifiers.functional as RF
 from rectifiers import reference as ref
-from conftest import cpp_kernel_or_skip
+from helpers import cpp_kernel_or_skip
 from rectifiers.ops import _common as OC
 from rectifiers.ops.cpp import pointwise as E
 

@@ -12,7 +12,7 @@ from torch import nn
 import rectifiers as R
 from rectifiers import reference as ref
 
-from conftest import BACKENDS
+from helpers import BACKENDS
 
 
 def _bits_equal(a, b):

@@ -14,7 +14,7 @@ import torch
 
 pytest.importorskip("triton", reason="the GPU scripts need the 'triton' package")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(script: str, *args: str, interpret: bool = True) -> subprocess.CompletedProcess:

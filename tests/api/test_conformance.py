@@ -26,7 +26,7 @@ from _conformance_cases import (
     samples,
     within_design_tolerance,
 )
-from conftest import BACKENDS
+from helpers import BACKENDS
 
 SHORT = {name: name.rsplit(".", 1)[-1] for name in OP_NAMES}
 DT = {torch.float32: "fp32", torch.float64: "fp64", torch.float16: "fp16", torch.bfloat16: "bf16"}

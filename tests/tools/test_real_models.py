@@ -11,7 +11,7 @@ Every model runs with every target (``leaky_relu``, per-channel ``prelu``, ``fre
 ``funnel``) on a small input, with a sample input: the summary is checked against an
 independent count of the ReLU calls, the skipped sites against what is known (a funnel does not
 apply after ``Linear``), then one training step runs and the output has the right shape.
-``python tests/test_real_models.py`` prints the model-by-target table.
+``python tests/tools/test_real_models.py`` prints the model-by-target table.
 """
 
 from __future__ import annotations
@@ -25,7 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-import _torchvision_stub
+if __package__ in (None, ""):  # run as a script: the tests' shared helpers sit one folder up
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import _torchvision_stub  # noqa: E402
 import rectifiers
 from rectifiers.convert import convert
 from rectifiers.diagnostics import GradientFlowMonitor

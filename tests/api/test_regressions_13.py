@@ -23,7 +23,7 @@ from torch import nn
 
 import rectifiers as R
 
-from conftest import BACKENDS
+from helpers import BACKENDS
 
 FUNNELS = {1: R.FunnelReLU1d, 2: R.FunnelReLU, 3: R.FunnelReLU3d}
 TORCH_BN = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
@@ -195,7 +195,7 @@ def test_errors_torch_raises_as_runtime_error_are_catchable_as_such(ours, theirs
 
 
 def test_docs_funnel_equivalence_names_a_conv_without_bias():
-    readme = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "activations.md").read_text()
+    readme = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "activations.md").read_text()
     text = " ".join(readme.split())
     m = re.search(r"nn\.Conv2d\(C, C, k, padding=k//2, groups=C(?P<rest>[^)]*)\)", text)
     assert m is not None and "bias=False" in m.group("rest")

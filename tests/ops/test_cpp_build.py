@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from conftest import cpp_kernel_or_skip
+from helpers import cpp_kernel_or_skip
 from rectifiers.ops.cpp import pointwise as E
 
 

@@ -13,7 +13,7 @@ import torch
 import rectifiers.functional as RF
 from rectifiers import reference as ref
 
-from conftest import CASES
+from helpers import CASES
 
 BACKENDS = ("torch", "eager")
 

@@ -11,7 +11,7 @@ from torch import nn
 import rectifiers as R
 from rectifiers import reference as ref
 
-from conftest import BACKENDS
+from helpers import BACKENDS
 
 CLASSES = {1: R.FunnelReLU1d, 2: R.FunnelReLU, 3: R.FunnelReLU3d}
 CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}

@@ -14,7 +14,7 @@ import torch
 
 import rectifiers as R
 import rectifiers.functional as RF
-from conftest import cpp_kernel_or_skip
+from helpers import cpp_kernel_or_skip
 from rectifiers.ops.cpp import funnel as FC
 
 CLASSES = {1: R.FunnelReLU1d, 2: R.FunnelReLU, 3: R.FunnelReLU3d}

@@ -8,7 +8,7 @@ from torch.autograd import gradcheck, gradgradcheck
 
 import rectifiers as R
 
-from conftest import BACKENDS
+from helpers import BACKENDS
 
 
 def _away_from_kink(*shape, seed=0):
