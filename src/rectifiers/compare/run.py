@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from .config import CompareError, Config, run_name
+from .config import CompareError, Config, Plan, run_name
 from .distributed import Dist, init_dist
 from .timing import interleaved_step_times, peak_rss_mib
 from .training import _read_json, atomic_write_json, train_one
@@ -36,14 +36,35 @@ def _resolve_device(spec: str, dist: Dist) -> torch.device:
     return dev
 
 
-def run_compare(cfg: Config, out_dir: str, *, resume: bool = False, device: str = "cpu",
+def _write_config(out_dir: str, cfg_dict: dict[str, Any], resume: bool, dist: Dist) -> None:
+    """Write ``config.json``; with ``resume``, first check that ``out_dir`` was made with it."""
+    cfg_path = os.path.join(out_dir, "config.json")
+    if resume:
+        old = _read_json(cfg_path)
+        if old is not None and old != cfg_dict:
+            diff = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in cfg_dict.items() if old.get(k) != v]
+            raise CompareError(f"--resume: {out_dir} was made with other settings ({'; '.join(diff[:3])}); "
+                               f"use the same options or another --out")
+    if dist.main:
+        os.makedirs(out_dir, exist_ok=True)
+        atomic_write_json(cfg_path, cfg_dict)
+    dist.barrier()
+
+
+def run_compare(cfg: Config | Plan, out_dir: str, *, resume: bool = False, device: str = "cpu",
                 progress: bool = True, write_report: bool = True) -> dict[str, Any]:
-    """Run every (model, activation, seed) of ``cfg`` and write the report into ``out_dir``.
+    """Run every (model, activation, seed) of the grid ``cfg`` and write the report into ``out_dir``;
+    a :class:`Plan` runs the claim experiments instead (:func:`run_experiments`).
 
     Returns ``{"config": ..., "results": [...], "meta": ...}`` (on every rank; only rank 0 writes).
     Raises :class:`rectifiers.data.DataError` for unreadable data and :class:`CompareError` for
     settings that cannot run (``resume`` into an ``out_dir`` made with other settings, ...).
     """
+    if isinstance(cfg, Plan):
+        from .experiments_run import run_experiments
+
+        return run_experiments(cfg, out_dir, resume=resume, device=device, progress=progress,
+                               write_report=write_report)
     from ..data import load_data
 
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -59,18 +80,8 @@ def run_compare(cfg: Config, out_dir: str, *, resume: bool = False, device: str 
         raise CompareError(f"--batch-size {cfg.batch_size} is larger than the training split "
                          f"({len(ds.train_y)} images of {ds.name})")
 
-    cfg_path = os.path.join(out_dir, "config.json")
     cfg_dict = asdict(cfg)
-    if resume:
-        old = _read_json(cfg_path)
-        if old is not None and old != cfg_dict:
-            diff = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in cfg_dict.items() if old.get(k) != v]
-            raise CompareError(f"--resume: {out_dir} was made with other settings ({'; '.join(diff[:3])}); "
-                             f"use the same options or another --out")
-    if dist.main:
-        os.makedirs(out_dir, exist_ok=True)
-        atomic_write_json(cfg_path, cfg_dict)
-    dist.barrier()
+    _write_config(out_dir, cfg_dict, resume, dist)
 
     steps = len(ds.train_y) // cfg.batch_size * cfg.epochs * len(cfg.run_keys())
     bar = None
