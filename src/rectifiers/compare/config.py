@@ -85,7 +85,8 @@ class RunSpec:
 
     ``value`` replaces the activation's swept parameter (LeakyReLU's slope, PReLU's initial
     slope, FReLU's initial bias); ``frozen`` holds the activation's own parameter fixed;
-    ``norm`` puts a BatchNorm before every activation (:func:`rectifiers.zoo.build_model`).
+    ``norm`` puts a BatchNorm before every activation (:func:`rectifiers.zoo.build_model`);
+    without ``probe_dead`` the dead-unit fractions are recorded as None.
     """
 
     name: str
@@ -103,6 +104,8 @@ class RunSpec:
     norm: bool = False
     value: float | None = None
     frozen: bool = False
+    #: probe dead units on the training set before training and after every epoch
+    probe_dead: bool = True
 
 
 #: The seed counts of the claim experiments: ``--quick``, the default, ``--full``.

@@ -68,6 +68,7 @@ class Experiment:
     batch_size: int = 64
     epochs: int = 1
     seeds: tuple[int, int, int] = (3, 5, 10)  # quick, default, full
+    probe_dead: bool = False  # probe dead units every epoch (only the dying experiment needs it)
 
     def n_seeds(self, preset: str) -> int:
         return self.seeds[("quick", "default", "full").index(preset)]
@@ -119,7 +120,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         arms=(_RELU, _LEAKY, _PRELU, Arm("frelu-bm1", "flexible_relu", -1.0, True),
               Arm("frelu-b1", "flexible_relu", 1.0, True), Arm("frelu-b0", "flexible_relu", 0.0, True)),
         model="mlp", depth=4, width=64, init="kaiming", provoke=DEFAULT_PROVOKE_BIAS, lr=0.05,
-        epochs=5, seeds=(2, 5, 10),
+        epochs=5, seeds=(2, 5, 10), probe_dead=True,
     ),
     Experiment(
         name="exploding",
@@ -205,5 +206,5 @@ def run_specs(exp: Experiment, seeds: list[int]) -> list[tuple[Arm, RunSpec]]:
                 name=f"{exp.name}-{arm.name}-s{seed}", model=exp.model, activation=arm.activation,
                 seed=seed, depth=exp.depth, width=exp.width, lr=exp.lr, momentum=exp.momentum,
                 batch_size=exp.batch_size, epochs=exp.epochs, init=exp.init, provoke=exp.provoke,
-                norm=exp.norm, value=arm.value, frozen=arm.frozen)))
+                norm=exp.norm, value=arm.value, frozen=arm.frozen, probe_dead=exp.probe_dead)))
     return out

@@ -106,14 +106,16 @@ def _run(plan: Plan, exps: list[Experiment], ds: Any, dev: torch.device, dist: A
                 spec, ds, out_dir=out_dir, resume=resume, device=dev, dist=dist,
                 on_step=(bar.update if bar is not None else None),
                 record={"experiment": e.name, "arm": arm.name, "spec": asdict(spec)},
-                checkpoint_every_epoch=False,
+                checkpoints=False,
             ))
     finally:
         if bar is not None:
             bar.close()
     step_timing = None
     if dist.main:
-        step_timing = step_times_side_by_side(cost_builds(ds), ds, dev, batch_size=64 // dist.world)
+        # --quick: a quarter of the timing budget (still at least 5 rounds per model)
+        step_timing = step_times_side_by_side(cost_builds(ds), ds, dev, batch_size=64 // dist.world,
+                                              budget_s=0.25 if plan.preset == "quick" else 1.0)
     wall = time.perf_counter() - t0
     meta = {
         "data": ds.describe(),

@@ -159,7 +159,7 @@ def train_spec(
     dist: Dist | None = None,
     on_step: Callable[[], None] | None = None,
     record: dict[str, Any] | None = None,
-    checkpoint_every_epoch: bool = True,
+    checkpoints: bool = True,
 ) -> dict[str, Any]:
     """Train one run; return its result (also written as JSON), with ``record`` merged in.
 
@@ -167,8 +167,8 @@ def train_spec(
     the end, atomically (rank 0 only). With ``resume``, a finished result is read back as is, and
     an unfinished run continues from its checkpoint. Only parameters that require grad are given
     to the optimizer (a held activation parameter stays where it was put). Without
-    ``checkpoint_every_epoch`` only the last epoch is checkpointed (for runs of a second or two, an
-    fsync per epoch would cost more than the run; a killed run then restarts from its start).
+    ``checkpoints`` none is written (for runs of a second or two an fsync per epoch costs more than
+    the run; a killed run then restarts from its start, and finished results are still kept).
     """
     from ..diagnostics import GradientFlowMonitor
 
@@ -221,7 +221,7 @@ def train_spec(
         start_epoch = int(ckpt["epoch"])
     else:
         if dist.main:
-            rep0 = probe_dead(model, probe_x, device)
+            rep0 = probe_dead(model, probe_x, device) if spec.probe_dead else None
             acc0, loss0 = evaluate(model, ds.test_x, ds.test_y, device)
             extra["dead_start"] = _to_jsonable(rep0.to_dict()) if rep0 is not None else None
             history["epoch"].append(0)
@@ -290,7 +290,7 @@ def train_spec(
             loss_sum, correct, seen = stats[0], stats[1], stats[2]
         if dist.main:
             acc, tloss = evaluate(model, ds.test_x, ds.test_y, device)
-            rep = probe_dead(model, probe_x, device)
+            rep = probe_dead(model, probe_x, device) if spec.probe_dead else None
             history["epoch"].append(epoch + 1)
             history["train_loss"].append(float(loss_sum / max(float(seen), 1)))
             history["train_acc"].append(float(correct / max(float(seen), 1)))
@@ -311,7 +311,7 @@ def train_spec(
             if epoch + 1 == spec.epochs:
                 extra["dead_end"] = _to_jsonable(rep.to_dict()) if rep is not None else None
                 extra["grad_flow_last_epoch"] = _to_jsonable(frep.to_dict())
-            if checkpoint_every_epoch or epoch + 1 == spec.epochs:
+            if checkpoints:
                 state = {"epoch": epoch + 1, "model": model.state_dict(), "opt": opt.state_dict(),
                          "history": history, "extra": extra}
                 atomic_write(ckpt_path, lambda f: torch.save(state, f))

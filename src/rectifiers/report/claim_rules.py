@@ -31,6 +31,18 @@ def _dead_end(r: dict[str, Any]) -> Any:
     return r["history"]["dead"][-1]
 
 
+def _paired(g: Runs, arm: str, base: str, fn: Callable[[dict[str, Any]], Any], scale: float = 1.0) -> str:
+    """Per-seed differences ``fn(arm) - fn(base)`` (the arms start from the same weights for a seed):
+    a note beside the verdict, which stays with the unpaired rule."""
+    other = {r["seed"]: r for r in g.get(base, [])}
+    d = [scale * (_value(fn(r)) - _value(fn(other[r["seed"]]))) for r in g.get(arm, []) if r["seed"] in other]
+    d = [x for x in d if not math.isnan(x)]
+    if len(d) < 2:
+        return ""
+    return (f"; per seed (same starting weights) the difference ranges from {min(d):+.3g} to {max(d):+.3g}, "
+            f"mean {sum(d) / len(d):+.3g}")
+
+
 def _row(claim: str, act: str, exp: str, measured: str, a: Stat, b: Stat | None, min_effect: float,
          unit: str, direction: int = 1, aspect: str = "") -> Finding:
     v, d, lo, hi, why = weigh(a, b, min_effect, direction)
@@ -48,7 +60,7 @@ def _vanishing(claim: str, act: str, arm: str) -> Callable[[Runs, dict[str, Any]
         va = _stat(g[arm], vanishing_share)
         measured = (f"log10(first/last layer gradient norm), median over steps: {arm_label_of('vanishing', arm)} "
                     f"{a.fmt(1, 2)} vs ReLU {r.fmt(1, 2)}; steps flagged vanishing: {_pct(va)} vs ReLU "
-                    f"{_pct(_stat(g['relu'], vanishing_share))}")
+                    f"{_pct(_stat(g['relu'], vanishing_share))}" + _paired(g, arm, "relu", log_ratio))
         return [_row(claim, act, "vanishing", measured, a, r, MIN_LOG10, "decades")]
     return rule
 
@@ -170,11 +182,13 @@ def _learnable(claim: str, act: str, learned: str, fixed: str) -> Callable[[Runs
         a, b = _stat(g[learned], _final_acc), _stat(g[fixed], _final_acc)
         p0, p1 = _stat(g[learned], lambda r: _mean_param(r, 0)), _stat(g[learned], lambda r: _mean_param(r, -1))
         acc = _row(claim, act, "learnable", f"test accuracy at the end: {ll} {_pct(a)} vs {lf} {_pct(b)}; "
-                   f"the parameter (mean over layers) went from {p0.fmt(1, 3)} to {p1.fmt(1, 3)}",
+                   f"the parameter (mean over layers) went from {p0.fmt(1, 3)} to {p1.fmt(1, 3)}"
+                   + _paired(g, learned, fixed, _final_acc, 100).replace("difference", "difference (pp)"),
                    a, b, MIN_ACC, "pp", aspect="accuracy")
         ca, cb = _stat(g[learned], auc_loss), _stat(g[fixed], auc_loss)
         conv = _row(claim, act, "learnable", f"mean training loss over the epochs (area under the loss "
-                    f"curve): {ll} {ca.fmt(1, 3)} vs {lf} {cb.fmt(1, 3)}", ca, cb, MIN_LOSS, "loss",
+                    f"curve): {ll} {ca.fmt(1, 3)} vs {lf} {cb.fmt(1, 3)}" + _paired(g, learned, fixed, auc_loss),
+                    ca, cb, MIN_LOSS, "loss",
                     direction=-1, aspect="convergence")
         return [acc, conv]
     return rule

@@ -142,7 +142,8 @@ def write_claims_report(out_dir: str, plan: dict[str, Any], results: Sequence[di
 
     doc.h(2, "Runs")
     doc.p(f"{len(results)} training runs; each run's numbers per epoch and per step are in "
-          "`runs/<experiment>-<arm>-s<seed>.json`, its last checkpoint in `checkpoints/`. "
+          "`runs/<experiment>-<arm>-s<seed>.json` (a run takes a second or two, so none is checkpointed: "
+          "with `--resume` finished runs are kept and an unfinished one starts again). "
           f"Process peak resident memory {meta['peak_rss_mib']:.0f} MiB.")
     from .._util import atomic_write_bytes
 

@@ -30,6 +30,15 @@ def _colors(exp: str, arms: Sequence[str], g: Runs) -> dict[str, str]:
     return out
 
 
+#: Line styles and widths by arm position, so that arms with equal numbers (FReLU with b = 0 and
+#: ReLU) stay visible on top of each other.
+_STYLES = ["-", "--", "-.", ":"]
+
+
+def _style(i: int) -> dict[str, Any]:
+    return {"ls": _STYLES[i % len(_STYLES)], "lw": max(2.6 - 0.35 * i, 0.9)}
+
+
 def _mean(xs: Sequence[float]) -> float:
     vals = [x for x in xs if isinstance(x, (int, float)) and math.isfinite(x)]
     return sum(vals) / len(vals) if vals else math.nan
@@ -38,7 +47,7 @@ def _mean(xs: Sequence[float]) -> float:
 def _by_epoch(ax: Any, exp: str, g: Runs, key: str, scale: float = 1.0) -> None:
     """history[key] per epoch against training step: mean over seeds, band min..max."""
     cols = _colors(exp, list(g), g)
-    for arm, runs in g.items():
+    for i, (arm, runs) in enumerate(g.items()):
         n = min(len(r["history"][key]) for r in runs)
         spe = steps_per_epoch(runs[0])
         xs = [runs[0]["history"]["epoch"][i] * spe for i in range(n)]
@@ -46,15 +55,15 @@ def _by_epoch(ax: Any, exp: str, g: Runs, key: str, scale: float = 1.0) -> None:
         mean = [_mean(c) for c in cols_i]
         lo = [min((v for v in c if not math.isnan(v)), default=math.nan) for c in cols_i]
         hi = [max((v for v in c if not math.isnan(v)), default=math.nan) for c in cols_i]
-        ax.plot(xs, mean, color=cols[arm], marker="o", ms=3, label=arm_label_of(exp, arm))
-        ax.fill_between(xs, lo, hi, color=cols[arm], alpha=0.15)
+        ax.plot(xs, mean, color=cols[arm], marker="o", ms=3, label=arm_label_of(exp, arm), **_style(i))
+        ax.fill_between(xs, lo, hi, color=cols[arm], alpha=0.12)
     ax.set_xlabel("training step")
 
 
 def _per_layer(ax: Any, exp: str, g: Runs, rows: Callable[[dict[str, Any]], list[list[Any]]],
                ylabel: str) -> None:
     cols = _colors(exp, list(g), g)
-    for arm, runs in g.items():
+    for i, (arm, runs) in enumerate(g.items()):
         profs = []
         for r in runs:
             rs = [[_value(v) for v in row] for row in rows(r)]
@@ -64,7 +73,8 @@ def _per_layer(ax: Any, exp: str, g: Runs, rows: Callable[[dict[str, Any]], list
         if not profs:
             continue
         prof = [_mean(c) for c in zip(*profs)]
-        ax.plot(range(len(prof)), prof, color=cols[arm], marker="o", ms=3, label=arm_label_of(exp, arm))
+        ax.plot(range(len(prof)), prof, color=cols[arm], marker="o", ms=3, label=arm_label_of(exp, arm),
+                **_style(i))
     _log_scale_if_positive(ax)
     ax.set_xlabel("layer (0: nearest the input; last: the classifier)")
     ax.set_ylabel(ylabel)
@@ -77,11 +87,11 @@ def plot_vanishing(g: Runs, path: str) -> None:
     a.set_title("gradient norm against depth (mean over seeds)")
     a.legend(fontsize=7)
     cols = _colors("vanishing", list(g), g)
-    for arm, runs in g.items():
+    for i, (arm, runs) in enumerate(g.items()):
         rs = [_ratios(r) for r in runs]
         n = min(len(x) for x in rs)
-        b.plot(range(n), [_mean([x[s] for x in rs]) for s in range(n)], color=cols[arm], lw=1,
-               label=arm_label_of("vanishing", arm))
+        b.plot(range(n), [_mean([x[s] for x in rs]) for s in range(n)], color=cols[arm],
+               label=arm_label_of("vanishing", arm), **_style(i))
     b.axhline(1e-3, color="#999", ls=":", lw=1)
     _log_scale_if_positive(b)
     b.set_xlabel("training step")
