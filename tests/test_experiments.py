@@ -325,3 +325,27 @@ def test_claims_subset_seeds_and_resume(tmp_path, capsys) -> None:  # type: igno
     assert main(["compare", "--claims", "frelu-exploding", "nondiff", "--seeds", "3", "--out", str(out),
                  "--no-progress", "--resume"]) == 2
     assert "was made with other settings" in capsys.readouterr().err
+
+
+def test_experiments_adapt_to_other_data(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """CIFAR-10 python batches (3 x 32 x 32, random here): the models take the data's shape."""
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for name, n in (("data_batch_1", 96), ("test_batch", 32)):
+        d = {b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+             b"labels": [int(v) for v in rng.integers(0, 10, size=n)], b"batch_label": b"x"}
+        with open(tmp_path / name, "wb") as f:
+            pickle.dump(d, f)
+    out = tmp_path / "c"
+    assert main(["compare", "--claims", "frelu-exploding", "funnel-acc", "--seeds", "0", "1",
+                 "--data", f"cifar10:{tmp_path}", "--out", str(out), "--no-progress"]) == 0
+    md = (out / "report.md").read_text()
+    assert "3 x 32 x 32" in md and "## 2. Funnel against ReLU and PReLU, BatchNorm for all" in md
+    r = json.loads((out / "runs" / "funnel-funnel_relu-s0.json").read_text())
+    assert r["finished"] and len(r["history"]["test_acc"]) == 6
+    printed = capsys.readouterr().out
+    assert "premise of funnel: NOT met" in printed  # random labels: nothing trains, and it says so
+    assert "premise not met" in md
