@@ -1,6 +1,12 @@
-"""``rectifiers compare``: train the same models once per activation and seed, and write a report.
+"""``rectifiers compare``: the claim experiments, or a grid of models, activations and seeds.
 
-The main job. For every model (a small CNN and a plain MLP, :mod:`rectifiers.zoo`), activation and
+The main job. By default (a :class:`Plan`) it runs one designed experiment per claim of the
+article (:mod:`rectifiers.compare.experiments`: settings fixed in code, seeds ``0 .. n-1``), and
+:mod:`rectifiers.report.claims_doc` writes a report that opens with a verdict on every claim,
+after checking each experiment's premise (:mod:`rectifiers.report.claims`,
+:mod:`rectifiers.report.claim_rules`). Each run goes through the same harness as the grid below.
+
+The grid (a :class:`Config`, or any grid option on the command line): for every model (a small CNN and a plain MLP, :mod:`rectifiers.zoo`), activation and
 seed it trains from the same start (``torch.manual_seed(seed)`` before the model is built, a fixed
 data split, a per-epoch shuffle drawn from ``(seed, epoch)``), measures
 
