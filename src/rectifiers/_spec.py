@@ -377,6 +377,12 @@ DESCRIPTIONS: dict[str, Description] = {
                 ("dead",),
             ),
             Claim(
+                "frelu-learnable",
+                "pro",
+                "Learning b improves accuracy and convergence over plain ReLU (b fixed at 0).",
+                ("accuracy", "params"),
+            ),
+            Claim(
                 "frelu-exploding",
                 "con",
                 "As b grows positive, gradients can explode.",

@@ -14,6 +14,14 @@ as a 1-process run (except with the funnel activation, whose condition holds a B
 * :class:`MLP` (N, *): flatten, ``depth`` hidden layers of ``width`` units (linear -> activation),
   then a linear classifier. A deep plain MLP is where dying ReLU and vanishing gradients show.
 
+``norm=True`` puts a BatchNorm after every conv (or linear layer), before the activation: the
+claim experiments use it so that every activation has the normalisation the funnel activation
+carries in its condition. ``value`` sets the activation's swept parameter (LeakyReLU's slope,
+PReLU's initial slope, FReLU's initial bias) and ``frozen`` holds the activation's own parameter
+fixed (``requires_grad=False``). :data:`BASELINES` (sigmoid, tanh) are the saturating
+activations the ReLU claims are made against; they are not rectifiers and only the experiments
+use them.
+
 In an MLP there is no spatial neighbourhood: the funnel activation there is
 ``max(x, BN(w * x))`` per feature (:class:`FunnelReLU1d` with kernel size 1 on (N, F, 1)), the
 funnel's condition reduced to a learnable per-feature scale. The report says so.
@@ -33,6 +41,7 @@ from .registry import default_module
 
 __all__ = [
     "ACTIVATIONS",
+    "BASELINES",
     "MODELS",
     "act_layer",
     "activation_gain",
@@ -52,6 +61,9 @@ MODELS = ("cnn", "mlp")
 
 ActLayer = Callable[[int], nn.Module]
 
+#: Saturating activations the ReLU claims are weighed against (not rectifiers): name -> class.
+BASELINES: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+
 
 class FeatureFunnel(nn.Module):
     """The funnel activation on (N, F) features: ``max(x, BN(w * x))`` per feature.
@@ -68,19 +80,39 @@ class FeatureFunnel(nn.Module):
         return self.funnel(x.unsqueeze(-1)).squeeze(-1)
 
 
-def act_layer(name: str, *, spatial: bool = True) -> ActLayer:
-    """A factory ``f(channels) -> nn.Module`` for activation ``name`` (one of :data:`ACTIVATIONS`).
+def act_layer(name: str, *, spatial: bool = True, value: float | None = None,
+              frozen: bool = False) -> ActLayer:
+    """A factory ``f(channels) -> nn.Module`` for activation ``name`` (one of :data:`ACTIVATIONS`,
+    or a saturating baseline of :data:`BASELINES`).
 
     ``relu`` -> ``ReLU()``; ``leaky_relu`` -> ``LeakyReLU(0.01)``; ``prelu`` -> ``PReLU(1, 0.25)``
     (one slope per layer, torch's default); ``flexible_relu`` -> ``FlexibleReLU(1, -1.0)`` (one bias
     per layer, the authors' advice); ``funnel_relu`` -> ``FunnelReLU(channels, 3)`` for images
-    (``spatial=True``) or :class:`FeatureFunnel` for flat features.
+    (``spatial=True``) or :class:`FeatureFunnel` for flat features. ``value`` replaces the
+    default of the swept parameter (the slope a, the initial slope, the initial bias b);
+    ``frozen`` holds the activation's own learnable parameter (PReLU's a, FReLU's b) fixed.
     """
+    if name in BASELINES:
+        if value is not None or frozen:
+            raise ValueError(f"act_layer: {name} has no parameter to set or hold")
+        return lambda c: BASELINES[name]()
     if name not in S.DESCRIPTIONS:
         raise ValueError(f"act_layer: name must be one of {', '.join(ACTIVATIONS)}, got {name!r}")
-    if S.DESCRIPTIONS[name].channels and not spatial:
+    d = S.DESCRIPTIONS[name]
+    if frozen and not d.learnable:
+        raise ValueError(f"act_layer: {name} has no learnable parameter of its own to hold fixed")
+    if d.channels and not spatial:
+        if value is not None:
+            raise ValueError(f"act_layer: {name} on flat features takes no value")
         return lambda c: FeatureFunnel(c)
-    return lambda c: default_module(name, c)
+
+    def make(c: int) -> nn.Module:
+        m = default_module(name, c, value)
+        if frozen:
+            getattr(m, d.learnable).requires_grad_(False)
+        return m
+
+    return make
 
 
 def activation_gain(name: str) -> float:
@@ -105,14 +137,17 @@ class SmallCNN(nn.Module):
 
     def __init__(
         self, in_channels: int, num_classes: int, act: ActLayer, *, depth: int = 2, width: int = 16,
-        image_size: int = 8,
+        image_size: int = 8, norm: bool = False,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c_in, size = in_channels, image_size
         for i in range(depth):
             c_out = width if i == 0 else 2 * width
-            layers += [nn.Conv2d(c_in, c_out, 3, padding=1), act(c_out)]
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=not norm)]
+            if norm:
+                layers.append(nn.BatchNorm2d(c_out))
+            layers.append(act(c_out))
             if i < 2 and size >= 2:
                 layers.append(nn.MaxPool2d(2))
                 size //= 2
@@ -132,12 +167,15 @@ class MLP(nn.Module):
     """
 
     def __init__(self, in_features: int, num_classes: int, act: ActLayer, *, depth: int = 4,
-                 width: int = 64) -> None:
+                 width: int = 64, norm: bool = False) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         f_in = in_features
         for _ in range(depth):
-            layers += [nn.Linear(f_in, width), act(width)]
+            layers += [nn.Linear(f_in, width, bias=not norm)]
+            if norm:
+                layers.append(nn.BatchNorm1d(width))
+            layers.append(act(width))
             f_in = width
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(f_in, num_classes)
@@ -148,21 +186,23 @@ class MLP(nn.Module):
 
 def build_model(
     kind: str, activation: str, input_shape: tuple[int, int, int], num_classes: int, *,
-    depth: int = 4, width: int | None = None,
+    depth: int = 4, width: int | None = None, norm: bool = False, value: float | None = None,
+    frozen: bool = False,
 ) -> nn.Module:
     """``SmallCNN`` (``kind='cnn'``, default width 16) or ``MLP`` (``'mlp'``, default width 64).
 
-    ``depth``: conv blocks of the CNN or hidden layers of the MLP (at least 1).
+    ``depth``: conv blocks of the CNN or hidden layers of the MLP (at least 1). ``norm``: a
+    BatchNorm before every activation; ``value`` and ``frozen``: as :func:`act_layer`.
     """
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
         raise ValueError(f"build_model: depth must be a positive int, got {depth!r}")
     c, h, w = input_shape
     if kind == "cnn":
-        return SmallCNN(c, num_classes, act_layer(activation, spatial=True), depth=depth,
-                        width=width or 16, image_size=min(h, w))
+        return SmallCNN(c, num_classes, act_layer(activation, spatial=True, value=value, frozen=frozen),
+                        depth=depth, width=width or 16, image_size=min(h, w), norm=norm)
     if kind == "mlp":
-        return MLP(c * h * w, num_classes, act_layer(activation, spatial=False), depth=depth,
-                   width=width or 64)
+        return MLP(c * h * w, num_classes, act_layer(activation, spatial=False, value=value, frozen=frozen),
+                   depth=depth, width=width or 64, norm=norm)
     raise ValueError(f"build_model: kind must be one of {', '.join(MODELS)}, got {kind!r}")
 
 
@@ -184,7 +224,8 @@ def init_weights(model: nn.Module, scheme: str, activation: str) -> None:
     if scheme != "kaiming":
         raise ValueError(f"init_weights: scheme must be 'torch' or 'kaiming', got {scheme!r}")
     layers = _weight_layers(model)
-    gain = activation_gain(activation)
+    gain = activation_gain(activation) if activation not in BASELINES else \
+        nn.init.calculate_gain(activation)
     with torch.no_grad():
         for i, m in enumerate(layers):
             g = 1.0 if i == len(layers) - 1 else gain

@@ -74,3 +74,29 @@ def test_batch_size_must_split_evenly(tmp_path, monkeypatch, capsys) -> None:  #
                "--limit", "64", "--batch-size", "31", "--no-progress", "--out", str(tmp_path / "o")])
     assert rc == 2
     assert "must be a multiple of the number of processes (2)" in capsys.readouterr().err
+
+
+def test_claim_experiments_under_two_processes_match_one(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The claim experiments (here the b sweep and the dying units) under torchrun: the same numbers."""
+    args = ["--claims", "frelu-exploding", "leaky-dying", "--seeds", "0", "--limit", "256", "--no-progress"]
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    subprocess.run([sys.executable, "-m", "rectifiers.cli", "compare", *args, "--out", one],
+                   env=_env(), check=True, capture_output=True, timeout=300)
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "-m", "rectifiers.cli", "compare", *args, "--out", two],
+                       env=_env(), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.count("rectifiers compare:") == 1 and "premise of exploding: met" in p.stdout
+    names = sorted(os.listdir(os.path.join(one, "runs")))
+    assert names == sorted(os.listdir(os.path.join(two, "runs"))) and len(names) == 11
+    for name in names:
+        with open(os.path.join(one, "runs", name)) as f:
+            ra = json.load(f)
+        with open(os.path.join(two, "runs", name)) as f:
+            rb = json.load(f)
+        assert rb["world_size"] == 2 and ra["world_size"] == 1
+        assert rb["history"]["test_acc"] == ra["history"]["test_acc"], name
+        assert rb["history"]["dead"] == ra["history"]["dead"], name
+        flat_a = [v for row in ra["history"]["grad_norms"] for v in row]
+        flat_b = [v for row in rb["history"]["grad_norms"] for v in row]
+        assert flat_b == pytest.approx(flat_a, rel=1e-4, abs=1e-7), name

@@ -1,6 +1,12 @@
-"""``rectifiers compare``: train the same models once per activation and seed, and write a report.
+"""``rectifiers compare``: the claim experiments, or a grid of models, activations and seeds.
 
-The main job. For every model (a small CNN and a plain MLP, :mod:`rectifiers.zoo`), activation and
+The main job. By default (a :class:`Plan`) it runs one designed experiment per claim of the
+article (:mod:`rectifiers.compare.experiments`: settings fixed in code, seeds ``0 .. n-1``), and
+:mod:`rectifiers.report.claims_doc` writes a report that opens with a verdict on every claim,
+after checking each experiment's premise (:mod:`rectifiers.report.claims`,
+:mod:`rectifiers.report.claim_rules`). Each run goes through the same harness as the grid below.
+
+The grid (a :class:`Config`, or any grid option on the command line): for every model (a small CNN and a plain MLP, :mod:`rectifiers.zoo`), activation and
 seed it trains from the same start (``torch.manual_seed(seed)`` before the model is built, a fixed
 data split, a per-epoch shuffle drawn from ``(seed, epoch)``), measures
 
@@ -36,14 +42,18 @@ broadcast from rank 0, so funnel runs under DDP are close to, not equal to, a 1-
 """
 
 from .._util import atomic_write_bytes
-from .config import (DEFAULT_OUT, DEFAULT_PROVOKE_BIAS, MAX_SEED, PROBE_LIMIT, CompareError, Config,
-                     run_name)
+from .config import (DEFAULT_OUT, DEFAULT_PROVOKE_BIAS, MAX_SEED, PRESETS, PROBE_LIMIT, CompareError, Config,
+                     Plan, RunSpec, run_name)
+from .experiments import EXPERIMENTS, Arm, Experiment, experiment_of, experiments_for, run_specs
 from .distributed import Dist, _init_dist, init_dist
-from .run import _resolve_device, run_compare
+from .run import run_compare
+from .session import _resolve_device
 from .timing import (STEP_TIMING_BUDGET_S, STEP_TIMING_MIN_ROUNDS, STEP_TIMING_ROUNDS, SavedBytes,
-                     _peak_rss_mib, interleaved_step_times, peak_rss_mib)
+                     _peak_rss_mib, interleaved_step_times, peak_rss_mib, step_times_side_by_side)
 from .training import (PAUSE_ENV, _act_params, _batches, _dead_summary, _pause_hook, _read_json,
-                       _to_jsonable, atomic_write_json, evaluate, probe_dead, train_one)
+                       _to_jsonable, atomic_write_json, evaluate, probe_dead, train_one, train_spec)
+from .experiments_run import run_experiments
 
-__all__ = ["CompareError", "Config", "run_compare", "train_one", "atomic_write_bytes", "atomic_write_json",
+__all__ = ["CompareError", "Config", "Plan", "RunSpec", "run_compare", "run_experiments", "train_one",
+           "train_spec", "EXPERIMENTS", "Experiment", "Arm", "experiment_of", "atomic_write_bytes", "atomic_write_json",
            "DEFAULT_OUT", "DEFAULT_PROVOKE_BIAS"]

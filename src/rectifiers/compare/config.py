@@ -11,8 +11,8 @@ from typing import Any
 
 from ..zoo import ACTIVATIONS, MODELS
 
-__all__ = ["CompareError", "Config", "run_name", "DEFAULT_OUT", "DEFAULT_PROVOKE_BIAS", "PROBE_LIMIT",
-           "MAX_SEED"]
+__all__ = ["CompareError", "Config", "Plan", "RunSpec", "run_name", "DEFAULT_OUT", "DEFAULT_PROVOKE_BIAS",
+           "PROBE_LIMIT", "MAX_SEED", "PRESETS"]
 
 #: Where the report goes when ``--out`` is not given.
 DEFAULT_OUT = "report"
@@ -66,6 +66,86 @@ class Config:
             parts.append("--seeds " + " ".join(map(str, self.seeds)))
         for k in ("epochs", "depth", "width", "lr", "momentum", "batch_size", "init", "provoke", "data",
                   "image_size", "limit"):
+            if getattr(self, k) != getattr(d, k):
+                parts.append(f"--{k.replace('_', '-')} {getattr(self, k)}")
+        return " ".join(parts)
+
+
+    def run_spec(self, model: str, activation: str, seed: int) -> "RunSpec":
+        """The :class:`RunSpec` of one run of this grid."""
+        return RunSpec(name=run_name(model, activation, seed), model=model, activation=activation,
+                       seed=seed, depth=self.depth, width=self.width, init=self.init,
+                       provoke=self.provoke, lr=self.lr, momentum=self.momentum,
+                       batch_size=self.batch_size, epochs=self.epochs)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that decides one training run: the model, its activation, the schedule, the seed.
+
+    ``value`` replaces the activation's swept parameter (LeakyReLU's slope, PReLU's initial
+    slope, FReLU's initial bias); ``frozen`` holds the activation's own parameter fixed;
+    ``norm`` puts a BatchNorm before every activation (:func:`rectifiers.zoo.build_model`);
+    without ``probe_dead`` the dead-unit fractions are recorded as None.
+    """
+
+    name: str
+    model: str
+    activation: str
+    seed: int
+    depth: int
+    width: int | None
+    lr: float
+    momentum: float
+    batch_size: int
+    epochs: int
+    init: str = "torch"
+    provoke: float | None = None
+    norm: bool = False
+    value: float | None = None
+    frozen: bool = False
+    #: probe dead units on the training set before training and after every epoch
+    probe_dead: bool = True
+
+
+#: The seed counts of the claim experiments: ``--quick``, the default, ``--full``.
+PRESETS = ("quick", "default", "full")
+
+
+@dataclass
+class Plan:
+    """The claim experiments to run (``rectifiers compare`` without grid options).
+
+    ``claims``: claim ids (empty: all); ``preset``: one of :data:`PRESETS` (how many seeds each
+    experiment runs, fixed per experiment in :mod:`rectifiers.compare.experiments`); ``seeds``:
+    the seeds of every experiment instead (None: ``0 .. n-1`` of the preset's count, never chosen
+    by outcome). ``data``, ``image_size`` and ``limit`` as in :class:`Config`.
+    """
+
+    claims: list[str] = field(default_factory=list)
+    preset: str = "default"
+    seeds: list[int] | None = None
+    data: str = "digits"
+    image_size: int = 32
+    limit: int | None = None
+    kind: str = "experiments"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Plan":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def command_line(self) -> str:
+        """The ``rectifiers compare`` command that reproduces this plan (defaults left out)."""
+        parts = ["rectifiers compare"]
+        if self.preset != "default":
+            parts.append(f"--{self.preset}")
+        if self.claims:
+            parts.append("--claims " + " ".join(self.claims))
+        if self.seeds is not None:
+            parts.append("--seeds " + " ".join(map(str, self.seeds)))
+        d = Plan()
+        for k in ("data", "image_size", "limit"):
             if getattr(self, k) != getattr(d, k):
                 parts.append(f"--{k.replace('_', '-')} {getattr(self, k)}")
         return " ".join(parts)

@@ -10,41 +10,29 @@ from typing import Any
 
 import torch
 
-from .._util import optional_import
-from .config import CompareError, Config, run_name
-from .distributed import Dist, init_dist
+from .config import CompareError, Config, Plan, run_name
+from .distributed import init_dist
 from .timing import interleaved_step_times, peak_rss_mib
-from .training import _read_json, atomic_write_json, train_one
+from .session import _resolve_device, _write_config, progress_bar
+from .training import train_one
 
 __all__ = ["run_compare"]
 
 
-def _resolve_device(spec: str, dist: Dist) -> torch.device:
-    """``--device`` as a ``torch.device``; :class:`CompareError` when it is not usable here."""
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(spec)
-    except RuntimeError as e:
-        raise CompareError(f"--device: expected cpu, cuda, cuda:N or auto, got {spec!r}") from e
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise CompareError(f"--device {spec}: CUDA is not available here")
-        if dist.enabled:
-            dev = torch.device("cuda", dist.local_rank)
-    elif dev.type != "cpu":
-        raise CompareError(f"--device: expected cpu, cuda, cuda:N or auto, got {spec!r}")
-    return dev
-
-
-def run_compare(cfg: Config, out_dir: str, *, resume: bool = False, device: str = "cpu",
+def run_compare(cfg: Config | Plan, out_dir: str, *, resume: bool = False, device: str = "cpu",
                 progress: bool = True, write_report: bool = True) -> dict[str, Any]:
-    """Run every (model, activation, seed) of ``cfg`` and write the report into ``out_dir``.
+    """Run every (model, activation, seed) of the grid ``cfg`` and write the report into ``out_dir``;
+    a :class:`Plan` runs the claim experiments instead (:func:`run_experiments`).
 
     Returns ``{"config": ..., "results": [...], "meta": ...}`` (on every rank; only rank 0 writes).
     Raises :class:`rectifiers.data.DataError` for unreadable data and :class:`CompareError` for
     settings that cannot run (``resume`` into an ``out_dir`` made with other settings, ...).
     """
+    if isinstance(cfg, Plan):
+        from .experiments_run import run_experiments
+
+        return run_experiments(cfg, out_dir, resume=resume, device=device, progress=progress,
+                               write_report=write_report)
     from ..data import load_data
 
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -60,24 +48,13 @@ def run_compare(cfg: Config, out_dir: str, *, resume: bool = False, device: str 
         raise CompareError(f"--batch-size {cfg.batch_size} is larger than the training split "
                          f"({len(ds.train_y)} images of {ds.name})")
 
-    cfg_path = os.path.join(out_dir, "config.json")
     cfg_dict = asdict(cfg)
-    if resume:
-        old = _read_json(cfg_path)
-        if old is not None and old != cfg_dict:
-            diff = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in cfg_dict.items() if old.get(k) != v]
-            raise CompareError(f"--resume: {out_dir} was made with other settings ({'; '.join(diff[:3])}); "
-                             f"use the same options or another --out")
-    if dist.main:
-        os.makedirs(out_dir, exist_ok=True)
-        atomic_write_json(cfg_path, cfg_dict)
-    dist.barrier()
+    _write_config(out_dir, cfg_dict, resume, dist)
 
     steps = len(ds.train_y) // cfg.batch_size * cfg.epochs * len(cfg.run_keys())
     bar = None
     if progress and dist.main:
-        tqdm = optional_import("tqdm.auto", "compare", "the progress bar of rectifiers compare").tqdm
-        bar = tqdm(total=steps, file=sys.stderr, unit="step", dynamic_ncols=True, leave=True)
+        bar = progress_bar(steps)
     rss0 = peak_rss_mib()
     t0 = time.perf_counter()
     results = []

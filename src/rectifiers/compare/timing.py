@@ -5,6 +5,7 @@ from __future__ import annotations
 import resource
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -14,7 +15,7 @@ from torch import nn
 from ..zoo import build_model, init_weights, provoke_biases
 from .config import Config
 
-__all__ = ["SavedBytes", "peak_rss_mib", "interleaved_step_times", "STEP_TIMING_ROUNDS",
+__all__ = ["SavedBytes", "peak_rss_mib", "interleaved_step_times", "step_times_side_by_side", "STEP_TIMING_ROUNDS",
            "STEP_TIMING_BUDGET_S", "STEP_TIMING_MIN_ROUNDS"]
 
 
@@ -76,35 +77,71 @@ def interleaved_step_times(cfg: Config, ds: Any, device: torch.device | str = "c
     falls on all activations alike. Stops after at least ``STEP_TIMING_MIN_ROUNDS`` rounds once a
     model's rounds took ``budget_s`` seconds.
 
-    Returns ``{"rounds": {model: n}, "batch": b, "ms": {model: {activation: [ms per step]}}}``.
+    Returns ``{"rounds": {model: n}, "batch": b, "ms": {model: {activation: [ms per step]}}}``, and
+    the bytes kept for backward and parameter counts of :func:`step_times_side_by_side`.
+    """
+    builds: dict[str, dict[str, Callable[[], nn.Module]]] = {}
+    seed = cfg.seeds[0] if cfg.seeds else 0
+    for model_kind in cfg.models:
+        builds[model_kind] = {}
+        for act in cfg.activations:
+            def build(model_kind: str = model_kind, act: str = act) -> nn.Module:
+                torch.manual_seed(seed)
+                model = build_model(model_kind, act, ds.input_shape, ds.num_classes, depth=cfg.depth,
+                                    width=cfg.width)
+                init_weights(model, cfg.init, act)
+                if cfg.provoke is not None:
+                    provoke_biases(model, cfg.provoke)
+                return model
+            builds[model_kind][act] = build
+    return step_times_side_by_side(builds, ds, device, lr=cfg.lr, momentum=cfg.momentum, rounds=rounds,
+                                   budget_s=budget_s, batch_size=batch_size or cfg.batch_size)
+
+
+def step_times_side_by_side(builds: dict[str, dict[str, Callable[[], nn.Module]]], ds: Any,
+                            device: torch.device | str = "cpu", *, lr: float = 0.05,
+                            momentum: float = 0.9, rounds: int = STEP_TIMING_ROUNDS,
+                            budget_s: float = STEP_TIMING_BUDGET_S,
+                            batch_size: int = 64) -> dict[str, Any]:
+    """Step times of the models ``builds[model][activation]()``, taken in turn (see
+    :func:`interleaved_step_times`), with the bytes each keeps for backward (:class:`SavedBytes`,
+    measured on the warm-up step) and its parameter count.
+
+    Returns ``{"rounds": {model: n}, "batch": b, "ms": {model: {activation: [ms per step]}},
+    "saved_bytes": {model: {activation: bytes}}, "params": {model: {activation: count}}}``.
     """
     device = torch.device(device)
-    b = min(batch_size or cfg.batch_size, len(ds.train_y))
+    b = min(batch_size, len(ds.train_y))
     x = ds.train_x[:b].to(device)
     y = ds.train_y[:b].to(device)
-    out: dict[str, Any] = {"rounds": {}, "batch": b, "ms": {}}
+    out: dict[str, Any] = {"rounds": {}, "batch": b, "ms": {}, "saved_bytes": {}, "params": {}}
 
-    def step(model: nn.Module, opt: torch.optim.Optimizer) -> None:
+    def step(model: nn.Module, opt: torch.optim.Optimizer, saved: SavedBytes | None = None) -> None:
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
+        if saved is not None:
+            with saved:
+                loss = F.cross_entropy(model(x), y)
+        else:
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
         opt.step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    for model_kind in cfg.models:
+    for model_kind, acts in builds.items():
         setups = []
-        for act in cfg.activations:
-            torch.manual_seed(cfg.seeds[0] if cfg.seeds else 0)
-            model = build_model(model_kind, act, ds.input_shape, ds.num_classes, depth=cfg.depth,
-                                width=cfg.width)
-            init_weights(model, cfg.init, act)
-            if cfg.provoke is not None:
-                provoke_biases(model, cfg.provoke)
-            model.to(device).train()
-            opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
-            step(model, opt)  # warm-up: allocations, lazy initialisation
+        out["saved_bytes"][model_kind] = {}
+        out["params"][model_kind] = {}
+        for act, build in acts.items():
+            model = build().to(device).train()
+            opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr,
+                                  momentum=momentum)
+            sb = SavedBytes(model)
+            step(model, opt, sb)  # warm-up: allocations, lazy initialisation; bytes kept
+            out["saved_bytes"][model_kind][act] = sb.bytes
+            out["params"][model_kind][act] = sum(p.numel() for p in model.parameters())
             setups.append((act, model, opt))
-        times: dict[str, list[float]] = {act: [] for act in cfg.activations}
+        times: dict[str, list[float]] = {act: [] for act in acts}
         t_start = time.perf_counter()
         done = 0
         for r in range(rounds):

@@ -16,11 +16,11 @@ from torch import nn
 
 from .._util import atomic_write, atomic_write_bytes
 from ..zoo import build_model, init_weights, provoke_biases
-from .config import PROBE_LIMIT, Config, run_name
+from .config import PROBE_LIMIT, Config, RunSpec
 from .distributed import Dist
 from .timing import SavedBytes
 
-__all__ = ["train_one", "evaluate", "probe_dead", "atomic_write_json", "PAUSE_ENV"]
+__all__ = ["train_one", "train_spec", "evaluate", "probe_dead", "atomic_write_json", "PAUSE_ENV"]
 
 
 def atomic_write_json(path: str, obj: Any) -> None:
@@ -58,9 +58,13 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.d
 
 @torch.no_grad()
 def probe_dead(model: nn.Module, x: torch.Tensor, device: torch.device) -> Any:
-    """Stream ``x`` through ``model`` (eval mode) under a ``DeadUnitMonitor``; return its report."""
+    """Stream ``x`` through ``model`` (eval mode) under a ``DeadUnitMonitor``; return its report,
+    or None when the model has no activation the monitor knows (a sigmoid baseline)."""
     from ..diagnostics import DeadUnitMonitor
+    from ..zoo import BASELINES
 
+    if any(isinstance(m, tuple(BASELINES.values())) for m in model.modules()):
+        return None
     was = model.training
     model.eval()
     with DeadUnitMonitor(model) as dead:
@@ -71,6 +75,8 @@ def probe_dead(model: nn.Module, x: torch.Tensor, device: torch.device) -> Any:
 
 
 def _dead_summary(rep: Any) -> dict[str, Any]:
+    if rep is None:
+        return {"dead": None, "inactive": None, "near_dead": None}
     return {
         "dead": float(rep.dead_fraction),
         "inactive": float(rep.inactive_fraction),
@@ -138,37 +144,59 @@ def train_one(
     dist: Dist | None = None,
     on_step: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """Train one model with one activation and seed; return its result (also written as JSON).
+    """Train one model of the grid ``cfg`` with one activation and seed (:func:`train_spec`)."""
+    return train_spec(cfg.run_spec(model_kind, activation, seed), ds, out_dir=out_dir, resume=resume,
+                      device=device, dist=dist, on_step=on_step, record={"config": asdict(cfg)})
+
+
+def train_spec(
+    spec: RunSpec,
+    ds: Any,
+    *,
+    out_dir: str,
+    resume: bool = False,
+    device: torch.device | str = "cpu",
+    dist: Dist | None = None,
+    on_step: Callable[[], None] | None = None,
+    record: dict[str, Any] | None = None,
+    checkpoints: bool = True,
+) -> dict[str, Any]:
+    """Train one run; return its result (also written as JSON), with ``record`` merged in.
 
     Checkpoints ``checkpoints/<name>.pt`` after every epoch and the result ``runs/<name>.json`` at
     the end, atomically (rank 0 only). With ``resume``, a finished result is read back as is, and
-    an unfinished run continues from its checkpoint.
+    an unfinished run continues from its checkpoint. Only parameters that require grad are given
+    to the optimizer (a held activation parameter stays where it was put). Without
+    ``checkpoints`` none is written (for runs of a second or two an fsync per epoch costs more than
+    the run; a killed run then restarts from its start, and finished results are still kept).
     """
     from ..diagnostics import GradientFlowMonitor
 
     dist = dist or Dist()
     device = torch.device(device)
-    name = run_name(model_kind, activation, seed)
+    name = spec.name
+    model_kind, activation, seed = spec.model, spec.activation, spec.seed
     res_path = os.path.join(out_dir, "runs", name + ".json")
     ckpt_path = os.path.join(out_dir, "checkpoints", name + ".pt")
-    steps_per_epoch = len(ds.train_y) // cfg.batch_size
+    steps_per_epoch = len(ds.train_y) // spec.batch_size
 
     if resume:
         done = _read_json(res_path)
         if done is not None and done.get("finished"):
             if on_step is not None:
-                for _ in range(steps_per_epoch * cfg.epochs):
+                for _ in range(steps_per_epoch * spec.epochs):
                     on_step()
             return done
 
     torch.manual_seed(seed)
-    model = build_model(model_kind, activation, ds.input_shape, ds.num_classes, depth=cfg.depth,
-                        width=cfg.width)
-    init_weights(model, cfg.init, activation)
-    if cfg.provoke is not None:
-        provoke_biases(model, cfg.provoke)
+    model = build_model(model_kind, activation, ds.input_shape, ds.num_classes, depth=spec.depth,
+                        width=spec.width, norm=spec.norm, value=spec.value, frozen=spec.frozen)
+    init_weights(model, spec.init, activation)
+    if spec.provoke is not None:
+        provoke_biases(model, spec.provoke)
     model.to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=spec.lr,
+                          momentum=spec.momentum)
     probe_x = ds.train_x[:PROBE_LIMIT]
 
     history: dict[str, Any] = {
@@ -193,9 +221,9 @@ def train_one(
         start_epoch = int(ckpt["epoch"])
     else:
         if dist.main:
-            rep0 = probe_dead(model, probe_x, device)
+            rep0 = probe_dead(model, probe_x, device) if spec.probe_dead else None
             acc0, loss0 = evaluate(model, ds.test_x, ds.test_y, device)
-            extra["dead_start"] = _to_jsonable(rep0.to_dict())
+            extra["dead_start"] = _to_jsonable(rep0.to_dict()) if rep0 is not None else None
             history["epoch"].append(0)
             history["test_acc"].append(acc0)
             history["test_loss"].append(loss0)
@@ -213,9 +241,9 @@ def train_one(
         train_model = DDP(model, device_ids=ids)
 
     train_x, train_y = ds.train_x, ds.train_y
-    b = cfg.batch_size
+    b = spec.batch_size
     model.train()
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(start_epoch, spec.epochs):
         gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         perm = torch.randperm(len(train_y), generator=gen)
         loss_sum = torch.zeros((), dtype=torch.float64)
@@ -262,7 +290,7 @@ def train_one(
             loss_sum, correct, seen = stats[0], stats[1], stats[2]
         if dist.main:
             acc, tloss = evaluate(model, ds.test_x, ds.test_y, device)
-            rep = probe_dead(model, probe_x, device)
+            rep = probe_dead(model, probe_x, device) if spec.probe_dead else None
             history["epoch"].append(epoch + 1)
             history["train_loss"].append(float(loss_sum / max(float(seen), 1)))
             history["train_acc"].append(float(correct / max(float(seen), 1)))
@@ -280,20 +308,21 @@ def train_one(
             if device.type == "cuda":
                 extra["cuda_peak_bytes"] = max(extra.get("cuda_peak_bytes", 0),
                                                torch.cuda.max_memory_allocated(device))
-            if epoch + 1 == cfg.epochs:
-                extra["dead_end"] = _to_jsonable(rep.to_dict())
+            if epoch + 1 == spec.epochs:
+                extra["dead_end"] = _to_jsonable(rep.to_dict()) if rep is not None else None
                 extra["grad_flow_last_epoch"] = _to_jsonable(frep.to_dict())
-            state = {"epoch": epoch + 1, "model": model.state_dict(), "opt": opt.state_dict(),
-                     "history": history, "extra": extra}
-            atomic_write(ckpt_path, lambda f: torch.save(state, f))
-            _pause_hook(name, epoch + 1)
+            if checkpoints:
+                state = {"epoch": epoch + 1, "model": model.state_dict(), "opt": opt.state_dict(),
+                         "history": history, "extra": extra}
+                atomic_write(ckpt_path, lambda f: torch.save(state, f))
+                _pause_hook(name, epoch + 1)
         dist.barrier()
 
     result: dict[str, Any] = {
         "name": name, "model": model_kind, "activation": activation, "seed": seed,
         "finished": True, "world_size": dist.world,
         "resumed_from_epoch": start_epoch if ckpt is not None else None,
-        "config": asdict(cfg), "history": history, **extra,
+        **(record or {}), "history": history, **extra,
     }
     if history["test_acc"]:
         result["test_acc"] = history["test_acc"][-1]

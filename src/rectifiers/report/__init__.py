@@ -23,4 +23,9 @@ from .statistics import (_INF_SENTINEL, _T975, Group, Stat, _geomean_log10, _med
                          decide, diverged, summarise, t_critical)
 from .verdicts import (CONTRADICTS, SUPPORTS, UNDECIDED, Verdict, _compare, _pct, _relu_dies, verdicts)
 
-__all__ = ["Stat", "Verdict", "decide", "t_critical", "summarise", "verdicts", "write_report", "DISPLAY"]
+from .claim_rules import RULES, findings, kink_facts
+from .claims import PREMISES, Finding, Premise, weigh
+from .claims_doc import write_claims_report
+
+__all__ = ["Stat", "Verdict", "decide", "t_critical", "summarise", "verdicts", "write_report", "DISPLAY",
+           "RULES", "PREMISES", "Finding", "Premise", "weigh", "findings", "kink_facts", "write_claims_report"]

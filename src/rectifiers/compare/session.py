@@ -1,0 +1,54 @@
+"""What every kind of comparison run sets up the same way: the device, ``config.json`` (checked
+on ``--resume``) and the progress bar."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import torch
+
+from .._util import optional_import
+from .config import CompareError
+from .distributed import Dist
+from .training import _read_json, atomic_write_json
+
+
+def progress_bar(steps: int) -> Any:
+    """A tqdm progress bar of ``steps`` training steps on stderr (the ``compare`` extra)."""
+    tqdm = optional_import("tqdm.auto", "compare", "the progress bar of rectifiers compare").tqdm
+    return tqdm(total=steps, file=sys.stderr, unit="step", dynamic_ncols=True, leave=True)
+
+
+def _resolve_device(spec: str, dist: Dist) -> torch.device:
+    """``--device`` as a ``torch.device``; :class:`CompareError` when it is not usable here."""
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(spec)
+    except RuntimeError as e:
+        raise CompareError(f"--device: expected cpu, cuda, cuda:N or auto, got {spec!r}") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CompareError(f"--device {spec}: CUDA is not available here")
+        if dist.enabled:
+            dev = torch.device("cuda", dist.local_rank)
+    elif dev.type != "cpu":
+        raise CompareError(f"--device: expected cpu, cuda, cuda:N or auto, got {spec!r}")
+    return dev
+
+
+def _write_config(out_dir: str, cfg_dict: dict[str, Any], resume: bool, dist: Dist) -> None:
+    """Write ``config.json``; with ``resume``, first check that ``out_dir`` was made with it."""
+    cfg_path = os.path.join(out_dir, "config.json")
+    if resume:
+        old = _read_json(cfg_path)
+        if old is not None and old != cfg_dict:
+            diff = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in cfg_dict.items() if old.get(k) != v]
+            raise CompareError(f"--resume: {out_dir} was made with other settings ({'; '.join(diff[:3])}); "
+                               f"use the same options or another --out")
+    if dist.main:
+        os.makedirs(out_dir, exist_ok=True)
+        atomic_write_json(cfg_path, cfg_dict)
+    dist.barrier()
