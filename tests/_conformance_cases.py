@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
+
+from rectifiers.testing import bits_equal  # noqa: F401  (the tests import it from here too)
 import torch.nn.functional as TF
 from torch.testing._internal.common_methods_invocations import op_db
 
@@ -115,20 +117,6 @@ def samples(op_name: str, kind: str, dtype: torch.dtype, requires_grad: bool = F
             continue
         out.append(Sample(f"{kind}{i}", s.input, tuple(s.args), dict(s.kwargs)))
     return out
-
-
-def bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Same shape, dtype and bits (NaN payloads aside: any NaN equals any NaN; -0.0 != 0.0)."""
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return False
-    if not a.is_floating_point():
-        return torch.equal(a, b)
-    na, nb = torch.isnan(a), torch.isnan(b)
-    return (
-        torch.equal(na, nb)
-        and torch.equal(torch.where(na, 0, a), torch.where(nb, 0, b))
-        and torch.equal(torch.signbit(torch.where(na, 0, a)), torch.signbit(torch.where(nb, 0, b)))
-    )
 
 
 def within_design_tolerance(ours_t: torch.Tensor, torch_t: torch.Tensor, ref64: torch.Tensor, atol: float) -> tuple[bool, str]:

@@ -18,13 +18,19 @@ __all__ = ["bits_equal", "with_kinks", "kink_values"]
 _INTS = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}
 
 
-def bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether ``a`` and ``b`` have the same shape, dtype and bits, NaNs matching any NaN."""
+def bits_equal(a: torch.Tensor, b: torch.Tensor, *, nan_payload: bool = False) -> bool:
+    """Whether ``a`` and ``b`` have the same shape, dtype and bits, NaNs matching any NaN.
+
+    With ``nan_payload=True`` NaNs must match bit for bit too (two runs of one kernel).
+    """
     if a.shape != b.shape or a.dtype != b.dtype:
         return False
     a, b = a.detach(), b.detach()
     if not a.is_floating_point():
         return torch.equal(a, b)
+    if nan_payload:
+        ints = _INTS[a.element_size()]
+        return torch.equal(a.contiguous().view(ints), b.contiguous().view(ints))
     na, nb = torch.isnan(a), torch.isnan(b)
     if not torch.equal(na, nb):
         return False

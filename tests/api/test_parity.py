@@ -13,7 +13,7 @@ import zlib
 import pytest
 import torch
 
-from helpers import CASES, FLOAT_DTYPES, with_kinks
+from helpers import CASES, FLOAT_DTYPES, bits_equal, with_kinks
 
 SHAPES = {
     "odd3d": ((3, 5, 7), 1),
@@ -40,19 +40,6 @@ def _grads(case, x, params, dim, backend, g):
     return y.detach(), x.grad, {k: v.grad for k, v in ps.items()}
 
 
-def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Equal including the sign of zero and NaN positions."""
-    if a.dtype != b.dtype or a.shape != b.shape:
-        return False
-    a, b = a.contiguous(), b.contiguous()
-    nan = torch.isnan(a)
-    if not torch.equal(nan, torch.isnan(b)):
-        return False
-    return torch.equal(torch.where(nan, 0, a).view(-1), torch.where(nan, 0, b).view(-1)) and torch.equal(
-        torch.signbit(a), torch.signbit(b)
-    )
-
-
 @pytest.mark.parametrize("per_channel", [False, True], ids=["shared", "per_channel"])
 @pytest.mark.parametrize("shape_id", list(SHAPES))
 @pytest.mark.parametrize("name", list(CASES))
@@ -66,8 +53,8 @@ def test_exact_against_reference(name, shape_id, per_channel, dtype, backend):
     params = case.make_params(x, dim, per_channel)
     y, gx, gp = _grads(case, x, params, dim, backend, g)
     y_ref, gx_ref, gp_ref = _grads(case, x, params, dim, "reference", g)
-    assert _same_bits(y, y_ref)
-    assert _same_bits(gx, gx_ref)
+    assert bits_equal(y, y_ref)
+    assert bits_equal(gx, gx_ref)
     for k in gp_ref:
         torch.testing.assert_close(gp[k], gp_ref[k], rtol=1e-5, atol=1e-6)
 
@@ -88,8 +75,8 @@ def test_non_contiguous_inputs(name, layout, backend):
     g = torch.randn_like(x)
     y, gx, gp = _grads(case, x, params, dim, backend, g)
     y_ref, gx_ref, gp_ref = _grads(case, x.contiguous(), params, dim, "reference", g.contiguous())
-    assert _same_bits(y, y_ref)
-    assert _same_bits(gx, gx_ref)
+    assert bits_equal(y, y_ref)
+    assert bits_equal(gx, gx_ref)
     for k in gp_ref:
         torch.testing.assert_close(gp[k], gp_ref[k], rtol=1e-10, atol=1e-12)
     if layout == "channels_last":
@@ -136,8 +123,8 @@ def test_kinks_and_non_finite(name, dtype, backend):
     g = torch.ones_like(x)
     y, gx, gp = _grads(case, x, params, 0, backend, g)
     y_ref, gx_ref, gp_ref = _grads(case, x, params, 0, "reference", g)
-    assert _same_bits(y, y_ref), (y, y_ref)
-    assert _same_bits(gx, gx_ref), (gx, gx_ref)
+    assert bits_equal(y, y_ref), (y, y_ref)
+    assert bits_equal(gx, gx_ref), (gx, gx_ref)
     for k in gp_ref:
         torch.testing.assert_close(gp[k], gp_ref[k], equal_nan=True)
 

@@ -14,7 +14,7 @@ import torch
 
 import rectifiers.functional as RF
 from rectifiers import reference as ref
-from helpers import cpp_kernel_or_skip
+from helpers import bits_equal, cpp_kernel_or_skip
 from rectifiers.ops import _common as OC
 from rectifiers.ops.cpp import pointwise as E
 
@@ -25,12 +25,6 @@ B = "eager"
 def cpp(monkeypatch):
     """The C++ path, on: skip where it cannot build (no compiler); yields the call counters."""
     return cpp_kernel_or_skip(E, "FReLU kernel", monkeypatch)
-
-
-def _bits(t: torch.Tensor) -> torch.Tensor:
-    """The tensor's bits as integers (a bitwise comparison that sees -0.0 and NaN)."""
-    it = {8: torch.int64, 4: torch.int32, 2: torch.int16}[t.element_size()]
-    return t.detach().contiguous().view(it)
 
 
 def _kinky(shape, dtype, seed=0) -> torch.Tensor:
@@ -109,8 +103,8 @@ def test_exact_against_reference(cpp, case, dtype):
     assert cpp["forward"] == before["forward"] + 1 and cpp["backward"] == before["backward"] + 1
     ry, rdx, rdb = _run(x, b, dim % x.dim(), g, ref.flexible_relu)
     assert y.stride() == x.stride() and dx.stride() == x.stride()
-    assert torch.equal(_bits(y), _bits(ry))
-    assert torch.equal(_bits(dx), _bits(rdx))
+    assert bits_equal(y, ry, nan_payload=True)
+    assert bits_equal(dx, rdx, nan_payload=True)
     # The bias gradient: float64 sums in block order here, torch's sum there.
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     torch.testing.assert_close(db, rdb, rtol=tol, atol=tol * x.numel() ** 0.5)
@@ -134,8 +128,8 @@ def test_every_isa_level_matches_the_reference(isa, case, dtype):
     ry, rdx, rdb = _run(x, b, dim % x.dim(), g, ref.flexible_relu)
     nan = ry.isnan()  # bf16 NaN payloads differ (0x7FC0 here); where NaN is, both are NaN
     assert torch.equal(y.isnan(), nan)
-    assert torch.equal(_bits(y.masked_fill(nan, 0)), _bits(ry.masked_fill(nan, 0)))
-    assert torch.equal(_bits(dx), _bits(rdx))
+    assert bits_equal(y.masked_fill(nan, 0), ry.masked_fill(nan, 0), nan_payload=True)
+    assert bits_equal(dx, rdx, nan_payload=True)
     _, _, fdb = _run(x.float(), b.float(), dim % x.dim(), g.float(), ref.flexible_relu)
     torch.testing.assert_close(db.float(), fdb, rtol=1e-5 if dtype == torch.float32 else 1e-2,
                                atol=1e-5 * x.numel() ** 0.5)
@@ -163,7 +157,7 @@ def test_low_precision(cpp, case, dtype):
     y, dx, db = _run(x, b, dim, g, _ours)
     # Forward and input gradient: exactly the plain formula in the same dtype (one rounding).
     ry, rdx, rdb = _run(x, b, dim, g, ref.flexible_relu)
-    assert torch.equal(_bits(y), _bits(ry)) and torch.equal(_bits(dx), _bits(rdx))
+    assert bits_equal(y, ry, nan_payload=True) and bits_equal(dx, rdx, nan_payload=True)
     # Bias gradient: DESIGN.md's rule, against float32, twice plain PyTorch's error + atol.
     _, _, fdb = _run(x.float(), b.float(), dim, g.float(), ref.flexible_relu)
     err, plain_err = (db.float() - fdb).abs(), (rdb.float() - fdb).abs()
@@ -204,7 +198,7 @@ def test_inplace(cpp):
     g = torch.randn_like(x0)
     dh0, db = torch.autograd.grad(y, (h0, b), g)
     ry, rdh0, rdb = _run(x0, b, 1, g, ref.flexible_relu)
-    assert torch.equal(_bits(y.detach()), _bits(ry)) and torch.equal(_bits(dh0), _bits(rdh0))
+    assert bits_equal(y.detach(), ry, nan_payload=True) and bits_equal(dh0, rdh0, nan_payload=True)
     torch.testing.assert_close(db, rdb)
 
 
@@ -219,7 +213,7 @@ def test_strided_view_is_copied_then_fused(cpp):
         y = fn(base[..., ::2], b, 1)
         out.append((y.detach(),) + torch.autograd.grad(y, (base, b), g))
     assert cpp["forward"] == before["forward"] + 1 and cpp["backward"] == before["backward"] + 1
-    assert torch.equal(_bits(out[0][0]), _bits(out[1][0])) and torch.equal(_bits(out[0][1]), _bits(out[1][1]))
+    assert bits_equal(out[0][0], out[1][0], nan_payload=True) and bits_equal(out[0][1], out[1][1], nan_payload=True)
     torch.testing.assert_close(out[0][2], out[1][2])
 
 
@@ -235,7 +229,7 @@ def test_inplace_on_a_strided_view_falls_back(cpp):
     dh0, db = torch.autograd.grad(y, (h0, b), g)
     assert cpp == before
     ry, rdx, rdb = _run(x0[..., ::2], b, 1, g, ref.flexible_relu)
-    assert torch.equal(_bits(y.detach()), _bits(ry)) and torch.equal(_bits(dh0[..., ::2]), _bits(rdx))
+    assert bits_equal(y.detach(), ry, nan_payload=True) and bits_equal(dh0[..., ::2], rdx, nan_payload=True)
     assert not dh0[..., 1::2].any()
     torch.testing.assert_close(db, rdb)
 
@@ -263,7 +257,7 @@ def test_dense_layouts_use_the_kernel(cpp, layout, dtype):
     assert cpp["forward"] == before["forward"] + 1 and cpp["backward"] == before["backward"] + 1
     ry, rdx, rdb = _run(x, b, dim if dim is not None else 1, g, ref.flexible_relu)
     assert y.stride() == x.stride() and dx.stride() == x.stride()
-    assert torch.equal(_bits(y), _bits(ry)) and torch.equal(_bits(dx), _bits(rdx))
+    assert bits_equal(y, ry, nan_payload=True) and bits_equal(dx, rdx, nan_payload=True)
     tol = 1e-12 if dtype == torch.float64 else (1e-5 if dtype == torch.float32 else 1e-2)
     torch.testing.assert_close(db, rdb, rtol=tol, atol=tol * x.numel() ** 0.5)
 
@@ -277,7 +271,7 @@ def test_gradient_in_another_layout_is_copied_then_fused(cpp):
     y, dx, db = _run(x, b, 1, g, _ours)
     assert cpp["forward"] == before["forward"] + 1 and cpp["backward"] == before["backward"] + 1
     ry, rdx, rdb = _run(x, b, 1, g, ref.flexible_relu)
-    assert torch.equal(_bits(y), _bits(ry)) and torch.equal(_bits(dx), _bits(rdx))
+    assert bits_equal(y, ry, nan_payload=True) and bits_equal(dx, rdx, nan_payload=True)
     torch.testing.assert_close(db, rdb)
 
 
@@ -333,7 +327,7 @@ def test_mask_bits_on_odd_sizes(isa, shape, dim, dtype):
         assert int(m[-1]) >> (n % 8) == 0
     g = torch.randn(shape).to(dtype)
     dx, db = E.backward(g, m, True, True, p)
-    assert torch.equal(_bits(dx), _bits(torch.where(torch.relu(x) != 0, g, torch.zeros_like(g))))
+    assert bits_equal(dx, torch.where(torch.relu(x) != 0, g, torch.zeros_like(g)), nan_payload=True)
     dims = [d for d in range(x.dim()) if d != cdim]
     rdb = g.double().sum(dims) if dims else g.double()
     tol = 1e-12 if dtype == torch.float64 else 1e-5
@@ -374,7 +368,7 @@ def test_env_var_disables_the_kernel(cpp, monkeypatch):
         warnings.simplefilter("error")  # no warning for a deliberate opt-out
         off = _results()
     assert cpp == before
-    assert torch.equal(_bits(on[0]), _bits(off[0])) and torch.equal(_bits(on[1]), _bits(off[1]))
+    assert bits_equal(on[0], off[0], nan_payload=True) and bits_equal(on[1], off[1], nan_payload=True)
     torch.testing.assert_close(on[2], off[2])
 
 
@@ -404,8 +398,8 @@ def test_build_failure_warns_once_and_falls_back(broken_build):
     g = torch.randn((4, 6, 300), generator=torch.Generator().manual_seed(4))
     ry, rdx, rdb = _run(x, _bias(6, torch.float32), 1, g, ref.flexible_relu)
     for got in (first, second):
-        assert torch.equal(_bits(got[0]), _bits(ry)) and torch.equal(_bits(got[1]), _bits(rdx))
-    assert torch.equal(_bits(first[0]), _bits(second[0])) and torch.equal(first[1], second[1])
+        assert bits_equal(got[0], ry, nan_payload=True) and bits_equal(got[1], rdx, nan_payload=True)
+    assert bits_equal(first[0], second[0], nan_payload=True) and torch.equal(first[1], second[1])
 
 
 def _at_threads(n: int, fn):
@@ -424,7 +418,7 @@ def test_deterministic_across_thread_counts(cpp, shape):
     b = _bias(shape[1], torch.float32)
     g = torch.randn(shape)
     one, two = (_at_threads(n, lambda: _run(x, b, 1, g, _ours)) for n in (1, 2))
-    assert torch.equal(_bits(one[2]), _bits(two[2]))
+    assert bits_equal(one[2], two[2], nan_payload=True)
 
 
 @pytest.mark.parametrize("inplace", [False, True])
@@ -440,7 +434,7 @@ def test_no_grad_uses_the_built_kernel_without_a_mask(cpp, layout, inplace):
         y = RF.flexible_relu(h, b, 1, inplace=inplace, backend=B)
     assert cpp["forward"] == before["forward"] + 1 and cpp["backward"] == before["backward"]
     assert (y is h) == inplace and y.stride() == x.stride()
-    assert torch.equal(_bits(y), _bits(want))
+    assert bits_equal(y, want, nan_payload=True)
 
 
 def test_in_place_under_no_grad_is_seen_by_autograd(cpp):
@@ -469,7 +463,7 @@ def test_in_place_on_a_dense_view_uses_the_kernel(cpp):
     dh0, db = torch.autograd.grad(y, (h0, b), g)
     assert cpp["forward"] == before["forward"] + 1 and cpp["backward"] == before["backward"] + 1
     ry, rdx, rdb = _run(x0[2:4], b, 1, g, ref.flexible_relu)
-    assert torch.equal(_bits(y.detach()), _bits(ry)) and torch.equal(_bits(dh0[2:4]), _bits(rdx))
+    assert bits_equal(y.detach(), ry, nan_payload=True) and bits_equal(dh0[2:4], rdx, nan_payload=True)
     assert not dh0[:2].any() and not dh0[4:].any()  # y is the slice alone
     torch.testing.assert_close(db, rdb)
 
@@ -551,14 +545,14 @@ def test_prelu_exact_against_reference(cpp, case, dtype, kind, monkeypatch):
     d = dim % x.dim()
     ry, rdx, rda = _run(x, a, d, g, _p_ref)
     assert y.stride() == x.stride() and dx.stride() == x.stride()
-    assert torch.equal(_bits(y), _bits(ry))
+    assert bits_equal(y, ry, nan_payload=True)
     # The input gradient: equal values (the reference's autograd adds the where's two branch
     # gradients, 0 + a*g, which turns -0.0 into +0.0 for the slope -0.0; torch.nn's PReLU and
     # the plain path keep -0.0 like the kernel: bitwise below).
     torch.testing.assert_close(dx, rdx, rtol=0, atol=0, equal_nan=True)
     if a.numel() == 1 or d == 1:  # torch's own PReLU: the same forward and input gradient
         ty, tdx, _ = _run(x, a, d, g, lambda x, a, _d: F.prelu(x, a))
-        assert torch.equal(_bits(y), _bits(ty)) and torch.equal(_bits(dx), _bits(tdx))
+        assert bits_equal(y, ty, nan_payload=True) and bits_equal(dx, tdx, nan_payload=True)
     # The slope gradient: float64 sums in block order here, torch's sum there (NaN where a NaN
     # input, or inf against -inf, is in the channel, on both sides). The reference's autograd
     # gives 0 * x = NaN at x = +inf, outside the sum over x <= 0: it sees the largest finite
@@ -573,7 +567,7 @@ def test_prelu_exact_against_reference(cpp, case, dtype, kind, monkeypatch):
     assert da.dtype == a.dtype and da.shape == a.shape
     # The plain-torch path gives the same forward and input gradient, bit for bit.
     py, pdx, pda = _p_plain(x, a, dim, g, monkeypatch)
-    assert torch.equal(_bits(y), _bits(py)) and torch.equal(_bits(dx), _bits(pdx))
+    assert bits_equal(y, py, nan_payload=True) and bits_equal(dx, pdx, nan_payload=True)
     torch.testing.assert_close(da, pda, rtol=tol, atol=tol * x.numel() ** 0.5, equal_nan=True)
 
 
@@ -585,7 +579,7 @@ def test_prelu_kinks(cpp):
     for a in (torch.tensor([0.5, 0.5]), torch.tensor([-2.0, -2.0])):
         y, dx, da = _run(x, a, 1, g, _p_ours)
         ry, rdx, rda = _run(x, a, 1, g, _p_ref)
-        assert torch.equal(_bits(y), _bits(ry)) and torch.equal(_bits(dx), _bits(rdx))
+        assert bits_equal(y, ry, nan_payload=True) and bits_equal(dx, rdx, nan_payload=True)
         s = float(a[0])
         assert dx[:, 0].tolist()[1:] == [3 * s, 3.0, 3 * s, 3 * s, 3.0, 3 * s, 3.0, 3 * s]
         assert dx[0, 0].item() == 3 * s  # a NaN input: a*g, as torch.nn.PReLU
@@ -611,11 +605,11 @@ def test_prelu_low_precision(cpp, case, kind, dtype):
     y, dx, da = _run(x, a, dim, g, _p_ours)
     assert cpp["prelu_backward"] == before + 1
     ry, rdx, rda = _run(x, a, dim, g, _p_ref)
-    assert torch.equal(_bits(y), _bits(ry))
+    assert bits_equal(y, ry, nan_payload=True)
     torch.testing.assert_close(dx, rdx, rtol=0, atol=0)  # values: -0.0 as in the fp32 test
     if a.numel() == 1 or dim == 1:  # bitwise as torch.nn's PReLU in the same dtype
         ty, tdx, _ = _run(x, a, dim, g, lambda x, a, _d: F.prelu(x, a))
-        assert torch.equal(_bits(y), _bits(ty)) and torch.equal(_bits(dx), _bits(tdx))
+        assert bits_equal(y, ty, nan_payload=True) and bits_equal(dx, tdx, nan_payload=True)
     # Slope gradient: DESIGN.md's rule as test_parity applies it, against float32: at most twice
     # plain PyTorch's largest error + atol scaled by the largest gradient (with the output kept,
     # x = y / a carries y's rounding, about 2**-9 of each |g*x| in bf16: a channel whose sum
@@ -653,14 +647,14 @@ def test_prelu_strided_input_is_packed_for_the_kernel(cpp):
             assert cpp["prelu_forward"] == before["prelu_forward"] + 1
             assert cpp["prelu_backward"] == before["prelu_backward"] + 1
     before = dict(cpp)
-    assert torch.equal(_bits(out[0][0]), _bits(out[1][0])) and torch.equal(_bits(out[0][1]), _bits(out[1][1]))
+    assert bits_equal(out[0][0], out[1][0], nan_payload=True) and bits_equal(out[0][1], out[1][1], nan_payload=True)
     torch.testing.assert_close(out[0][2], out[1][2], equal_nan=True)
     x = _kinky((3, 5, 7, 9), torch.float32).contiguous(memory_format=torch.channels_last)
     y, dx, da = _run(x, a, 1, g, _p_ours)  # g contiguous, the kept tensor channels_last
     assert cpp["prelu_forward"] == before["prelu_forward"] + 1
     assert cpp["prelu_backward"] == before["prelu_backward"]
     ry, rdx, rda = _run(x, a, 1, g, _p_ref)
-    assert torch.equal(_bits(dx), _bits(rdx))
+    assert bits_equal(dx, rdx, nan_payload=True)
     torch.testing.assert_close(da, rda, equal_nan=True)
 
 
@@ -680,7 +674,7 @@ def test_prelu_env_var_disables_the_kernel(cpp, monkeypatch, kind):
         warnings.simplefilter("error")
         off = _p_results(kind)
     assert cpp == before
-    assert torch.equal(_bits(on[0]), _bits(off[0])) and torch.equal(_bits(on[1]), _bits(off[1]))
+    assert bits_equal(on[0], off[0], nan_payload=True) and bits_equal(on[1], off[1], nan_payload=True)
     torch.testing.assert_close(on[2], off[2], equal_nan=True)
 
 
@@ -692,7 +686,7 @@ def test_prelu_build_failure_falls_back(broken_build):
     x = _kinky((4, 6, 300), torch.float32, seed=3)
     g = torch.randn((4, 6, 300), generator=torch.Generator().manual_seed(4))
     ry, rdx, _ = _run(x, _slopes(6, "keep_y", torch.float32), 1, g, _p_ref)
-    assert torch.equal(_bits(got[0]), _bits(ry)) and torch.equal(_bits(got[1]), _bits(rdx))
+    assert bits_equal(got[0], ry, nan_payload=True) and bits_equal(got[1], rdx, nan_payload=True)
 
 
 @pytest.mark.parametrize("per_channel", [True, False])
@@ -701,7 +695,7 @@ def test_prelu_deterministic_across_thread_counts(cpp, per_channel):
     a = _slopes(3 if per_channel else 1, "keep_y", torch.float32)
     g = torch.randn(8, 3, 20000)
     one, two = (_at_threads(n, lambda: _run(x, a, 1, g, _p_ours)) for n in (1, 2))
-    assert torch.equal(_bits(one[2]), _bits(two[2]))
+    assert bits_equal(one[2], two[2], nan_payload=True)
 
 
 def test_prelu_no_grad_does_not_use_the_kernel(cpp):

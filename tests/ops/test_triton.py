@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from helpers import bits_equal
 import torch.nn.functional as F
 
 triton = pytest.importorskip("triton", reason="the Triton backend needs the 'triton' package")
@@ -52,18 +54,6 @@ def _kinked(x: torch.Tensor) -> torch.Tensor:
     for i, v in enumerate(vals):
         f[i * (f.numel() // len(vals))] = v
     return x
-
-
-def _bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Equal bit for bit (signed zeros included), NaN matching any NaN."""
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return False
-    na, nb = torch.isnan(a), torch.isnan(b)
-    if not torch.equal(na, nb):
-        return False
-    ia = a.masked_fill(na, 0).contiguous().view(torch.int32 if a.dtype == torch.float32 else torch.int16)
-    ib = b.masked_fill(nb, 0).contiguous().view(ia.dtype)
-    return torch.equal(ia, ib)
 
 
 def _nan_close(a, b, rtol, atol):
@@ -159,10 +149,10 @@ def test_fp32_matches_reference(name, shape, dim, per_channel):
     y, grads = _run(name, x, p, dim, 0, g)
     y_ref, grads_ref = _run(name, x, p, d, 1, g)
     y_nn, grads_nn = _run(name, x, p, d, 2, g)
-    assert _bits_equal(y, y_ref), "forward differs from the reference"
-    assert _bits_equal(y, y_nn), "forward differs from torch.nn"
+    assert bits_equal(y, y_ref), "forward differs from the reference"
+    assert bits_equal(y, y_nn), "forward differs from torch.nn"
     # dx: torch.nn's convention at NaN and inf, bit for bit.
-    assert _bits_equal(grads[0], grads_nn[0]), "input gradient differs from torch.nn"
+    assert bits_equal(grads[0], grads_nn[0]), "input gradient differs from torch.nn"
     if p is not None:
         # the parameter gradient: fp32 sums in a different order, and at +inf torch.nn gives 0
         # where the formula's autograd gives 0 * inf = NaN: follow torch.nn.
@@ -372,7 +362,7 @@ def test_inplace(name):
     # no grad: the kernel writes into x (dense) or through a copy (strided)
     for x in (x0.clone(), x0.clone().transpose(0, 2)):
         out = call(x)
-        assert out is x and _bits_equal(out.contiguous(), expected.transpose(0, 2).contiguous()
+        assert out is x and bits_equal(out.contiguous(), expected.transpose(0, 2).contiguous()
                                         if x.stride() != x0.stride() else expected)
     # with grad, on a non-leaf
     leaf = x0.clone().requires_grad_()
@@ -382,7 +372,7 @@ def test_inplace(name):
     (dx,) = torch.autograd.grad(out, leaf, torch.ones_like(out))
     leaf2 = x0.clone().requires_grad_()
     (dx2,) = torch.autograd.grad(plain(leaf2 * 1.0), leaf2, torch.ones_like(out))
-    assert _bits_equal(dx, dx2)
+    assert bits_equal(dx, dx2)
 
 
 def _compiled_step(fn, *args):
