@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .._common import (
-    FLOAT_DTYPES, cache_blocks, channel_view, is_dense, laid_out_as, needs_grad, new_mask,
+    FLOAT_DTYPES, batched_backward, cache_blocks, channel_view, is_dense, laid_out_as, needs_grad, new_mask,
     plain_flexible_relu, plain_prelu, reduce_dims, unpack_mask,
 )
 from ..cpp import pointwise as kernels
@@ -129,8 +129,9 @@ class _PReLU(torch.autograd.Function):
         a = w.to(s.dtype)
         av = channel_view(a, s, cdim) if cdim is not None else a.reshape(())
         dx = dw = None
-        if torch.is_grad_enabled():
-            # create_graph: plain differentiable formulas (double backward).
+        if torch.is_grad_enabled() or batched_backward():
+            # create_graph (double backward), or autograd's vmap (batched gradients): plain
+            # differentiable formulas, which have batching rules.
             if ctx.needs_input_grad[0]:
                 dx = torch.where(s > 0, g, av * g)
             if ctx.needs_input_grad[1]:
@@ -246,7 +247,8 @@ class _FlexibleReLU(torch.autograd.Function):
         acc = torch.promote_types(g.dtype, torch.float32)
         dx = db = None
         packed = ctx.fused is not None  # the C++ kernel's bit-packed mask, else a bool tensor
-        if torch.is_grad_enabled():  # create_graph: differentiable, out-of-place
+        if torch.is_grad_enabled() or batched_backward():
+            # create_graph, or autograd's vmap (batched gradients): differentiable, out-of-place
             if need_x:
                 m = unpack_mask(mask, ctx.size, ctx.stride) if packed else mask
                 dx = _aten.threshold_backward(g, m.to(g.dtype), 0)
