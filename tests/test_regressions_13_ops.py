@@ -1,10 +1,11 @@
-"""Issue 13, regression tests for the items fixed in ``rectifiers.ops`` (2, 3; each failed
+"""Issue 13, regression tests for the items fixed in ``rectifiers.ops`` (2, 3, 7; each failed
 before its fix):
 
 2. batched gradients (``is_grads_batched``, ``jacobian(vectorize=True)``, gradcheck's
    ``check_batched_grad``) for PReLU, FReLU and the funnel;
 3. forward-mode AD (dual tensors, forward-over-reverse) for PReLU, FReLU, the funnel, and
-   LeakyReLU when the dual input also requires grad.
+   LeakyReLU when the dual input also requires grad;
+7. PReLU's float16 slope gradient is far less accurate than torch's for small activations.
 
 The ``op_db`` checks items 2 and 3 blocked (test_fn_grad with batched grads,
 test_forward_mode_AD, test_fn_fwgrad_bwgrad) are in ``test_conformance.py``; gradient contiguity
@@ -106,3 +107,26 @@ def test_forward_over_reverse_and_gradcheck_forward_ad(name, backend):
         (gx,) = torch.autograd.grad(f(xd, *ps).pow(2).sum(), xd, create_graph=True)
         hvp = fwAD.unpack_dual(gx).tangent
     assert hvp is not None and hvp.shape == x.shape
+
+
+# --------------------------------------------------------------------------------------------
+# Item 7: PReLU's float16 slope gradient for small activations
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("slope", [0.01, 0.25])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_prelu_low_precision_slope_gradient_as_accurate_as_torch(dtype, slope, backend):
+    torch.manual_seed(0)
+    x = ((torch.rand(4, 3, 32, 32) * 2 - 1) * 1e-3).to(dtype)
+    g = torch.randn_like(x)
+    errs = {}
+    for lib in ("torch", "ours"):
+        w = torch.full((3,), slope, dtype=dtype, requires_grad=True)
+        xx = x.clone().requires_grad_()
+        y = torch.nn.functional.prelu(xx, w) if lib == "torch" else R.prelu(xx, w, backend=backend)
+        (dw,) = torch.autograd.grad(y, w, g)
+        ref = torch.where(x.double() > 0, 0.0, g.double() * x.double()).sum((0, 2, 3))
+        errs[lib] = ((dw.double() - ref).abs() / ref.abs()).max().item()
+    # DESIGN: at most twice torch's error, plus a small tolerance
+    assert errs["ours"] <= 2 * errs["torch"] + 1e-4, errs
