@@ -2,8 +2,8 @@
 rectifiers side by side: forward bitwise, input gradient bitwise, parameter gradients within the
 DESIGN tolerance, in-place variants, error inputs, and gradcheck / gradgradcheck in float64.
 
-The checks that items 2 and 3 of issue 13 still block (batched gradients, forward-mode AD,
-forward-over-reverse) are in ``test_regressions_13_ops.py`` over the same samples.
+Also, as PyTorch's test_ops: batched gradients, forward-mode AD and forward-over-reverse
+(items 2 and 3 of issue 13) over the same samples.
 
 Deviation kept on purpose (README, "Errors"): torch's relu takes integer tensors (its op_db
 lists int8 ... int64 and uint8); rectifiers refuses them with a ``TypeError``. Checked below.
@@ -157,7 +157,7 @@ def test_integer_relu_is_refused_on_purpose(dtype):
 @pytest.mark.parametrize("op_name", OP_NAMES, ids=SHORT.get)
 def test_gradcheck_and_gradgradcheck(op_name):
     """As PyTorch's test_fn_grad / test_fn_gradgrad on the default (eager) backend, without
-    batched gradients (those, and forward-mode AD, are in test_regressions_13_ops.py).
+    batched gradients (those, and forward-mode AD: the next test).
 
     prelu's 25 samples: every 2nd (the list pairs each shape with a shared and a per-channel
     weight, in turn)."""
@@ -178,6 +178,38 @@ def test_gradcheck_and_gradgradcheck(op_name):
             assert torch.autograd.gradgradcheck(fn, ts, check_batched_grad=False, check_undefined_grad=True,
                                                 nondet_tol=op.gradcheck_nondet_tol,
                                                 fast_mode=op.gradcheck_fast_mode or False)
+
+
+# --------------------------------------------------------------------------------------------
+# Batched gradients, forward-mode AD, forward-over-reverse (as PyTorch's test_ops; items 2
+# and 3 of issue 13)
+
+
+@pytest.mark.parametrize("op_name", OP_NAMES, ids=SHORT.get)
+def test_op_db_batched_grad_forward_ad_and_fwgrad_bwgrad(op_name):
+    op = OPS[op_name]
+    f_ours = ours(op_name, "eager")
+    for s0 in samples(op_name, "sample_inputs", torch.float64, every=2 if op_name.endswith("prelu") else 1):
+        count("op_db gradcheck (batched, forward AD)")
+        s = s0.clone(True)
+
+        def fn(*ts):
+            x, a, k = s.rebuild(list(ts))
+            return f_ours(x, *a, **k)
+
+        ts = tuple(s.tensors())
+        what = f"{SHORT[op_name]} {s0.id} {s0.describe()}"
+        # test_fn_grad / test_fn_gradgrad, batched
+        assert torch.autograd.gradcheck(fn, ts, check_batched_grad=op.check_batched_grad, fast_mode=True), what
+        assert torch.autograd.gradgradcheck(fn, ts, check_batched_grad=op.check_batched_gradgrad, fast_mode=True), what
+        # test_forward_mode_AD
+        assert torch.autograd.gradcheck(fn, ts, check_forward_ad=op.supports_forward_ad, check_backward_ad=False,
+                                        check_batched_grad=False, check_undefined_grad=True,
+                                        check_batched_forward_grad=op.check_batched_forward_grad, fast_mode=True), what
+        # test_fn_fwgrad_bwgrad
+        assert torch.autograd.gradgradcheck(fn, ts, check_fwd_over_rev=op.supports_fwgrad_bwgrad,
+                                            check_rev_over_rev=False, check_undefined_grad=False,
+                                            check_batched_grad=False, fast_mode=True), what
 
 
 def test_zz_report_case_counts(capsys):

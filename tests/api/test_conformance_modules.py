@@ -9,7 +9,8 @@ BatchNorm without bias, a 2-D input to BatchNorm1d) is not run and is counted as
 
 Checks: forward (bitwise with torch, or against the plain formula), repr, pickle,
 non-contiguous inputs, memory format, train/eval, meta-device construction, factory kwargs,
-in-place. Gradient contiguity and the autograd checks items 2 and 3 of issue 13 block are in
+in-place, gradient contiguity (TestModule's test_grad check, every module and backend). The
+module-level batched-gradient and forward-mode AD regressions (items 2 and 3 of issue 13) are in
 ``test_regressions_13_ops.py``.
 """
 
@@ -27,6 +28,7 @@ from torch.testing._internal.common_modules import module_db
 import rectifiers as R
 
 from _conformance_cases import CASE_COUNTS, bits_equal, count
+from helpers import BACKENDS
 
 MODULE_INFOS = {m.module_cls.__name__: m for m in module_db}
 
@@ -305,6 +307,36 @@ def test_module_inplace_as_torch(name, backend):
             gb = torch.autograd.grad(yb, [xb] + pb, g)
             for u, v in zip(ga, gb):
                 assert bits_equal(u, v)
+
+
+# --------------------------------------------------------------------------------------------
+# Gradient contiguity (TestModule's test_grad contiguity check), every module (issue 13,
+# item 6: the funnel's BatchNorm gradients from the C++ kernel were strided views)
+
+
+_CONTIG_MODULES = {
+    "ReLU": lambda b: R.ReLU(backend=b),
+    "LeakyReLU": lambda b: R.LeakyReLU(0.1, backend=b),
+    "PReLU": lambda b: R.PReLU(3, backend=b),
+    "FReLU": lambda b: R.FReLU(3, backend=b),
+    "FunnelReLU1d": lambda b: R.FunnelReLU1d(3, backend=b),
+    "FunnelReLU": lambda b: R.FunnelReLU(3, backend=b),
+    "FunnelReLU3d": lambda b: R.FunnelReLU3d(3, backend=b),
+}
+_CONTIG_SHAPES = {"FunnelReLU1d": (2, 3, 5), "FunnelReLU3d": (2, 3, 3, 3, 3)}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", list(_CONTIG_MODULES))
+def test_gradients_are_contiguous(name, backend, dtype):
+    torch.manual_seed(0)
+    m = _CONTIG_MODULES[name](backend).to(dtype)
+    x = torch.randn(_CONTIG_SHAPES.get(name, (2, 3, 4, 4)), dtype=dtype, requires_grad=True)
+    params = list(m.parameters())
+    grads = torch.autograd.grad(m(x).sum(), [x] + params)
+    for n, g in zip(["input"] + [k for k, _ in m.named_parameters()], grads):
+        assert g.is_contiguous(), f"{name} {n}: gradient strides {g.stride()}"
 
 
 def test_zz_report_case_counts(capsys):

@@ -76,6 +76,9 @@ LAYOUTS = {
     "channels_last": ((3, 5, 7, 9), 1, lambda t: t.contiguous(memory_format=torch.channels_last)),
     "strided": ((3, 5, 7, 18), 1, lambda t: t[..., ::2]),
     "transposed": ((3, 9, 7, 5), 3, lambda t: t.transpose(1, 3)),
+    # a view with gaps whose strides are not in the contiguous order: the output keeps that
+    # order, as torch's element-wise ops do (strides (630, 126, 1, 14) -> y (315, 63, 1, 7))
+    "strided_transposed": ((3, 5, 18, 7), 1, lambda t: t.transpose(2, 3)[..., ::2]),
     "dim_last": ((2, 7, 5), -1, lambda t: t),
     "one_element": ((1, 1, 1), 1, lambda t: t),
     "1d_channels": ((11,), 0, lambda t: t),
@@ -108,7 +111,7 @@ def test_matches_reference(name: str, layout: str, dtype: torch.dtype) -> None:
         assert a.dtype == b.dtype
     if layout == "channels_last":
         assert y.is_contiguous(memory_format=torch.channels_last)
-    elif layout in ("strided", "transposed"):
+    elif layout in ("strided", "transposed", "strided_transposed"):
         assert y.stride() == yr.stride()
 
 

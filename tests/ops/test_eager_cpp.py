@@ -621,6 +621,62 @@ def test_prelu_low_precision(cpp, case, kind, dtype):
     assert err <= 2 * plain_err + atol * (fda.abs().max().item() + 1.0), (err, plain_err)
 
 
+def _prelu_kept(x: torch.Tensor, a: torch.Tensor):
+    """(y, the input-sized tensor autograd saved, the slope gradient for g = 1)."""
+    x = x.detach().clone().requires_grad_()
+    seen = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: seen.append(t) or t, lambda t: t):
+        y = RF.prelu(x, a, 1, backend=B)
+    kept = [t for t in seen if t.shape == x.shape]
+    assert len(kept) == 1
+    (da,) = torch.autograd.grad(y, a, torch.ones_like(y))
+    return x, y, kept[0], da
+
+
+def _underflow_cases(shape, dtype):
+    """x in the normal range, then with one ``x < 0`` whose ``a*x`` (a = 0.25) is subnormal in
+    ``dtype``, at the first and at the last element; with -0.0 and NaN, which do not count."""
+    tiny = torch.finfo(dtype).tiny
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(7))
+    x = torch.where(x.abs() < 0.05, 0.5, x).to(dtype)
+    x.view(-1)[1], x.view(-1)[2] = -0.0, float("nan")
+    yield x, False
+    for where in (0, -1):
+        u = x.clone()
+        u.view(-1)[where] = -2 * tiny
+        yield u, True
+
+
+def _check_underflow_cases(shape, dtype):
+    a = torch.full((shape[1],), 0.25, dtype=dtype, requires_grad=True)
+    for x, underflows in _underflow_cases(shape, dtype):
+        x, y, kept, da = _prelu_kept(x, a)
+        assert kept.data_ptr() == (x if underflows else y).data_ptr(), (underflows, shape, dtype)
+        want = torch.where(x.double() > 0, 0.0, x.double()).nansum((0, 2, 3))
+        want[0] = float("nan")  # the NaN at element 2 is in channel 0
+        torch.testing.assert_close(da.double(), want, equal_nan=True, check_dtype=False,
+                                   **({} if dtype == torch.float64 else {"rtol": 1e-2, "atol": 1e-2}))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(4, 6, 9, 31), (3, 5, 7, 9)], ids=["segment", "row"])
+def test_prelu_keeps_the_input_where_a_times_x_underflows(isa, shape, dtype):
+    # y = a*x below the dtype's normal range (subnormal or zero) no longer gives x = y / a to
+    # the dtype's precision (float16 at small activations): the kernel's forward tells, and the
+    # input is kept instead of the output; in the normal range nothing is (issue 13, item 7).
+    before = E.CALLS["prelu_forward"]
+    _check_underflow_cases(shape, dtype)
+    assert E.CALLS["prelu_forward"] == before + 3
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_prelu_keeps_the_input_where_a_times_x_underflows_plain(monkeypatch, dtype):
+    monkeypatch.setenv("RECTIFIERS_NO_CPP", "1")
+    before = E.CALLS["prelu_forward"]
+    _check_underflow_cases((3, 5, 7, 9), dtype)
+    assert E.CALLS["prelu_forward"] == before
+
+
 def test_prelu_gradcheck_float64(cpp):
     x = (torch.rand(3, 4, 5, dtype=torch.float64) + 0.1) * torch.tensor([1.0, -1.0]).repeat(30)[:60].view(3, 4, 5)
     x.requires_grad_()

@@ -4,6 +4,9 @@
 
 #include "pointwise.h"
 
+#include <atomic>
+#include <limits>
+
 namespace {
 
 // Work items: mode 0 ("segment"): each (outer, channel) run of `inner` elements, cut into
@@ -37,6 +40,9 @@ struct FwdArgs {
   const opmath_t* b;     // per channel
   const opmath_t* brow;  // row mode: the bias expanded over one row
   Plan p;
+  // PReLU: set (to 1) when some x < 0 gave an a*x below the dtype's smallest normal number
+  // (subnormal or zero: y / a no longer recovers x to the dtype's precision); nullptr: no test.
+  std::atomic<int>* lost;
 };
 
 // ------------------------------------------------------------------------------------------
@@ -61,34 +67,49 @@ RECT_INLINE T pick(bool p, T a, T b) {
   return out;
 }
 
-template <bool ROWA, typename scalar_t>
-RECT_INLINE void prelu_fwd_loop(const typename IO<scalar_t>::raw_t* xs, typename IO<scalar_t>::raw_t* ys,
-                                const typename IO<scalar_t>::opmath_t* as,
-                                typename IO<scalar_t>::opmath_t ac, int64_t n) {
+// LOST: also tell whether some x < 0 has |a*x| under the dtype's smallest normal number (a
+// conservative test on the op-math product, before the rounding to the dtype): an OR of 0/1
+// integers, which the loop keeps vectorised. Returns that flag (0 without LOST).
+template <bool ROWA, bool LOST, typename scalar_t>
+RECT_INLINE uint32_t prelu_fwd_loop(const typename IO<scalar_t>::raw_t* xs, typename IO<scalar_t>::raw_t* ys,
+                                    const typename IO<scalar_t>::opmath_t* as,
+                                    typename IO<scalar_t>::opmath_t ac, int64_t n) {
   using opmath_t = typename IO<scalar_t>::opmath_t;
+  const opmath_t tiny = static_cast<opmath_t>(std::numeric_limits<scalar_t>::min());
+  uint32_t lost = 0;
   for (int64_t i = 0; i < n; ++i) {
     const opmath_t v = IO<scalar_t>::load(xs[i]);
     const opmath_t av = (ROWA ? as[i] : ac) * v;
     ys[i] = IO<scalar_t>::store(pick(v > opmath_t(0), v, av));
+    if (LOST) lost |= uint32_t(v < opmath_t(0)) & uint32_t(av > -tiny);
   }
+  return lost;
 }
 
-template <typename scalar_t>
-RECT_INLINE void prelu_fwd_items(const FwdArgs<scalar_t>& a, int64_t w0, int64_t w1) {
+template <bool LOST, typename scalar_t>
+RECT_INLINE void prelu_fwd_items_t(const FwdArgs<scalar_t>& a, int64_t w0, int64_t w1) {
   const Plan& p = a.p;
   const int64_t C = p.C, inner = p.inner, row = C * inner;
+  uint32_t lost = 0;
   for (int64_t w = w0; w < w1; ++w) {
     if (p.mode == 0) {
       const int64_t seg = w / p.pieces, piece = w % p.pieces;
       const int64_t start = seg * inner + piece * p.block;
       const int64_t n = std::min(p.block, inner - piece * p.block);
-      prelu_fwd_loop<false, scalar_t>(a.x + start, a.y + start, nullptr, a.b[seg % C], n);
+      lost |= prelu_fwd_loop<false, LOST, scalar_t>(a.x + start, a.y + start, nullptr, a.b[seg % C], n);
     } else {
       const int64_t r0 = w * p.rpb, r1 = std::min(p.outer, r0 + p.rpb);
       for (int64_t r = r0; r < r1; ++r)
-        prelu_fwd_loop<true, scalar_t>(a.x + r * row, a.y + r * row, a.brow, 0, row);
+        lost |= prelu_fwd_loop<true, LOST, scalar_t>(a.x + r * row, a.y + r * row, a.brow, 0, row);
     }
   }
+  if (LOST && lost) a.lost->store(1, std::memory_order_relaxed);
+}
+
+template <typename scalar_t>
+RECT_INLINE void prelu_fwd_items(const FwdArgs<scalar_t>& a, int64_t w0, int64_t w1) {
+  if (a.lost) prelu_fwd_items_t<true, scalar_t>(a, w0, w1);
+  else prelu_fwd_items_t<false, scalar_t>(a, w0, w1);
 }
 
 // One run with one slope: dx, and the sum over s <= 0 of g*s: LANES running sums in the
@@ -205,11 +226,14 @@ std::vector<typename IO<scalar_t>::opmath_t> expand_row(const typename IO<scalar
   return r;
 }
 
-void prelu_fwd(const at::Tensor& x, const at::Tensor& a, at::Tensor y, int64_t outer, int64_t C,
-               int64_t inner, int64_t block, int64_t mode) {
+// Returns whether some x < 0 gave an a*x below the dtype's smallest normal number (tested only
+// with `detect`; false otherwise).
+bool prelu_fwd(const at::Tensor& x, const at::Tensor& a, at::Tensor y, int64_t outer, int64_t C,
+               int64_t inner, int64_t block, int64_t mode, bool detect) {
   TORCH_CHECK(x.device().is_cpu(), "prelu_fwd: CPU tensors only");
   TORCH_CHECK(outer * C * inner == x.numel() && y.numel() == x.numel() && a.numel() == C, "prelu_fwd: bad view");
   const Plan p = make_plan(outer, C, inner, block, mode);
+  std::atomic<int> lost{0};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "prelu_fwd", [&] {
     using raw_t = typename IO<scalar_t>::raw_t;
     using opmath_t = typename IO<scalar_t>::opmath_t;
@@ -217,9 +241,10 @@ void prelu_fwd(const at::Tensor& x, const at::Tensor& a, at::Tensor y, int64_t o
     const auto arow = expand_row<scalar_t>(ap, p);
     FwdArgs<scalar_t> args{reinterpret_cast<const raw_t*>(x.const_data_ptr<scalar_t>()),
                            reinterpret_cast<raw_t*>(y.mutable_data_ptr<scalar_t>()), nullptr, ap,
-                           arow.data(), p};
+                           arow.data(), p, detect ? &lost : nullptr};
     at::parallel_for(0, p.items, 1, [&](int64_t w0, int64_t w1) { prelu_fwd_items_any<scalar_t>(args, w0, w1); });
   });
+  return lost.load() != 0;
 }
 
 void prelu_bwd(const at::Tensor& g, const at::Tensor& s, const at::Tensor& a, c10::optional<at::Tensor> dx,

@@ -39,10 +39,19 @@ between them is decided here, in :func:`get_backend`:
   ``forward(ctx, ...)``, which ``torch.func`` refuses, and the compiler fuses plain formulas),
   except ReLU, LeakyReLU and FReLU on CPU with a gradient under ``torch.compile``, which trace
   :mod:`rectifiers.ops.eager.compiled`;
+* an open ``torch.autograd.forward_ad`` level (dual tensors, forward-over-reverse), with the
+  eager or the Triton backend: the plain formulas (their Functions have no ``jvp``; torch's
+  formulas have forward derivatives);
 * a ``torch.func`` transform with the Triton backend: the same (the Triton custom ops' autograd
   does not support transforms);
 * a float64 funnel with the Triton backend: the eager funnel (the Triton kernels keep
   BatchNorm's statistics in fp32).
+
+One choice cannot be made here: a backward run under autograd's own vmap
+(``is_grads_batched=True``, ``jacobian(vectorize=True)``, gradcheck's batched-grad check). The
+same graph may be differentiated with or without it, and this module decides at forward time, so
+the eager Functions ask :func:`._common.batched_backward` in ``backward`` and then take their
+differentiable branch (plain ops, which have batching rules).
 """
 
 from __future__ import annotations
@@ -121,8 +130,8 @@ def get_backend(x: torch.Tensor, backend: str | None = None) -> Any:
     if name == "torch":
         return native
     if name == "eager":
-        return _Traced if _common.compiling() else eager
-    if _common.transforming():
+        return _Traced if (_common.compiling() or _common.forward_ad()) else eager
+    if _common.transforming() or _common.forward_ad():
         return _Traced
     # resolve_backend has checked triton_available(), which imported the module and made the
     # view (no import here: torch.compile cannot trace one).
@@ -131,8 +140,9 @@ def get_backend(x: torch.Tensor, backend: str | None = None) -> Any:
 
 
 class _Traced:
-    """The eager backend under tracing (torch.compile, torch.export) or a torch.func transform:
-    the plain formulas, except what :mod:`.eager.compiled` gives ``torch.compile`` on CPU."""
+    """The eager backend under tracing (torch.compile, torch.export), a torch.func transform or
+    forward-mode AD: the plain formulas, except what :mod:`.eager.compiled` gives
+    ``torch.compile`` on CPU."""
 
     @staticmethod
     def relu(x: torch.Tensor, inplace: bool) -> torch.Tensor:

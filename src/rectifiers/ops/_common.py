@@ -4,7 +4,8 @@ formulas more than one backend runs.
 Imported by every backend (:mod:`.native`, :mod:`.eager`, :mod:`.triton`) and by the C++ host
 side (:mod:`.cpp`); it imports no backend and nothing of the package above it.
 
-* autograd and tracing: :func:`needs_grad`, :func:`transforming`, :func:`compiling`;
+* autograd and tracing: :func:`needs_grad`, :func:`transforming`, :func:`compiling`,
+  :func:`forward_ad`, :func:`batched_backward`;
 * dtypes: :data:`FLOAT_DTYPES`, :func:`opmath`;
 * layouts: :func:`is_dense`, :func:`laid_out_as`, :func:`contiguous_strides`,
   :func:`dense_strides`, :func:`memory_order`, :func:`channel_runs`, :func:`channel_view`,
@@ -21,10 +22,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.autograd.forward_ad as _fwad
 import torch.nn.functional as F
 
 __all__ = [
-    "needs_grad", "compiling", "transforming", "FLOAT_DTYPES", "opmath", "is_dense", "laid_out_as",
+    "needs_grad", "compiling", "transforming", "forward_ad", "batched_backward", "FLOAT_DTYPES", "opmath", "is_dense", "laid_out_as",
     "contiguous_strides", "dense_strides", "memory_order", "channel_runs", "channel_view",
     "reduce_dims", "cache_blocks", "BLOCK_ELEMENTS", "mask_bytes", "new_mask", "unpack_mask",
     "pack_mask", "plain_prelu", "plain_flexible_relu", "plain_funnel_relu",
@@ -62,6 +64,29 @@ def is_dense(t: torch.Tensor) -> bool:
 def transforming() -> bool:
     """Whether a ``torch.func`` transform (grad, vjp, jacrev, vmap, ...) is active."""
     return bool(torch._C._are_functorch_transforms_active())
+
+
+def forward_ad() -> bool:
+    """Whether a ``torch.autograd.forward_ad`` level is open (dual tensors may flow).
+
+    The eager Functions have no ``jvp``; :func:`rectifiers.ops.get_backend` sends such calls to
+    the plain formulas, whose forward derivatives torch has. A module-global read: free.
+    """
+    return _fwad._current_level >= 0
+
+
+def batched_backward() -> bool:
+    """Whether this backward runs under autograd's own (legacy) vmap: ``autograd.grad(...,
+    is_grads_batched=True)``, ``jacobian(vectorize=True)``, gradcheck's batched-grad check.
+
+    :func:`transforming` does not see that vmap (it is not a ``torch.func`` transform), and the
+    eager backwards' fused kernels and in-place passes have no batching rules there; the eager
+    Functions then take their differentiable branch (plain out-of-place ops, which have). It is
+    asked in ``backward`` (the forward cannot know how its graph will be differentiated, and
+    :func:`rectifiers.ops.get_backend` decides at forward time only), and only where a fused or
+    in-place pass would run next: the test reads the dispatcher's thread-local keys (~2 us).
+    """
+    return "VmapMode" in str(torch._C._dispatch_tls_local_include_set())
 
 
 def compiling() -> bool:

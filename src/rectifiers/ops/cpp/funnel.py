@@ -173,6 +173,8 @@ def backward(
     CALLS["backward"] += 1
     gw = None if dw is None else dw.reshape(conv_weight.shape).to(conv_weight.dtype)
     gcb = None if dcb is None else dcb.to(conv_bias.dtype)  # type: ignore[union-attr]
-    gbw = dbn[:, 0].to(bn_weight.dtype) if need[3] and bn_weight is not None else None
-    gbb = dbn[:, 1].to(bn_bias.dtype) if need[4] and bn_bias is not None else None
+    # dbn's columns are views of stride 2: contiguous copies, as torch's layers return (a
+    # float64 .to() would hand the view itself back).
+    gbw = dbn[:, 0].to(bn_weight.dtype).contiguous() if need[3] and bn_weight is not None else None
+    gbb = dbn[:, 1].to(bn_bias.dtype).contiguous() if need[4] and bn_bias is not None else None
     return dx, gw, gcb, gbw, gbb

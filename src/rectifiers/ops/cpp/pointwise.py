@@ -174,16 +174,21 @@ def backward(
     return dx, db
 
 
-def prelu_forward(x: torch.Tensor, a: torch.Tensor, y: torch.Tensor, p: tuple[int, int, int, int]) -> None:
+def prelu_forward(
+    x: torch.Tensor, a: torch.Tensor, y: torch.Tensor, p: tuple[int, int, int, int], detect: bool = False,
+) -> bool:
     """``y = x if x > 0 else a[c]*x`` in one pass, bitwise ``torch.prelu``.
 
     ``a`` is the slope already rounded to x's dtype (one element, or one per channel); ``y`` has
-    x's strides.
+    x's strides. With ``detect``, returns whether some ``x < 0`` gave ``|a*x|`` below the
+    dtype's smallest normal number (then ``y / a`` does not recover x to the dtype's precision);
+    ``False`` otherwise.
     """
     outer, c, inner, mode = p
     ao = a.detach().reshape(-1).to(opmath(x.dtype)).contiguous()
-    torch.ops.rectifiers_cpp.prelu_fwd(x, ao, y, outer, c, inner, _BLOCK, mode)
+    lost = torch.ops.rectifiers_cpp.prelu_fwd(x, ao, y, outer, c, inner, _BLOCK, mode, bool(detect))
     CALLS["prelu_forward"] += 1
+    return bool(lost)
 
 
 def prelu_backward(

@@ -15,7 +15,9 @@ What each activation keeps for backward (beyond what the next layer keeps anyway
                 a 1-byte mask ``x > 0``
 ``prelu``       every slope in (0, 1]: nothing, the output is kept and ``x = y / a`` is
                 recovered where ``y <= 0`` for the slope's gradient; otherwise (a slope <= 0
-                or > 1, where ``y / a`` is not exact) the input, as ``torch.nn.PReLU``; on
+                or > 1, where ``y / a`` is not exact, or some ``a*x`` below the dtype's
+                normal range, as float16 meets for small activations: the forward tests it)
+                the input, as ``torch.nn.PReLU``; on
                 CPU a fused C++ kernel (:mod:`rectifiers.ops.cpp.pointwise`) writes y in one
                 pass, and dx and the slope gradient in one
 ``flexible_relu``  a mask ``relu(x) != 0`` (``x > 0`` or NaN; ``y > b`` is not exact

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .._common import needs_grad, plain_funnel_relu
+from .._common import batched_backward, needs_grad, plain_funnel_relu
 from ..cpp import funnel as kernels
 
 __all__ = ["funnel_relu"]
@@ -64,11 +64,18 @@ def _forward(x, conv_weight, conv_bias, bn_weight, bn_bias, rm, rv, use_batch, m
 
 
 def _differentiable_backward(g, ins, rmc, rvc, use_batch, eps, need):  # type: ignore[no-untyped-def]
-    """create_graph: the gradients recomputed through the plain formula, differentiably."""
+    """The gradients recomputed through the plain formula: differentiably under create_graph,
+    and under autograd's vmap (batched gradients; grad mode off), whose batching rules the
+    plain ops' backwards have and the fused kernels lack. With grad mode off the saved tensors
+    are detached leaves of a local graph."""
+    create_graph = torch.is_grad_enabled()
+    if not create_graph:
+        ins = tuple(None if t is None else t.detach().requires_grad_(bool(need[i])) for i, t in enumerate(ins))
     x, cw, cb, bw, bb = ins
-    y = plain_funnel_relu(x, cw, cb, bw, bb, rmc, rvc, use_batch, 0.0, eps)
+    with torch.enable_grad():
+        y = plain_funnel_relu(x, cw, cb, bw, bb, rmc, rvc, use_batch, 0.0, eps)
     sel = [(i, t) for i, t in enumerate(ins) if need[i] and t is not None]
-    gr = torch.autograd.grad(y, [t for _, t in sel], g, create_graph=True, allow_unused=True)
+    gr = torch.autograd.grad(y, [t for _, t in sel], g, create_graph=create_graph, allow_unused=True)
     out: list[torch.Tensor | None] = [None] * 10
     for (i, t), gi in zip(sel, gr):
         out[i] = torch.zeros_like(t) if gi is None else gi
@@ -114,7 +121,7 @@ class _Funnel(_TwoHalves):
         x, cw, cb, bw, bb, mean, invstd, rmc, rvc = ctx.saved_tensors
         need = ctx.needs_input_grad[:5]
         use_batch, eps = ctx.use_batch, ctx.eps
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or batched_backward():
             return _differentiable_backward(g, (x, cw, cb, bw, bb), rmc, rvc, use_batch, eps, need)
 
         xw, w, pad = _work(x, cw)
@@ -197,7 +204,7 @@ class _FunnelFused(_TwoHalves):
     def backward(ctx, g, _gs):  # type: ignore[no-untyped-def]
         x, cw, cb, bw, bb, stats, rmc, rvc = ctx.saved_tensors
         need = ctx.needs_input_grad[:5]
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or batched_backward():
             return _differentiable_backward(g, (x, cw, cb, bw, bb), rmc, rvc, ctx.use_batch, ctx.eps, need)
         with torch.no_grad():
             grads = kernels.backward(

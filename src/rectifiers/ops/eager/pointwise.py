@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .._common import (
-    FLOAT_DTYPES, cache_blocks, channel_view, is_dense, laid_out_as, needs_grad, new_mask,
+    FLOAT_DTYPES, batched_backward, cache_blocks, channel_view, is_dense, laid_out_as, needs_grad, new_mask,
     plain_flexible_relu, plain_prelu, reduce_dims, unpack_mask,
 )
 from ..cpp import pointwise as kernels
@@ -30,9 +30,11 @@ def _packed(x: torch.Tensor) -> torch.Tensor:
     PyTorch's element-wise kernels walk a strided view several times slower than a dense tensor
     (about 10x for every other element of the last dim); one copy first and the dense kernel are
     about 3.5x faster than the strided kernel alone. Callers skip it under torch.compile (which
-    picks its own loops) and for in-place calls (x itself must change).
+    picks its own loops) and for in-place calls (x itself must change). The copy keeps x's order
+    of strides (``clone``'s ``preserve_format``), so the output is laid out as torch's element-wise
+    ops lay out theirs for such a view.
     """
-    return x if is_dense(x) else x.contiguous()
+    return x if is_dense(x) else x.clone(memory_format=torch.preserve_format)
 
 
 def relu(x: torch.Tensor, inplace: bool) -> torch.Tensor:
@@ -98,22 +100,36 @@ def leaky_relu(x: torch.Tensor, negative_slope: float, inplace: bool) -> torch.T
 # PReLU
 
 
+def _underflowed(x: torch.Tensor, y: torch.Tensor) -> bool:
+    """Whether some ``x < 0`` gave a ``y = a*x`` below the dtype's smallest normal number
+    (subnormal or zero), where ``y / a`` loses x's precision (float16: ``|x| < 6e-3`` at
+    ``a = 0.01``). The plain path's test; the C++ kernel makes it in its forward pass."""
+    return bool(torch.logical_and(x < 0, y > -torch.finfo(y.dtype).tiny).any())
+
+
 class _PReLU(torch.autograd.Function):
     """PReLU keeping the output (slopes in (0, 1]) or the input (any other slope).
 
     ``dx = g if s > 0 else a*g`` with ``s`` the kept tensor (same sign as x either way).
     ``dL/da = sum over x <= 0 of g*x``: with the output kept, ``x = y / a`` there, so it is
     ``sum(g * min(y, 0)) / a``, exact up to rounding for 0 < a <= 1 (``|y| <= |x|``: no
-    overflow).
+    overflow) while ``a*x`` stays in the dtype's normal range. ``check`` (the slope needs a
+    gradient and the output would be kept): where some ``a*x`` underflowed (subnormal or
+    zero), keep the input instead, as torch does.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor, dim: int | None, keep_output: bool, fused):  # type: ignore[no-untyped-def]
+    def forward(  # type: ignore[no-untyped-def]
+        ctx, x: torch.Tensor, w: torch.Tensor, dim: int | None, keep_output: bool, check: bool, fused
+    ):
         if fused is not None:  # the C++ kernel: torch.prelu's math, one pass
             y = torch.empty_like(x)
-            kernels.prelu_forward(x, w.to(x.dtype), y, fused)
+            lost = kernels.prelu_forward(x, w.to(x.dtype), y, fused, check)
         else:
             y = plain_prelu(x, w, dim)
+            lost = check and _underflowed(x, y)
+        if lost:
+            keep_output = False
         ctx.dim = dim
         ctx.keep_output = keep_output
         ctx.fused = fused
@@ -129,8 +145,9 @@ class _PReLU(torch.autograd.Function):
         a = w.to(s.dtype)
         av = channel_view(a, s, cdim) if cdim is not None else a.reshape(())
         dx = dw = None
-        if torch.is_grad_enabled():
-            # create_graph: plain differentiable formulas (double backward).
+        if torch.is_grad_enabled() or batched_backward():
+            # create_graph (double backward), or autograd's vmap (batched gradients): plain
+            # differentiable formulas, which have batching rules.
             if ctx.needs_input_grad[0]:
                 dx = torch.where(s > 0, g, av * g)
             if ctx.needs_input_grad[1]:
@@ -139,7 +156,7 @@ class _PReLU(torch.autograd.Function):
                     t = t / av
                 dims = reduce_dims(nd, cdim)
                 dw = t.sum(dims).reshape(w.shape).to(w.dtype) if dims else t.reshape(w.shape).to(w.dtype)
-            return dx, dw, None, None, None
+            return dx, dw, None, None, None, None
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if ctx.fused is not None and g.dtype == s.dtype and g.dtype in FLOAT_DTYPES and laid_out_as(g, s.shape, s.stride()):
             # The C++ kernel: dx and the slope gradient's float64 sums in one pass over (g, s).
@@ -148,7 +165,7 @@ class _PReLU(torch.autograd.Function):
                 if keep_output:  # sum(g * y) / a = sum(g * x) over x <= 0, as below
                     dw = dw / w.detach().to(torch.float64).reshape(-1)
                 dw = dw.reshape(w.shape).to(w.dtype)
-            return dx, dw, None, None, None
+            return dx, dw, None, None, None, None
         dims = reduce_dims(nd, cdim)
         acc = torch.promote_types(s.dtype, torch.float32)
         dx = torch.empty_like(g, memory_format=torch.preserve_format) if need_x else None
@@ -177,7 +194,7 @@ class _PReLU(torch.autograd.Function):
             if keep_output:
                 dw = dw / w.to(acc).reshape(dw.shape)
             dw = dw.reshape(w.shape).to(w.dtype)
-        return dx, dw, None, None, None
+        return dx, dw, None, None, None, None
 
 
 def prelu(x: torch.Tensor, weight: torch.Tensor, dim: int | None) -> torch.Tensor:
@@ -190,7 +207,7 @@ def prelu(x: torch.Tensor, weight: torch.Tensor, dim: int | None) -> torch.Tenso
     # The fused C++ kernel (built at the first such call) when it loads and handles x's layout;
     # the plain-torch passes otherwise (same results).
     fused = kernels.plan(x, dim if weight.numel() > 1 else None)
-    return _PReLU.apply(x, weight, dim, keep_output, fused)
+    return _PReLU.apply(x, weight, dim, keep_output, keep_output and weight.requires_grad, fused)
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,7 +263,8 @@ class _FlexibleReLU(torch.autograd.Function):
         acc = torch.promote_types(g.dtype, torch.float32)
         dx = db = None
         packed = ctx.fused is not None  # the C++ kernel's bit-packed mask, else a bool tensor
-        if torch.is_grad_enabled():  # create_graph: differentiable, out-of-place
+        if torch.is_grad_enabled() or batched_backward():
+            # create_graph, or autograd's vmap (batched gradients): differentiable, out-of-place
             if need_x:
                 m = unpack_mask(mask, ctx.size, ctx.stride) if packed else mask
                 dx = _aten.threshold_backward(g, m.to(g.dtype), 0)
@@ -297,9 +315,11 @@ def flexible_relu(x: torch.Tensor, bias: torch.Tensor, dim: int | None, inplace:
     # (any dense one); the plain-torch passes otherwise (same results).
     fused = kernels.plan(x, cdim) if keep_mask else None
     if fused is None and keep_mask and not inplace and x.device.type == "cpu" and not x.is_contiguous():
-        # A view with gaps (a step, a narrowed dim): one contiguous copy (autograd passes the
-        # gradient straight through it) costs less than the plain path's passes.
-        xc = x.contiguous()
+        # A view with gaps (a step, a narrowed dim): one dense copy (autograd passes the
+        # gradient straight through it) costs less than the plain path's passes. It keeps the
+        # view's order of strides (the output is then laid out as torch lays out relu(x) + b);
+        # a dense layout the kernel declined is made contiguous.
+        xc = x.contiguous() if is_dense(x) else x.clone(memory_format=torch.preserve_format)
         fused = kernels.plan(xc, cdim)
         if fused is not None:
             x = xc
