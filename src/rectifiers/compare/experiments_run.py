@@ -13,7 +13,7 @@ from torch import nn
 from .config import CompareError, Plan
 from .distributed import init_dist
 from .experiments import EXPERIMENTS, Experiment, experiments_for, plan_seeds, run_specs
-from .session import _resolve_device, _write_config, progress_bar
+from .session import _resolve_device, _write_config, progress_bar, run_meta
 from .timing import peak_rss_mib, step_times_side_by_side
 from .training import train_spec
 
@@ -109,21 +109,9 @@ def _run(plan: Plan, exps: list[Experiment], ds: Any, dev: torch.device, dist: A
         step_timing = step_times_side_by_side(cost_builds(ds), ds, dev, batch_size=64 // dist.world,
                                               budget_s=0.25 if plan.preset == "quick" else 1.0)
     wall = time.perf_counter() - t0
-    meta = {
-        "data": ds.describe(),
-        "num_classes": ds.num_classes,
-        "input_shape": list(ds.input_shape),
-        "device": str(dev),
-        "world_size": dist.world,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "wall_s": wall,
-        "step_timing": step_timing,
-        "peak_rss_mib": peak_rss_mib(),
-        "peak_rss_growth_mib": peak_rss_mib() - rss0,
-        "resumed": resume,
-        "load": _load(),
-    }
+    meta = run_meta(ds, dev, dist, wall, step_timing, rss0, resume)
+    meta["input_shape"] = list(ds.input_shape)
+    meta["load"] = _load()
     findings = None
     if dist.main and write_report:
         from ..report.claims_doc import write_claims_report

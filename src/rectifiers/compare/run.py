@@ -13,7 +13,7 @@ import torch
 from .config import CompareError, Config, Plan, run_name
 from .distributed import init_dist
 from .timing import interleaved_step_times, peak_rss_mib
-from .session import _resolve_device, _write_config, progress_bar
+from .session import _resolve_device, _write_config, progress_bar, run_meta
 from .training import train_one
 
 __all__ = ["run_compare"]
@@ -73,20 +73,9 @@ def run_compare(cfg: Config | Plan, out_dir: str, *, resume: bool = False, devic
     if dist.main:
         step_timing = interleaved_step_times(cfg, ds, dev, batch_size=cfg.batch_size // dist.world)
     wall = time.perf_counter() - t0
-    meta = {
-        "data": ds.describe(),
-        "num_classes": ds.num_classes,
-        "device": str(dev),
-        "world_size": dist.world,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "wall_s": wall,
-        "step_timing": step_timing,
-        "peak_rss_mib": peak_rss_mib(),
-        "peak_rss_growth_mib": peak_rss_mib() - rss0,
-        "resumed": resume,
-        "command": "rectifiers " + " ".join(sys.argv[1:]) if sys.argv and "rectifiers" in sys.argv[0] else None,
-    }
+    meta = run_meta(ds, dev, dist, wall, step_timing, rss0, resume)
+    meta["command"] = ("rectifiers " + " ".join(sys.argv[1:]) if sys.argv and "rectifiers" in sys.argv[0]
+                       else None)
     if dist.main and write_report:
         from ..report import write_report
 

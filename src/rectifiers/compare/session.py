@@ -1,5 +1,5 @@
-"""What every kind of comparison run sets up the same way: the device, ``config.json`` (checked
-on ``--resume``) and the progress bar."""
+"""What every kind of comparison run does the same way: the device, ``config.json`` (checked on
+``--resume``), the progress bar, and the run's metadata."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch
 from .._util import optional_import
 from .config import CompareError
 from .distributed import Dist
+from .timing import peak_rss_mib
 from .training import _read_json, atomic_write_json
 
 
@@ -52,3 +53,21 @@ def _write_config(out_dir: str, cfg_dict: dict[str, Any], resume: bool, dist: Di
         os.makedirs(out_dir, exist_ok=True)
         atomic_write_json(cfg_path, cfg_dict)
     dist.barrier()
+
+
+def run_meta(ds: Any, dev: torch.device, dist: Dist, wall: float, step_timing: Any, rss0: float,
+             resume: bool) -> dict[str, Any]:
+    """The metadata every run records: data, device, world size, versions, time and memory."""
+    return {
+        "data": ds.describe(),
+        "num_classes": ds.num_classes,
+        "device": str(dev),
+        "world_size": dist.world,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "wall_s": wall,
+        "step_timing": step_timing,
+        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_growth_mib": peak_rss_mib() - rss0,
+        "resumed": resume,
+    }
