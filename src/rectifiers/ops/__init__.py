@@ -130,7 +130,7 @@ def get_backend(x: torch.Tensor, backend: str | None = None) -> Any:
     if name == "torch":
         return native
     if name == "eager":
-        return _Traced if (_common.compiling() or _common.forward_ad()) else eager
+        return _Traced if (_common.compiling() or _common.forward_ad()) else _Eager
     if _common.transforming() or _common.forward_ad():
         return _Traced
     # resolve_backend has checked triton_available(), which imported the module and made the
@@ -139,7 +139,7 @@ def get_backend(x: torch.Tensor, backend: str | None = None) -> Any:
     return _triton_view
 
 
-class _Traced:
+class _TracedImpl:
     """The eager backend under tracing (torch.compile, torch.export), a torch.func transform or
     forward-mode AD: the plain formulas, except what :mod:`.eager.compiled` gives
     ``torch.compile`` on CPU."""
@@ -180,9 +180,21 @@ def _triton_funnel_relu(
     return _triton_mod.funnel_relu(*args)
 
 
+def _view(name: str, impl: Any, doc: str, **overrides: Any) -> type:
+    """A backend as :func:`get_backend` gives it: every described activation's function from
+    ``impl``, or, where ``impl`` has no fast path for one (a newly added activation), the plain
+    one of :mod:`.native`; ``overrides`` re-route single functions."""
+    ops = {a: staticmethod(overrides.get(a) or getattr(impl, a, None) or getattr(native, a))
+           for a in _spec.ACTIVATIONS}
+    return type(name, (), {"__doc__": doc, **ops})
+
+
 def _make_triton_view(mod: ModuleType) -> type:
     """The Triton backend as :func:`get_backend` gives it: its functions, the funnel re-routed."""
-    ops = {name: staticmethod(getattr(mod, name)) for name in _spec.ACTIVATIONS}
-    ops["funnel_relu"] = staticmethod(_triton_funnel_relu)
-    return type("_TritonView", (), {"__doc__": "The Triton backend, a float64 funnel sent to the eager backend.", **ops})
+    return _view("_TritonView", mod, "The Triton backend, a float64 funnel sent to the eager backend.",
+                 funnel_relu=_triton_funnel_relu)
+
+
+_Eager = _view("_Eager", eager, "The eager backend.")
+_Traced = _view("_Traced", _TracedImpl, _TracedImpl.__doc__ or "")
 
