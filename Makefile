@@ -18,9 +18,11 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	# torchvision and timm without their dependencies (which would pull another torch). The
-	# only torchvision 0.28.0 wheel is a CUDA build: the tests give its compiled-op
-	# registrations a stand-in (tests/_torchvision_stub.py) and run its real model code.
-	$(BIN)/python -m pip install -q --no-deps "torchvision==0.28.0"
+	# only torchvision 0.28.0 wheel is a CUDA build that fails to import on this torch: it goes
+	# to a folder of its own, which only the tests' stand-in for its compiled-op registrations
+	# (tests/_torchvision_stub.py) puts on the path; elsewhere (Lightning's torchmetrics, your
+	# code) torchvision is simply not installed, rather than broken.
+	$(BIN)/python -m pip install -q --no-deps --target $(VENV)/torchvision-tests "torchvision==0.28.0"
 	$(BIN)/python -m pip install -q --no-deps "timm==1.0.31"
 	$(BIN)/python -m pip install -q huggingface_hub safetensors pyyaml
 	touch $@

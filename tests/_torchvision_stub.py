@@ -25,6 +25,13 @@ import sys
 
 import torch
 
+#: Where ``make install`` puts torchvision (``pip install --target``), out of the environment's own
+#: path: on the CPU torch its import fails, and it would break whatever imports it when found
+#: (Lightning's torchmetrics does). Importing this module puts the folder on the path.
+TARGET = os.path.join(sys.prefix, "torchvision-tests")
+if os.path.isdir(TARGET) and TARGET not in sys.path:
+    sys.path.append(TARGET)
+
 #: The schemas torchvision's import needs, as its C++ library declares them.
 SCHEMAS = {
     "nms": "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
@@ -75,7 +82,7 @@ def install() -> str | None:
         return None
     except ModuleNotFoundError as e:
         if e.name == "torchvision":
-            _RESULT.append("torchvision is not installed (make install adds it with --no-deps)")
+            _RESULT.append("torchvision is not installed (make install puts it in .venv/torchvision-tests)")
             return _RESULT[0]
         raise
     except RuntimeError as e:

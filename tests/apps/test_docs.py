@@ -24,6 +24,8 @@ PUBLIC = {
     "rectifiers.export",
     "rectifiers.optim",
     "rectifiers.integrations.timm",
+    "rectifiers.integrations.tensorboard",
+    "rectifiers.integrations.lightning",
     "rectifiers.compare",
     "rectifiers.report",
 }

@@ -647,11 +647,13 @@ def _underflow_cases(shape, dtype):
         yield u, True
 
 
-def _check_underflow_cases(shape, dtype):
+def _check_underflow_cases(shape, dtype, checked=True):
+    """``checked``: whether this path tests for underflow (the kernel always; the plain path in
+    float16 only, where it is common: elsewhere it takes |x| near 1e-36 and a full extra pass)."""
     a = torch.full((shape[1],), 0.25, dtype=dtype, requires_grad=True)
     for x, underflows in _underflow_cases(shape, dtype):
         x, y, kept, da = _prelu_kept(x, a)
-        assert kept.data_ptr() == (x if underflows else y).data_ptr(), (underflows, shape, dtype)
+        assert kept.data_ptr() == (x if underflows and checked else y).data_ptr(), (underflows, shape, dtype)
         want = torch.where(x.double() > 0, 0.0, x.double()).nansum((0, 2, 3))
         want[0] = float("nan")  # the NaN at element 2 is in channel 0
         torch.testing.assert_close(da.double(), want, equal_nan=True, check_dtype=False,
@@ -673,7 +675,8 @@ def test_prelu_keeps_the_input_where_a_times_x_underflows(isa, shape, dtype):
 def test_prelu_keeps_the_input_where_a_times_x_underflows_plain(monkeypatch, dtype):
     monkeypatch.setenv("RECTIFIERS_NO_CPP", "1")
     before = E.CALLS["prelu_forward"]
-    _check_underflow_cases((3, 5, 7, 9), dtype)
+    # float32: not checked, y kept; the gradient is still right here (-2*tiny * 0.25 is exact)
+    _check_underflow_cases((3, 5, 7, 9), dtype, checked=dtype == torch.float16)
     assert E.CALLS["prelu_forward"] == before
 
 
