@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import re
+
 import torch
 import torch.autograd.forward_ad as _fwad
 import torch.nn.functional as F
@@ -75,6 +77,10 @@ def forward_ad() -> bool:
     return _fwad._current_level >= 0
 
 
+#: The legacy vmap's dispatch key as a whole word (not functorch's ``FuncTorchVmapMode``).
+_VMAP_MODE = re.compile(r"\bVmapMode\b")
+
+
 def batched_backward() -> bool:
     """Whether this backward runs under autograd's own (legacy) vmap: ``autograd.grad(...,
     is_grads_batched=True)``, ``jacobian(vectorize=True)``, gradcheck's batched-grad check.
@@ -86,7 +92,7 @@ def batched_backward() -> bool:
     :func:`rectifiers.ops.get_backend` decides at forward time only), and only where a fused or
     in-place pass would run next: the test reads the dispatcher's thread-local keys (~2 us).
     """
-    return "VmapMode" in str(torch._C._dispatch_tls_local_include_set())
+    return _VMAP_MODE.search(str(torch._C._dispatch_tls_local_include_set())) is not None
 
 
 def compiling() -> bool:
