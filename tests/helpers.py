@@ -15,6 +15,7 @@ from typing import Callable
 import pytest
 import torch
 
+import rectifiers as R
 import rectifiers.functional as RF
 from rectifiers import reference as ref
 from rectifiers.testing import bits_equal, with_kinks  # noqa: F401  (re-exported for the tests)
@@ -112,3 +113,21 @@ def cpp_kernel_or_skip(module, what: str, monkeypatch) -> dict:
     if not ok:
         pytest.skip(f"no C++ toolchain: the fused {what} cannot be built here")
     return module.CALLS
+
+
+#: Every module on three channels (``backend`` -> module), and an input shape for each: the
+#: module-level checks (gradient contiguity, batched gradients, forward-mode AD) run over these.
+MODULES = {
+    "ReLU": lambda b: R.ReLU(backend=b),
+    "LeakyReLU": lambda b: R.LeakyReLU(0.1, backend=b),
+    "PReLU": lambda b: R.PReLU(3, backend=b),
+    "FReLU": lambda b: R.FReLU(3, backend=b),
+    "FunnelReLU1d": lambda b: R.FunnelReLU1d(3, backend=b),
+    "FunnelReLU": lambda b: R.FunnelReLU(3, backend=b),
+    "FunnelReLU3d": lambda b: R.FunnelReLU3d(3, backend=b),
+}
+
+
+def module_input_shape(name: str) -> tuple[int, ...]:
+    """An input shape for ``MODULES[name]`` (N = 2, C = 3)."""
+    return {"FunnelReLU1d": (2, 3, 5), "FunnelReLU3d": (2, 3, 3, 3, 3)}.get(name, (2, 3, 4, 4))

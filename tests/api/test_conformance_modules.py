@@ -28,7 +28,7 @@ from torch.testing._internal.common_modules import module_db
 import rectifiers as R
 
 from _conformance_cases import CASE_COUNTS, bits_equal, count
-from helpers import BACKENDS
+from helpers import BACKENDS, MODULES, module_input_shape
 
 MODULE_INFOS = {m.module_cls.__name__: m for m in module_db}
 
@@ -319,25 +319,15 @@ def test_module_inplace_as_torch(name, backend):
 # item 6: the funnel's BatchNorm gradients from the C++ kernel were strided views)
 
 
-_CONTIG_MODULES = {
-    "ReLU": lambda b: R.ReLU(backend=b),
-    "LeakyReLU": lambda b: R.LeakyReLU(0.1, backend=b),
-    "PReLU": lambda b: R.PReLU(3, backend=b),
-    "FReLU": lambda b: R.FReLU(3, backend=b),
-    "FunnelReLU1d": lambda b: R.FunnelReLU1d(3, backend=b),
-    "FunnelReLU": lambda b: R.FunnelReLU(3, backend=b),
-    "FunnelReLU3d": lambda b: R.FunnelReLU3d(3, backend=b),
-}
-_CONTIG_SHAPES = {"FunnelReLU1d": (2, 3, 5), "FunnelReLU3d": (2, 3, 3, 3, 3)}
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("name", list(_CONTIG_MODULES))
+@pytest.mark.parametrize("name", list(MODULES))
 def test_gradients_are_contiguous(name, backend, dtype):
     torch.manual_seed(0)
-    m = _CONTIG_MODULES[name](backend).to(dtype)
-    x = torch.randn(_CONTIG_SHAPES.get(name, (2, 3, 4, 4)), dtype=dtype, requires_grad=True)
+    m = MODULES[name](backend).to(dtype)
+    x = torch.randn(module_input_shape(name), dtype=dtype, requires_grad=True)
     params = list(m.parameters())
     grads = torch.autograd.grad(m(x).sum(), [x] + params)
     for n, g in zip(["input"] + [k for k, _ in m.named_parameters()], grads):

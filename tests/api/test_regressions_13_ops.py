@@ -21,29 +21,16 @@ import torch.autograd.forward_ad as fwAD
 
 import rectifiers as R
 
-from helpers import BACKENDS
+from helpers import BACKENDS, MODULES, module_input_shape
 
-def _modules():
-    return {
-        "ReLU": lambda b: R.ReLU(backend=b),
-        "LeakyReLU": lambda b: R.LeakyReLU(0.1, backend=b),
-        "PReLU": lambda b: R.PReLU(3, backend=b),
-        "FReLU": lambda b: R.FReLU(3, backend=b),
-        "FunnelReLU1d": lambda b: R.FunnelReLU1d(3, backend=b),
-        "FunnelReLU": lambda b: R.FunnelReLU(3, backend=b),
-        "FunnelReLU3d": lambda b: R.FunnelReLU3d(3, backend=b),
-    }
-
-
-SHAPES = {"FunnelReLU1d": (2, 3, 5), "FunnelReLU3d": (2, 3, 3, 3, 3)}
 
 
 def _module_fn(name, backend):
     """(f(x, *params), x, params) in float64, training mode (funnel: batch statistics)."""
     torch.manual_seed(0)
-    m = _modules()[name](backend).double()
+    m = MODULES[name](backend).double()
     params = dict(m.named_parameters())
-    x = torch.randn(SHAPES.get(name, (2, 3, 4, 4)), dtype=torch.float64, requires_grad=True)
+    x = torch.randn(module_input_shape(name), dtype=torch.float64, requires_grad=True)
 
     def f(x, *ps):
         return torch.func.functional_call(m, dict(zip(params, ps)), (x,))
@@ -56,7 +43,7 @@ def _module_fn(name, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("name", list(_modules()))
+@pytest.mark.parametrize("name", list(MODULES))
 def test_batched_gradients(name, backend):
     f, x, ps = _module_fn(name, backend)
     y = f(x, *ps)
@@ -78,7 +65,7 @@ def test_batched_gradients(name, backend):
 
 @pytest.mark.parametrize("input_requires_grad", [False, True], ids=["dual", "dual_requires_grad"])
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("name", list(_modules()))
+@pytest.mark.parametrize("name", list(MODULES))
 def test_forward_mode_ad(name, backend, input_requires_grad):
     f, x, ps = _module_fn(name, backend)
     t = torch.randn_like(x)
@@ -93,7 +80,7 @@ def test_forward_mode_ad(name, backend, input_requires_grad):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("name", list(_modules()))
+@pytest.mark.parametrize("name", list(MODULES))
 def test_forward_over_reverse_and_gradcheck_forward_ad(name, backend):
     f, x, ps = _module_fn(name, backend)
     assert torch.autograd.gradcheck(f, (x,) + ps, check_forward_ad=True, check_backward_ad=False,
