@@ -84,9 +84,7 @@ def _run(plan: Plan, exps: list[Experiment], ds: Any, dev: torch.device, dist: A
 
     todo = [(e, arm, spec) for e in exps for arm, spec in run_specs(e, plan_seeds(plan, e))]
     steps = sum(len(ds.train_y) // s.batch_size * s.epochs for _, _, s in todo)
-    bar = None
-    if progress and dist.main:
-        bar = progress_bar(steps)
+    bar = progress_bar(steps, progress and dist.main)
     rss0 = peak_rss_mib()
     t0 = time.perf_counter()
     results = []

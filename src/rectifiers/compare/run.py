@@ -52,9 +52,7 @@ def run_compare(cfg: Config | Plan, out_dir: str, *, resume: bool = False, devic
     _write_config(out_dir, cfg_dict, resume, dist)
 
     steps = len(ds.train_y) // cfg.batch_size * cfg.epochs * len(cfg.run_keys())
-    bar = None
-    if progress and dist.main:
-        bar = progress_bar(steps)
+    bar = progress_bar(steps, progress and dist.main)
     rss0 = peak_rss_mib()
     t0 = time.perf_counter()
     results = []

@@ -16,8 +16,11 @@ from .timing import peak_rss_mib
 from .training import _read_json, atomic_write_json
 
 
-def progress_bar(steps: int) -> Any:
-    """A tqdm progress bar of ``steps`` training steps on stderr (the ``compare`` extra)."""
+def progress_bar(steps: int, enabled: bool = True) -> Any:
+    """A tqdm progress bar of ``steps`` training steps on stderr (the ``compare`` extra), or
+    ``None`` when not ``enabled`` (no progress asked for, or not the main process)."""
+    if not enabled:
+        return None
     tqdm = optional_import("tqdm.auto", "compare", "the progress bar of rectifiers compare").tqdm
     return tqdm(total=steps, file=sys.stderr, unit="step", dynamic_ncols=True, leave=True)
 
