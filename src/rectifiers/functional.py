@@ -15,10 +15,21 @@ that requires grad.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from . import _checks as C
-from .ops import get_backend
+from .ops import cpp_operators, eager_cpu, get_backend
+
+_Tensor = torch.Tensor
+#: The input dtypes of the fast paths below (any other goes the full way, which checks it).
+_FLOATS = frozenset({torch.float32, torch.float64, torch.bfloat16, torch.float16})
+
+# The fast paths: a plain CPU tensor of a float dtype on the eager backend, with arguments that
+# need no conversion, goes straight to torch.relu or to the C++ operators (whose autograd is in
+# C++ too). Anything else (another backend, a CUDA tensor, tracing, an argument to check or
+# refuse) takes the full path below them, which checks every argument and asks get_backend.
 
 __all__ = ["relu", "leaky_relu", "prelu", "flexible_relu", "frelu", "funnel_relu"]
 
@@ -28,6 +39,8 @@ def relu(input: torch.Tensor, inplace: bool = False, *, backend: str | None = No
 
     Any shape. Equal to ``torch.relu`` bit for bit.
     """
+    if inplace is False and type(input) is _Tensor and input.dtype in _FLOATS and eager_cpu(input, backend):
+        return torch.relu(input)
     C.check_input("relu", input)
     C.check_inplace("relu", input, inplace)
     return get_backend(input, backend).relu(input, inplace)
@@ -45,6 +58,11 @@ def leaky_relu(
     Derivative ``1 if x > 0 else a`` (so ``a`` at ``x = 0``, as in torch). Any shape. Equal to
     ``torch.nn.functional.leaky_relu`` bit for bit in float32 and float64.
     """
+    if (inplace is False and type(input) is _Tensor and input.dtype in _FLOATS
+            and type(negative_slope) is float and math.isfinite(negative_slope)):
+        ops = cpp_operators(input, backend, input.requires_grad and torch.is_grad_enabled())
+        if ops is not None:
+            return ops.leaky_relu(input, negative_slope)
     C.check_input("leaky_relu", input)
     a = C.check_scalar("leaky_relu", negative_slope, "negative_slope")
     C.check_inplace("leaky_relu", input, inplace)
@@ -68,6 +86,12 @@ def prelu(
     Gradients: ``dL/dx = g if x > 0 else a*g``; ``dL/da = sum over x <= 0 of g*x``, per channel.
     The output has the dtype of ``input`` (the weight is cast to it).
     """
+    if type(input) is _Tensor and input.dtype in _FLOATS:
+        d = C.fast_channel_dim(input, weight, dim)
+        if d is not None:
+            ops = cpp_operators(input, backend, (input.requires_grad or weight.requires_grad) and torch.is_grad_enabled())
+            if ops is not None:
+                return ops.prelu(input, weight, d)
     C.check_input("prelu", input)
     d = C.channel_dim("prelu", input, dim)
     C.check_channel_param("prelu", input, weight, d, "weight", at_most_1d=True)
@@ -89,6 +113,12 @@ def flexible_relu(
 
     Gradients: ``dL/dx = g if x > 0 else 0``; ``dL/db = sum of g``, per channel.
     """
+    if inplace is False and type(input) is _Tensor and input.dtype in _FLOATS:
+        d = C.fast_channel_dim(input, bias, dim)
+        if d is not None:
+            ops = cpp_operators(input, backend, (input.requires_grad or bias.requires_grad) and torch.is_grad_enabled())
+            if ops is not None:
+                return ops.flexible_relu(input, bias, d)
     C.check_input("flexible_relu", input)
     d = C.channel_dim("flexible_relu", input, dim)
     C.check_channel_param("flexible_relu", input, bias, d, "bias")

@@ -64,10 +64,12 @@ from typing import Any
 import torch
 
 from .. import _spec
+from .._util import getenv
 from . import _common, eager, native
+from .cpp import pointwise as _cpp_pointwise
 from .eager import compiled as _eager_compiled  # noqa: F401  (eager.compiled, for _Traced)
 
-__all__ = ["BACKENDS", "ENV_VAR", "resolve_backend", "get_backend", "triton_available"]
+__all__ = ["BACKENDS", "ENV_VAR", "resolve_backend", "get_backend", "triton_available", "eager_cpu", "cpp_operators"]
 
 BACKENDS = ("auto", "torch", "eager", "triton")
 ENV_VAR = "RECTIFIERS_BACKEND"
@@ -121,6 +123,33 @@ def resolve_backend(x: torch.Tensor, backend: str | None = None) -> str:
                 f"TRITON_INTERPRET=1); got a tensor on {x.device}"
             )
     return backend
+
+
+_EAGER_NAMES = frozenset({"", "auto", "eager"})
+
+
+def eager_cpu(x: torch.Tensor, backend: str | None) -> bool:
+    """Whether this call runs the eager backend, un-rerouted, on a CPU tensor: the functionals'
+    fast path, which skips :func:`get_backend`'s views (a few microseconds a call). ``False``
+    whenever :func:`get_backend` might decide otherwise (another backend asked for or set in
+    :data:`ENV_VAR`, a CUDA tensor, tracing, a ``torch.func`` transform, forward-mode AD); the
+    functionals then take their full path, which decides and raises as before."""
+    if backend is None:
+        env = getenv(ENV_VAR)
+        if env is not None and env.strip().lower() not in _EAGER_NAMES:
+            return False
+    elif backend != "auto" and backend != "eager":
+        return False
+    return x.is_cpu and not _common.forward_ad() and not _common.compiling()
+
+
+def cpp_operators(x: torch.Tensor, backend: str | None, need_grad: bool) -> Any:
+    """The C++ operators (:func:`rectifiers.ops.cpp.pointwise.operators`) when :func:`eager_cpu`
+    holds, else ``None``. A call that needs a gradient builds them at first use; one that does
+    not only uses them once built (inference alone never starts the build)."""
+    if not eager_cpu(x, backend):
+        return None
+    return _cpp_pointwise.operators() if need_grad else _cpp_pointwise.loaded_operators()
 
 
 def get_backend(x: torch.Tensor, backend: str | None = None) -> Any:

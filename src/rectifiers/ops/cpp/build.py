@@ -45,6 +45,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
+from ..._util import getenv
+
 #: The C++ sources, shipped with the package (``src/rectifiers/csrc``).
 CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "csrc")
 
@@ -56,7 +58,8 @@ def source_path(name: str) -> str:
 
 def disabled() -> bool:
     """Whether ``RECTIFIERS_NO_CPP`` (any value but empty or ``0``) turns the C++ kernels off."""
-    return os.environ.get("RECTIFIERS_NO_CPP", "").strip() not in ("", "0")
+    v = getenv("RECTIFIERS_NO_CPP")
+    return v is not None and v.strip() not in ("", "0")
 
 
 def ninja_dir() -> str | None:

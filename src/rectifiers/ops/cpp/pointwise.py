@@ -51,6 +51,8 @@ to contiguous first; PReLU takes its plain path), as does the double backward.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator, Mapping
+from types import SimpleNamespace
 
 import torch
 
@@ -59,8 +61,30 @@ from . import build as _build_mod
 
 __all__ = ["load", "plan", "forward", "backward", "loaded", "set_isa", "prelu_forward", "prelu_backward", "build_seconds", "CALLS"]
 
-#: Calls of the fused kernels in this process (the tests check that the C++ path really ran).
-CALLS = {"forward": 0, "backward": 0, "prelu_forward": 0, "prelu_backward": 0}
+class _Calls(Mapping):
+    """Calls of the fused kernels in this process, by kernel (the tests check that the C++ path
+    really ran). Counted in C++, whoever calls the kernels: the operators of ``operators.cpp``
+    or the Python wrappers below. All zero while the extension is not loaded."""
+
+    _KEYS = ("forward", "backward", "prelu_forward", "prelu_backward")
+
+    def __getitem__(self, key: str) -> int:
+        i = self._KEYS.index(key) if key in self._KEYS else None
+        if i is None:
+            raise KeyError(key)
+        return int(torch.ops.rectifiers_cpp.calls()[i]) if _state["ok"] else 0
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._KEYS)
+
+    def __len__(self) -> int:
+        return len(self._KEYS)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+CALLS: Mapping[str, int] = _Calls()
 
 #: Elements per work block (fixed: the bias-gradient summation order does not depend on threads).
 _BLOCK = 1 << 15
@@ -71,7 +95,7 @@ _SEGMENT_MIN = 256
 _ROW_MAX = 1 << 16
 
 #: The C++ source (with the headers it includes, beside it in ``rectifiers/csrc``).
-_SOURCES = [_build_mod.source_path("pointwise.cpp")]
+_SOURCES = [_build_mod.source_path("pointwise.cpp"), _build_mod.source_path("operators.cpp")]
 
 #: The stem of the extension's name (:func:`rectifiers.ops.cpp.build.build_name` adds the hash
 #: of its sources, flags and environment).
@@ -99,9 +123,12 @@ def load() -> bool:
     Never raises: a failure is reported once with :func:`warnings.warn` and remembered, so later
     calls return ``False`` at once. ``RECTIFIERS_NO_CPP=1`` disables the kernels silently.
     """
-    return _build_mod.load_once(
-        _state, _lock, _build, "rectifiers_cpp", ("frelu_fwd", "prelu_fwd"), "FReLU kernel"
+    ok = _build_mod.load_once(
+        _state, _lock, _build, "rectifiers_cpp", ("frelu_fwd", "prelu_fwd", "calls"), "FReLU kernel"
     )
+    if ok and _ops is None:
+        _bind()
+    return ok
 
 
 def set_isa(level: int) -> int:
@@ -114,6 +141,36 @@ def set_isa(level: int) -> int:
     additions depends on the vector width.
     """
     return _build_mod.set_isa(level)
+
+
+#: The C++ operators' call handles once the extension is loaded (see :func:`operators`).
+_ops: SimpleNamespace | None = None
+
+
+def operators() -> SimpleNamespace | None:
+    """The C++ operators of ``csrc/operators.cpp`` (``torch.ops.rectifiers.leaky_relu``,
+    ``prelu``, ``flexible_relu``; their autograd in C++), building the extension at the first
+    call; ``None`` where it cannot be built (after one warning) or ``RECTIFIERS_NO_CPP`` is set.
+
+    The handles are the ops' default overloads, bound once.
+    """
+    if _ops is not None and _state["ok"] and not _build_mod.disabled():
+        return _ops
+    return _ops if load() else None
+
+
+def loaded_operators() -> SimpleNamespace | None:
+    """:func:`operators` when the extension is loaded already, else ``None`` (never builds)."""
+    return _ops if (_ops is not None and _state["ok"] and not _build_mod.disabled()) else None
+
+
+def _bind() -> None:
+    """Bind the operators' handles (after a successful load)."""
+    global _ops
+    lib = torch.ops.rectifiers
+    _ops = SimpleNamespace(
+        leaky_relu=lib.leaky_relu.default, prelu=lib.prelu.default, flexible_relu=lib.flexible_relu.default,
+    )
 
 
 def loaded() -> bool:
@@ -155,7 +212,6 @@ def forward(
     outer, c, inner, mode = p
     bo = b.detach().reshape(-1).to(opmath(x.dtype)).contiguous()
     torch.ops.rectifiers_cpp.frelu_fwd(x, bo, y, mask, outer, c, inner, _BLOCK, mode)
-    CALLS["forward"] += 1
 
 
 def backward(
@@ -170,7 +226,6 @@ def backward(
     dx = torch.empty_like(g) if need_x else None
     db = torch.empty(c, dtype=torch.float64, device=g.device) if need_b else None
     torch.ops.rectifiers_cpp.frelu_bwd(g, mask, dx, db, outer, c, inner, _BLOCK, mode)
-    CALLS["backward"] += 1
     return dx, db
 
 
@@ -187,7 +242,6 @@ def prelu_forward(
     outer, c, inner, mode = p
     ao = a.detach().reshape(-1).to(opmath(x.dtype)).contiguous()
     lost = torch.ops.rectifiers_cpp.prelu_fwd(x, ao, y, outer, c, inner, _BLOCK, mode, bool(detect))
-    CALLS["prelu_forward"] += 1
     return bool(lost)
 
 
@@ -207,5 +261,4 @@ def prelu_backward(
     dx = torch.empty_like(s) if need_x else None
     da = torch.empty(c, dtype=torch.float64, device=s.device) if need_a else None
     torch.ops.rectifiers_cpp.prelu_bwd(g, s, ao, dx, da, outer, c, inner, _BLOCK, mode)
-    CALLS["prelu_backward"] += 1
     return dx, da

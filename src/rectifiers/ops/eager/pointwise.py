@@ -88,6 +88,10 @@ def leaky_relu(x: torch.Tensor, negative_slope: float, inplace: bool) -> torch.T
         # torch's in-place leaky_relu_ already keeps only its result (self_is_result=True);
         # functional.py refuses in-place with a negative slope when a gradient is needed.
         return F.leaky_relu(x, negative_slope, True)
+    if needs_grad(x):
+        ops = kernels.operators()  # the C++ operator, once built (on CPU and CUDA alike)
+        if ops is not None:
+            return ops.leaky_relu(x, negative_slope)
     x = _packed(x)
     if not needs_grad(x):
         return F.leaky_relu(x, negative_slope, False)
@@ -201,6 +205,9 @@ class _PReLU(torch.autograd.Function):
 
 
 def prelu(x: torch.Tensor, weight: torch.Tensor, dim: int | None) -> torch.Tensor:
+    ops = kernels.operators() if needs_grad(x, weight) else kernels.loaded_operators()
+    if ops is not None:  # the C++ operator (on CUDA: torch's own prelu, no host sync)
+        return ops.prelu(x, weight, dim)
     x = _packed(x)
     if not needs_grad(x, weight):
         return plain_prelu(x, weight, dim)
@@ -301,6 +308,10 @@ class _FlexibleReLU(torch.autograd.Function):
 
 
 def flexible_relu(x: torch.Tensor, bias: torch.Tensor, dim: int | None, inplace: bool) -> torch.Tensor:
+    if not inplace:
+        ops = kernels.operators() if needs_grad(x, bias) else kernels.loaded_operators()
+        if ops is not None:  # the C++ operator (on CUDA: ATen ops keeping a bool mask)
+            return ops.flexible_relu(x, bias, dim)
     cdim = dim if bias.numel() > 1 else None
     if not needs_grad(x, bias):
         # Nothing to keep. The fused kernel writes y in one pass (relu, then + b, takes two)

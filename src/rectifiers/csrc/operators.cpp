@@ -1,0 +1,418 @@
+// rectifiers' activations as PyTorch operators, with their autograd in C++: the per-call
+// machinery of the eager backend (rectifiers.ops.eager), with no Python between the module and
+// the kernels, forward or backward. The second translation unit of the extension built by
+// rectifiers.ops.cpp.pointwise; it calls the fused CPU kernels of pointwise.cpp (kernels.h)
+// directly and ATen's own ops for everything else, so the same operators serve CUDA tensors
+// (no CUDA headers or nvcc needed).
+//
+//   rectifiers::leaky_relu(Tensor x, float negative_slope) -> Tensor
+//   rectifiers::prelu(Tensor x, Tensor weight, int? dim) -> Tensor
+//   rectifiers::flexible_relu(Tensor x, Tensor bias, int? dim) -> Tensor
+//
+// The arguments are those rectifiers.functional has checked (dim normalised, or None when the
+// input has no channel dimension). What each keeps for backward is the table of
+// rectifiers.ops.eager (docs/DESIGN.md), kept exactly:
+//   leaky_relu, slope >= 0: the output (leaky_relu_backward(..., self_is_result=true));
+//               slope < 0: a 1-byte mask x > 0;
+//   prelu (CPU): the output when every slope is in (0, 1] and no a*x underflowed, else the input;
+//               the fused kernels forward and backward; elsewhere torch's own prelu;
+//   flexible_relu: a bit-packed mask (the fused CPU kernels) or a bool mask (ATen ops).
+// Tensors that are not plain (fake or functional tensors while torch.compile / torch.export
+// trace, torch.func wrappers, batched tensors) run the plain differentiable formulas, which
+// every tracer and transform understands; so does a backward that builds a graph
+// (create_graph) or runs under vmap (batched gradients).
+
+#include <ATen/ATen.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/library.h>
+
+#include <array>
+#include <optional>
+#include <vector>
+
+#include "kernels.h"
+
+namespace {
+
+using at::Tensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::tensor_list;
+namespace K = rectifiers_kernels;
+
+// A channel run at least this long is one vector loop with a constant parameter ("segment"
+// mode 0); shorter runs go row by row with an expanded parameter row (mode 1) up to this row
+// length. The same choice as rectifiers.ops.cpp.pointwise.plan.
+constexpr int64_t SEGMENT_MIN = 256;
+constexpr int64_t ROW_MAX = int64_t{1} << 16;
+
+// ---------------------------------------------------------------------------------------------
+// Layouts and tensor kinds
+
+bool is_dense(const Tensor& t) { return t.numel() <= 1 || t.is_non_overlapping_and_dense(); }
+
+// x, or a dense copy of it (x's order of strides) when it has gaps: torch's element-wise kernels
+// walk a strided view several times slower than one copy and a dense pass. At the autograd
+// level, so the copy is recorded (the gradient passes straight through it).
+Tensor packed(const Tensor& x) { return is_dense(x) ? x : x.clone(at::MemoryFormat::Preserve); }
+
+// Whether t is an ordinary tensor: not a fake, functional, batched or torch.func-wrapped one,
+// nor a Python subclass. Only those run the fused kernels (they read and write memory).
+bool plain_tensor(const Tensor& t) {
+  static const c10::DispatchKeySet special({c10::DispatchKey::Python, c10::DispatchKey::Functionalize,
+                                            c10::DispatchKey::FuncTorchBatched, c10::DispatchKey::Batched,
+                                            c10::DispatchKey::FuncTorchGradWrapper});
+  return !t.key_set().has_any(special) && !t.is_meta();
+}
+
+// Whether this backward runs under a vmap (autograd's is_grads_batched, jacobian(vectorize=True),
+// torch.func.vmap): the fused kernels and in-place passes have no batching rules there.
+bool batched(const Tensor& g) {
+  const auto inc = c10::impl::tls_local_dispatch_key_set().included_;
+  return inc.has(c10::DispatchKey::VmapMode) || inc.has(c10::DispatchKey::FuncTorchVmapMode) || !plain_tensor(g);
+}
+
+bool is_float(at::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf;
+}
+
+at::ScalarType opmath(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+// (outer, C, inner) when x's memory is that array in order (any dense layout, the channel at
+// any dim), as rectifiers.ops._common.channel_runs.
+std::optional<std::array<int64_t, 3>> channel_runs(const Tensor& x, std::optional<int64_t> cdim) {
+  const int64_t n = x.numel();
+  if (x.is_contiguous()) {
+    if (!cdim) return std::array<int64_t, 3>{1, 1, n};
+    const int64_t c = x.size(*cdim);
+    int64_t inner = 1;
+    for (int64_t d = *cdim + 1; d < x.dim(); ++d) inner *= x.size(d);
+    return std::array<int64_t, 3>{c * inner ? n / (c * inner) : 0, c, inner};
+  }
+  if (!is_dense(x)) return std::nullopt;
+  if (!cdim || x.size(*cdim) == 1) return std::array<int64_t, 3>{1, 1, n};
+  const int64_t c = x.size(*cdim), st = x.stride(*cdim);
+  int64_t inner = 1;
+  for (int64_t d = 0; d < x.dim(); ++d)
+    if (d != *cdim && x.size(d) > 1 && x.stride(d) < st) inner *= x.size(d);
+  if (inner != st) return std::nullopt;
+  return std::array<int64_t, 3>{n / (c * inner), c, inner};
+}
+
+// The fused kernels' plan for x, or nullopt where they do not apply (not CPU, not a float
+// dtype, empty, a view with gaps, a layout neither loop mode takes).
+std::optional<K::Plan> plan(const Tensor& x, std::optional<int64_t> cdim) {
+  if (!x.device().is_cpu() || !is_float(x.scalar_type()) || x.numel() == 0) return std::nullopt;
+  const auto v = channel_runs(x, cdim);
+  if (!v) return std::nullopt;
+  const int64_t outer = (*v)[0], c = (*v)[1], inner = (*v)[2];
+  int64_t mode;
+  if (c == 1 || inner >= SEGMENT_MIN) mode = 0;
+  else if (c * inner <= ROW_MAX) mode = 1;
+  else if (inner >= 16) mode = 0;
+  else return std::nullopt;
+  return K::Plan{outer, c, inner, mode};
+}
+
+// Whether t has this shape and lies in memory with these strides (where the size is > 1).
+bool laid_out_as(const Tensor& t, at::IntArrayRef size, at::IntArrayRef stride) {
+  if (t.sizes() != size) return false;
+  for (size_t d = 0; d < size.size(); ++d)
+    if (size[d] != 1 && t.stride(d) != stride[d]) return false;
+  return true;
+}
+
+// Every dim but the channel dim (all of them for a shared parameter).
+std::vector<int64_t> reduce_dims(int64_t nd, int64_t cdim) {
+  std::vector<int64_t> dims;
+  for (int64_t d = 0; d < nd; ++d)
+    if (d != cdim) dims.push_back(d);
+  return dims;
+}
+
+// A 1-element or per-channel parameter shaped to broadcast against x along cdim (-1: shared).
+Tensor channel_view(const Tensor& p, const Tensor& x, int64_t cdim) {
+  if (p.numel() == 1 || cdim < 0) return p.reshape({});
+  std::vector<int64_t> shape(x.dim(), 1);
+  shape[cdim] = p.numel();
+  return p.reshape(shape);
+}
+
+// The sum of g over every dim but the channel's, in float32 or better, as the parameter.
+Tensor param_grad(const Tensor& g, int64_t cdim, at::IntArrayRef shape, at::ScalarType dtype) {
+  const auto acc = at::promote_types(g.scalar_type(), at::kFloat);
+  const auto dims = reduce_dims(g.dim(), cdim);
+  const Tensor s = dims.empty() ? g.to(acc) : g.sum(dims, false, acc);
+  return s.reshape(shape).to(dtype);
+}
+
+// ---------------------------------------------------------------------------------------------
+// LeakyReLU
+
+// Slope >= 0: y > 0 exactly where x > 0 (NaN and -0.0 included), so the output, which the next
+// layer keeps anyway, gives the gradient.
+struct LeakyKeepOutput : public torch::autograd::Function<LeakyKeepOutput> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, double slope) {
+    Tensor y = at::leaky_relu(x, slope);
+    ctx->saved_data["slope"] = slope;
+    ctx->save_for_backward({y});
+    return y;
+  }
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    const Tensor y = ctx->get_saved_variables()[0];
+    return {at::leaky_relu_backward(grads[0], y, ctx->saved_data["slope"].toDouble(), true), Tensor()};
+  }
+};
+
+// Slope < 0: the output's sign no longer tells; keep a 1-byte mask x > 0.
+struct LeakyKeepMask : public torch::autograd::Function<LeakyKeepMask> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, double slope) {
+    ctx->saved_data["slope"] = slope;
+    ctx->save_for_backward({x.gt(0)});
+    return at::leaky_relu(x, slope);
+  }
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    const Tensor m = ctx->get_saved_variables()[0];
+    const Tensor& g = grads[0];
+    // The mask as 1.0 / 0.0 in g's dtype has the sign of x for the strict x > 0 test.
+    return {at::leaky_relu_backward(g, m.to(g.scalar_type()), ctx->saved_data["slope"].toDouble(), false),
+            Tensor()};
+  }
+};
+
+Tensor leaky_relu_op(const Tensor& input, double slope) {
+  if (!plain_tensor(input)) return at::leaky_relu(input, slope);
+  const Tensor x = packed(input);
+  if (!(at::GradMode::is_enabled() && x.requires_grad())) return at::leaky_relu(x, slope);
+  return slope >= 0 ? LeakyKeepOutput::apply(x, slope) : LeakyKeepMask::apply(x, slope);
+}
+
+// ---------------------------------------------------------------------------------------------
+// PReLU
+
+// torch.prelu with the channels at any dim (bitwise the reference formula): the plain path.
+Tensor plain_prelu(const Tensor& x, const Tensor& weight, std::optional<int64_t> dim) {
+  const Tensor w = weight.to(x.scalar_type());
+  if (w.numel() == 1 || !dim || *dim == 1) return at::prelu(x, w.reshape({-1}));
+  if (x.dim() == 1) return at::prelu(x.unsqueeze(0), w).squeeze(0);
+  return at::prelu(x.movedim(*dim, 1), w).movedim(1, *dim);  // y follows x's layout
+}
+
+// The slopes rounded to x's dtype, in the kernels' op-math type, flat and contiguous.
+Tensor opmath_param(const Tensor& p, at::ScalarType dtype) {
+  return p.detach().to(dtype).reshape({-1}).to(opmath(dtype)).contiguous();
+}
+
+// PReLU on the fused CPU kernels, keeping the output (every slope in (0, 1]) or the input.
+// dx = g if s > 0 else a*g with s the kept tensor (same sign as x either way); dL/da = sum over
+// x <= 0 of g*x, that is sum(g * min(y, 0)) / a with the output kept (exact up to rounding for
+// 0 < a <= 1 while a*x stays normal; `check` has the forward test that).
+struct PReLUFn : public torch::autograd::Function<PReLUFn> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& w, const Tensor& ao, int64_t cdim,
+                        bool keep_output, bool check, K::Plan p) {
+    Tensor y = at::empty_like(x);
+    if (K::prelu_forward(x, ao, y, p, check)) keep_output = false;  // some a*x underflowed
+    ctx->saved_data["info"] = std::vector<int64_t>{p.outer, p.C, p.inner, p.mode, cdim, keep_output};
+    ctx->save_for_backward({keep_output ? y : x, w});
+    return y;
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const Tensor &s = saved[0], &w = saved[1];
+    const Tensor& g = grads[0];
+    const auto info = ctx->saved_data["info"].toIntVector();
+    const K::Plan p{info[0], info[1], info[2], info[3]};
+    const int64_t cdim = info[4];
+    const bool keep_output = info[5] != 0;
+    const bool need_x = ctx->needs_input_grad(0), need_w = ctx->needs_input_grad(1);
+    Tensor dx, dw;
+    if (!at::GradMode::is_enabled() && !batched(g) && g.scalar_type() == s.scalar_type() &&
+        laid_out_as(g, s.sizes(), s.strides())) {
+      // The fused kernel: dx and the slope gradient's float64 sums in one pass over (g, s).
+      const Tensor ao = opmath_param(w, s.scalar_type());
+      if (need_x) dx = at::empty_like(s);
+      Tensor da = need_w ? at::empty({p.C}, s.options().dtype(at::kDouble)) : Tensor();
+      K::prelu_backward(g, s, ao, need_x ? std::optional<Tensor>(dx) : std::nullopt,
+                        need_w ? std::optional<Tensor>(da) : std::nullopt, p);
+      if (need_w) {
+        if (keep_output) da = da / w.detach().to(at::kDouble).reshape({-1});  // sum(g*y)/a = sum(g*x)
+        dw = da.reshape(w.sizes()).to(w.scalar_type());
+      }
+      return {dx, dw, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    }
+    // create_graph (double backward), vmap, or a gradient laid out otherwise: plain formulas,
+    // differentiable and with batching rules.
+    const Tensor a = w.to(s.scalar_type());
+    const Tensor av = channel_view(a, s, cdim);
+    if (need_x) dx = at::where(s > 0, g, av * g);
+    if (need_w) {
+      if (at::GradMode::is_enabled() || batched(g)) {
+        Tensor t = g * s.clamp_max(0);
+        if (keep_output) t = t / av;
+        const auto dims = reduce_dims(s.dim(), cdim);
+        dw = (dims.empty() ? t : t.sum(dims)).reshape(w.sizes()).to(w.scalar_type());
+      } else {
+        const auto acc = at::promote_types(s.scalar_type(), at::kFloat);
+        const auto dims = reduce_dims(s.dim(), cdim);
+        const Tensor t = s.clamp_max(0).mul_(g);
+        Tensor sum = dims.empty() ? t.to(acc) : t.sum(dims, false, acc);
+        if (keep_output) sum = sum / channel_view(w.to(acc), sum, sum.dim() ? 0 : -1);
+        dw = sum.reshape(w.sizes()).to(w.scalar_type());
+      }
+    }
+    return {dx, dw, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+  }
+};
+
+Tensor prelu_op(const Tensor& input, const Tensor& weight, std::optional<int64_t> dim) {
+  // CUDA and other devices: torch's own prelu (the Triton kernels take the large tensors).
+  if (!plain_tensor(input) || !plain_tensor(weight) || !input.device().is_cpu() || !weight.device().is_cpu())
+    return plain_prelu(input, weight, dim);
+  const Tensor x = packed(input);
+  if (!(at::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad())))
+    return plain_prelu(x, weight, dim);
+  const std::optional<int64_t> cdim = weight.numel() > 1 ? dim : std::nullopt;
+  const auto p = plan(x, cdim);
+  if (!p || !is_float(weight.scalar_type())) return plain_prelu(x, weight, dim);
+  const Tensor ao = opmath_param(weight, x.scalar_type());
+  // Keep the output when every slope (in x's dtype) is in (0, 1]: y / a recovers x exactly.
+  bool keep_output = true;
+  AT_DISPATCH_FLOATING_TYPES(ao.scalar_type(), "rectifiers::prelu", [&] {
+    const scalar_t* v = ao.const_data_ptr<scalar_t>();
+    for (int64_t i = 0; i < ao.numel(); ++i) keep_output = keep_output && v[i] > 0 && v[i] <= 1;
+  });
+  const bool check = keep_output && weight.requires_grad();
+  return PReLUFn::apply(x, weight, ao, cdim.value_or(-1), keep_output, check, *p);
+}
+
+// ---------------------------------------------------------------------------------------------
+// FReLU (flexible ReLU)
+
+// relu(x) + b with b broadcast along cdim (bitwise the reference formula): the plain path.
+Tensor plain_frelu(const Tensor& x, const Tensor& bias, std::optional<int64_t> dim) {
+  return at::relu(x) + channel_view(bias.to(x.scalar_type()), x, dim.value_or(0));
+}
+
+// max(0, x) + b keeping a mask of relu(x) != 0 (x > 0, or NaN, where torch's ReLU passes the
+// gradient too; y > b is not exact for tiny x): bit-packed with the fused kernels (1 bit per
+// element in x's memory order), a bool tensor otherwise. keep_mask is false when x needs no
+// gradient (only the bias gradient, the sum of g, is asked).
+struct FReLUFn : public torch::autograd::Function<FReLUFn> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& bias, int64_t cdim, bool keep_mask,
+                        std::optional<K::Plan> p) {
+    Tensor y = at::empty_like(x);
+    Tensor mask;
+    if (p) {  // the fused kernel: y and the bit-packed mask in one pass
+      if (keep_mask) mask = at::empty({(x.numel() + 7) / 8}, x.options().dtype(at::kByte));
+      K::frelu_forward(x, opmath_param(bias, x.scalar_type()), y,
+                       keep_mask ? std::optional<Tensor>(mask) : std::nullopt, *p);
+    } else {  // ATen: relu, the mask, + b
+      at::clamp_min_out(y, x, 0);
+      if (keep_mask) mask = y.ne(0);
+      y.add_(channel_view(bias.to(x.scalar_type()), x, cdim < 0 ? 0 : cdim));
+    }
+    ctx->set_materialize_grads(false);
+    std::vector<int64_t> info{cdim, p ? 1 : 0, static_cast<int64_t>(bias.scalar_type())};
+    if (p) {
+      info.insert(info.end(), {p->outer, p->C, p->inner, p->mode});
+    }
+    ctx->saved_data["info"] = info;
+    ctx->saved_data["size"] = x.sizes().vec();
+    ctx->saved_data["stride"] = x.strides().vec();
+    ctx->saved_data["bias_shape"] = bias.sizes().vec();
+    ctx->save_for_backward({mask});
+    return y;
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    Tensor g = grads[0];
+    if (!g.defined()) return {Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};  // y unused
+    const Tensor mask = ctx->get_saved_variables()[0];
+    const auto info = ctx->saved_data["info"].toIntVector();
+    const int64_t cdim = info[0];
+    const bool fused = info[1] != 0;
+    const auto bias_dtype = static_cast<at::ScalarType>(info[2]);
+    const auto bias_shape = ctx->saved_data["bias_shape"].toIntVector();
+    const auto size = ctx->saved_data["size"].toIntVector();
+    const auto stride = ctx->saved_data["stride"].toIntVector();
+    const bool need_x = ctx->needs_input_grad(0), need_b = ctx->needs_input_grad(1);
+    Tensor dx, db;
+    if (fused && mask.defined() && !at::GradMode::is_enabled() && !batched(g)) {
+      // The fused kernel: dx and the per-channel sum of g in one pass (float64 sums). It reads g
+      // in x's memory order: a g laid out otherwise is copied so first (one pass).
+      const K::Plan p{info[3], info[4], info[5], info[6]};
+      if (!laid_out_as(g, size, stride)) g = at::empty_strided(size, stride, g.options()).copy_(g);
+      if (need_x) dx = at::empty_like(g);
+      if (need_b) db = at::empty({p.C}, g.options().dtype(at::kDouble));
+      K::frelu_backward(g, mask, need_x ? std::optional<Tensor>(dx) : std::nullopt,
+                        need_b ? std::optional<Tensor>(db) : std::nullopt, p);
+      if (need_b) db = db.reshape(bias_shape).to(bias_dtype);
+      return {dx, db, Tensor(), Tensor(), Tensor()};
+    }
+    if (need_x) {
+      Tensor m = mask;
+      if (fused) {  // the bit-packed mask as a bool tensor of x's shape and strides
+        int64_t n = 1;
+        for (auto s : size) n *= s;
+        const Tensor bits = at::tensor({1, 2, 4, 8, 16, 32, 64, 128}, mask.options());
+        m = mask.unsqueeze(-1).bitwise_and(bits).ne(0).reshape({-1}).slice(0, 0, n).as_strided(size, stride);
+      }
+      // threshold_backward(g, m, 0) = g where m else 0 (g * m would give NaN for an infinite g).
+      dx = at::threshold_backward(g, m.to(g.scalar_type()), 0);
+    }
+    if (need_b) db = param_grad(g, cdim, bias_shape, bias_dtype);
+    return {dx, db, Tensor(), Tensor(), Tensor()};
+  }
+};
+
+Tensor flexible_relu_op(const Tensor& input, const Tensor& bias, std::optional<int64_t> dim) {
+  const std::optional<int64_t> cdim = bias.numel() > 1 ? dim : std::nullopt;
+  if (!plain_tensor(input) || !plain_tensor(bias) || input.device() != bias.device() ||
+      !is_float(input.scalar_type()))
+    return plain_frelu(input, bias, dim);
+  const bool need = at::GradMode::is_enabled() && (input.requires_grad() || bias.requires_grad());
+  Tensor x = input;
+  auto p = plan(x, cdim);
+  if (!p && need && input.requires_grad() && x.device().is_cpu() && !x.is_contiguous()) {
+    // A view with gaps: one dense copy (autograd passes the gradient straight through it) costs
+    // less than the plain passes. It keeps the view's order of strides; a dense layout the
+    // kernel declined is made contiguous.
+    const Tensor xc = is_dense(x) ? x.contiguous() : x.clone(at::MemoryFormat::Preserve);
+    const auto pc = plan(xc, cdim);
+    if (pc) {
+      x = xc;
+      p = pc;
+    }
+  }
+  if (!need) {  // nothing to keep: the fused kernel's single pass (relu, then + b, takes two)
+    if (!p) return plain_frelu(x, bias, dim);
+    Tensor y = at::empty_like(x);
+    K::frelu_forward(x, opmath_param(bias, x.scalar_type()), y, std::nullopt, *p);
+    return y;
+  }
+  return FReLUFn::apply(x, bias, cdim.value_or(-1), input.requires_grad(), p);
+}
+
+}  // namespace
+
+TORCH_LIBRARY(rectifiers, m) {
+  m.def("leaky_relu(Tensor x, float negative_slope) -> Tensor");
+  m.def("prelu(Tensor x, Tensor weight, int? dim) -> Tensor");
+  m.def("flexible_relu(Tensor x, Tensor bias, int? dim) -> Tensor");
+}
+
+// Autograd: the Functions above. CompositeExplicitAutograd: what runs below autograd (inference
+// mode, a tracer's fake tensors): the same code, whose no-gradient branches are the plain
+// formulas or the fused forward.
+TORCH_LIBRARY_IMPL(rectifiers, Autograd, m) {
+  m.impl("leaky_relu", leaky_relu_op);
+  m.impl("prelu", prelu_op);
+  m.impl("flexible_relu", flexible_relu_op);
+}
+
+TORCH_LIBRARY_IMPL(rectifiers, CompositeExplicitAutograd, m) {
+  m.impl("leaky_relu", leaky_relu_op);
+  m.impl("prelu", prelu_op);
+  m.impl("flexible_relu", flexible_relu_op);
+}
