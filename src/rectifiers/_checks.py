@@ -110,18 +110,19 @@ def channel_dim(fn: str, x: torch.Tensor, dim: object) -> int | None:
 
 
 def fast_channel_dim(x: torch.Tensor, param: object, dim: object) -> int | None:
-    """The normalised channel dim when ``param`` is a 1-D floating tensor on x's device that
-    :func:`channel_dim` and :func:`check_channel_param` would accept for an input of 2 or more
-    dims (1 element, or one per channel), else ``None``: a cheap test for the functionals'
+    """The normalised channel dim when ``param`` is a 1-D floating CPU tensor that
+    :func:`channel_dim` and :func:`check_channel_param` would accept for a CPU input of 2 or
+    more dims (1 element, or one per channel), else ``None``: a cheap test for the functionals'
     fast paths, which leave every other case to the full checks."""
     if type(dim) is not int or not isinstance(param, torch.Tensor) or param.dim() != 1:
         return None
     nd = x.dim()
-    if nd < 2 or not -nd <= dim < nd or not param.is_floating_point() or param.device != x.device:
+    if nd < 2 or not -nd <= dim < nd or not param.is_cpu or not param.is_floating_point():
         return None
-    d = dim % nd
+    if dim < 0:
+        dim += nd
     n = param.shape[0]
-    return d if (n == 1 or n == x.shape[d]) else None
+    return dim if (n == 1 or n == x.shape[dim]) else None
 
 
 def check_channel_param(

@@ -60,7 +60,7 @@ def leaky_relu(
     """
     if (inplace is False and type(input) is _Tensor and input.dtype in _FLOATS
             and type(negative_slope) is float and math.isfinite(negative_slope)):
-        ops = cpp_operators(input, backend, input.requires_grad and torch.is_grad_enabled())
+        ops = cpp_operators(input, backend)
         if ops is not None:
             return ops.leaky_relu(input, negative_slope)
     C.check_input("leaky_relu", input)
@@ -89,7 +89,7 @@ def prelu(
     if type(input) is _Tensor and input.dtype in _FLOATS:
         d = C.fast_channel_dim(input, weight, dim)
         if d is not None:
-            ops = cpp_operators(input, backend, (input.requires_grad or weight.requires_grad) and torch.is_grad_enabled())
+            ops = cpp_operators(input, backend, weight)
             if ops is not None:
                 return ops.prelu(input, weight, d)
     C.check_input("prelu", input)
@@ -116,7 +116,7 @@ def flexible_relu(
     if inplace is False and type(input) is _Tensor and input.dtype in _FLOATS:
         d = C.fast_channel_dim(input, bias, dim)
         if d is not None:
-            ops = cpp_operators(input, backend, (input.requires_grad or bias.requires_grad) and torch.is_grad_enabled())
+            ops = cpp_operators(input, backend, bias)
             if ops is not None:
                 return ops.flexible_relu(input, bias, d)
     C.check_input("flexible_relu", input)

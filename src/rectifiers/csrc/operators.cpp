@@ -24,7 +24,9 @@
 
 #include <ATen/ATen.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
-#include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/functions/utils.h>
+#include <torch/csrc/autograd/saved_variable.h>
 #include <torch/library.h>
 
 #include <array>
@@ -36,8 +38,6 @@
 namespace {
 
 using at::Tensor;
-using torch::autograd::AutogradContext;
-using torch::autograd::tensor_list;
 namespace K = rectifiers_kernels;
 
 // A channel run at least this long is one vector loop with a constant parameter ("segment"
@@ -147,44 +147,69 @@ Tensor param_grad(const Tensor& g, int64_t cdim, at::IntArrayRef shape, at::Scal
 }
 
 // ---------------------------------------------------------------------------------------------
+// Autograd nodes
+//
+// Each activation records one node of its own, as torch's generated code records its ops: the
+// forward runs below autograd, the node keeps what backward needs (SavedVariable: version
+// checks, saved-tensor hooks, "backward through the graph a second time" errors, no reference
+// cycle through a kept output) and its apply() is the backward. Cheaper per call than a
+// torch::autograd::Function, whose context stores its state in a string-keyed map.
+
+using torch::autograd::Node;
+using torch::autograd::SavedVariable;
+using torch::autograd::variable_list;
+
+template <class T>
+c10::intrusive_ptr<T> new_node() {
+  return c10::make_intrusive<T>();
+}
+
+// A backward that builds a graph (create_graph), or runs under vmap: plain differentiable ops.
+bool plain_backward(const Tensor& g) { return at::GradMode::is_enabled() || batched(g); }
+
+// ---------------------------------------------------------------------------------------------
 // LeakyReLU
 
 // Slope >= 0: y > 0 exactly where x > 0 (NaN and -0.0 included), so the output, which the next
-// layer keeps anyway, gives the gradient.
-struct LeakyKeepOutput : public torch::autograd::Function<LeakyKeepOutput> {
-  static Tensor forward(AutogradContext* ctx, const Tensor& x, double slope) {
-    Tensor y = at::leaky_relu(x, slope);
-    ctx->saved_data["slope"] = slope;
-    ctx->save_for_backward({y});
-    return y;
+// layer keeps anyway, gives the gradient: leaky_relu_backward(g, y, a, self_is_result=true).
+// Slope < 0: the output's sign no longer tells; a 1-byte mask x > 0 is kept instead (as 1.0 /
+// 0.0 in g's dtype it has the sign of x for the strict x > 0 test).
+struct LeakyReLUBackward : public Node {
+  SavedVariable kept_;
+  double slope_ = 0;
+  bool is_output_ = true;
+  std::string name() const override { return is_output_ ? "LeakyReLUKeepOutputBackward" : "LeakyReLUKeepMaskBackward"; }
+  void release_variables() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    kept_.reset_data();
   }
-  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
-    const Tensor y = ctx->get_saved_variables()[0];
-    return {at::leaky_relu_backward(grads[0], y, ctx->saved_data["slope"].toDouble(), true), Tensor()};
-  }
-};
-
-// Slope < 0: the output's sign no longer tells; keep a 1-byte mask x > 0.
-struct LeakyKeepMask : public torch::autograd::Function<LeakyKeepMask> {
-  static Tensor forward(AutogradContext* ctx, const Tensor& x, double slope) {
-    ctx->saved_data["slope"] = slope;
-    ctx->save_for_backward({x.gt(0)});
-    return at::leaky_relu(x, slope);
-  }
-  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
-    const Tensor m = ctx->get_saved_variables()[0];
+  variable_list apply(variable_list&& grads) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const Tensor s = kept_.unpack(is_output_ ? getptr() : nullptr);
     const Tensor& g = grads[0];
-    // The mask as 1.0 / 0.0 in g's dtype has the sign of x for the strict x > 0 test.
-    return {at::leaky_relu_backward(g, m.to(g.scalar_type()), ctx->saved_data["slope"].toDouble(), false),
-            Tensor()};
+    if (!g.defined() || !task_should_compute_output(0)) return {Tensor()};
+    if (is_output_) return {at::leaky_relu_backward(g, s, slope_, true)};
+    return {at::leaky_relu_backward(g, s.to(g.scalar_type()), slope_, false)};
   }
 };
 
 Tensor leaky_relu_op(const Tensor& input, double slope) {
-  if (!plain_tensor(input)) return at::leaky_relu(input, slope);
+  if (!plain_tensor(input) || torch::autograd::isFwGradDefined(input)) return at::leaky_relu(input, slope);
   const Tensor x = packed(input);
-  if (!(at::GradMode::is_enabled() && x.requires_grad())) return at::leaky_relu(x, slope);
-  return slope >= 0 ? LeakyKeepOutput::apply(x, slope) : LeakyKeepMask::apply(x, slope);
+  if (!torch::autograd::compute_requires_grad(x)) return at::leaky_relu(x, slope);
+  auto node = new_node<LeakyReLUBackward>();
+  node->set_next_edges(torch::autograd::collect_next_edges(x));
+  node->slope_ = slope;
+  node->is_output_ = slope >= 0;
+  Tensor y, mask;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    if (slope < 0) mask = x.gt(0);
+    y = at::leaky_relu(x, slope);
+  }
+  torch::autograd::set_history(y, node);
+  node->kept_ = slope >= 0 ? SavedVariable(y, true) : SavedVariable(mask, false);
+  return y;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -198,80 +223,79 @@ Tensor plain_prelu(const Tensor& x, const Tensor& weight, std::optional<int64_t>
   return at::prelu(x.movedim(*dim, 1), w).movedim(1, *dim);  // y follows x's layout
 }
 
-// The slopes rounded to x's dtype, in the kernels' op-math type, flat and contiguous.
+// The parameter rounded to x's dtype, in the kernels' op-math type, flat and contiguous.
 Tensor opmath_param(const Tensor& p, at::ScalarType dtype) {
+  if (p.scalar_type() == dtype && dtype == opmath(dtype) && p.dim() == 1 && p.is_contiguous()) return p;  // as is
   return p.detach().to(dtype).reshape({-1}).to(opmath(dtype)).contiguous();
 }
 
 // PReLU on the fused CPU kernels, keeping the output (every slope in (0, 1]) or the input.
 // dx = g if s > 0 else a*g with s the kept tensor (same sign as x either way); dL/da = sum over
 // x <= 0 of g*x, that is sum(g * min(y, 0)) / a with the output kept (exact up to rounding for
-// 0 < a <= 1 while a*x stays normal; `check` has the forward test that).
-struct PReLUFn : public torch::autograd::Function<PReLUFn> {
-  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& w, const Tensor& ao, int64_t cdim,
-                        bool keep_output, bool check, K::Plan p) {
-    Tensor y = at::empty_like(x);
-    if (K::prelu_forward(x, ao, y, p, check)) keep_output = false;  // some a*x underflowed
-    ctx->saved_data["info"] = std::vector<int64_t>{p.outer, p.C, p.inner, p.mode, cdim, keep_output};
-    ctx->save_for_backward({keep_output ? y : x, w});
-    return y;
+// 0 < a <= 1 while a*x stays normal, which the forward tests).
+struct PReLUBackward : public Node {
+  SavedVariable kept_, weight_;
+  K::Plan p_{};
+  int64_t cdim_ = -1;
+  bool keep_output_ = false;
+  std::string name() const override { return "PReLUBackward"; }
+  void release_variables() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    kept_.reset_data();
+    weight_.reset_data();
   }
-
-  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    const Tensor &s = saved[0], &w = saved[1];
-    const Tensor& g = grads[0];
-    const auto info = ctx->saved_data["info"].toIntVector();
-    const K::Plan p{info[0], info[1], info[2], info[3]};
-    const int64_t cdim = info[4];
-    const bool keep_output = info[5] != 0;
-    const bool need_x = ctx->needs_input_grad(0), need_w = ctx->needs_input_grad(1);
+  variable_list apply(variable_list&& grads) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const Tensor s = kept_.unpack(keep_output_ ? getptr() : nullptr);
+    const Tensor w = weight_.unpack();
+    Tensor g = grads[0];
+    const bool need_x = task_should_compute_output(0), need_w = task_should_compute_output(1);
     Tensor dx, dw;
-    if (!at::GradMode::is_enabled() && !batched(g) && g.scalar_type() == s.scalar_type() &&
-        laid_out_as(g, s.sizes(), s.strides())) {
-      // The fused kernel: dx and the slope gradient's float64 sums in one pass over (g, s).
-      const Tensor ao = opmath_param(w, s.scalar_type());
+    if (!g.defined() || !(need_x || need_w)) return {dx, dw};
+    if (!plain_backward(g) && g.scalar_type() == s.scalar_type()) {
+      // The fused kernel: dx and the slope gradient's float64 sums in one pass over (g, s). It
+      // reads g in s's memory order: a g laid out otherwise (the expanded gradient of a sum,
+      // a channels-last one) is copied so first (one pass).
+      if (!laid_out_as(g, s.sizes(), s.strides())) g = at::empty_like(s).copy_(g);
       if (need_x) dx = at::empty_like(s);
-      Tensor da = need_w ? at::empty({p.C}, s.options().dtype(at::kDouble)) : Tensor();
-      K::prelu_backward(g, s, ao, need_x ? std::optional<Tensor>(dx) : std::nullopt,
-                        need_w ? std::optional<Tensor>(da) : std::nullopt, p);
+      Tensor da = need_w ? at::empty({p_.C}, s.options().dtype(at::kDouble)) : Tensor();
+      K::prelu_backward(g, s, opmath_param(w, s.scalar_type()), need_x ? std::optional<Tensor>(dx) : std::nullopt,
+                        need_w ? std::optional<Tensor>(da) : std::nullopt, p_);
       if (need_w) {
-        if (keep_output) da = da / w.detach().to(at::kDouble).reshape({-1});  // sum(g*y)/a = sum(g*x)
+        if (keep_output_) da = da / w.detach().to(at::kDouble).reshape({-1});  // sum(g*y)/a = sum(g*x)
         dw = da.reshape(w.sizes()).to(w.scalar_type());
       }
-      return {dx, dw, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+      return {dx, dw};
     }
-    // create_graph (double backward), vmap, or a gradient laid out otherwise: plain formulas,
+    // create_graph (double backward), vmap, or a gradient of another dtype: plain formulas,
     // differentiable and with batching rules.
-    const Tensor a = w.to(s.scalar_type());
-    const Tensor av = channel_view(a, s, cdim);
+    const Tensor av = channel_view(w.to(s.scalar_type()), s, cdim_);
     if (need_x) dx = at::where(s > 0, g, av * g);
     if (need_w) {
-      if (at::GradMode::is_enabled() || batched(g)) {
+      const auto dims = reduce_dims(s.dim(), cdim_);
+      if (plain_backward(g)) {
         Tensor t = g * s.clamp_max(0);
-        if (keep_output) t = t / av;
-        const auto dims = reduce_dims(s.dim(), cdim);
+        if (keep_output_) t = t / av;
         dw = (dims.empty() ? t : t.sum(dims)).reshape(w.sizes()).to(w.scalar_type());
-      } else {
+      } else {  // sums in float32 or better, as the fused kernel's
         const auto acc = at::promote_types(s.scalar_type(), at::kFloat);
-        const auto dims = reduce_dims(s.dim(), cdim);
         const Tensor t = s.clamp_max(0).mul_(g);
         Tensor sum = dims.empty() ? t.to(acc) : t.sum(dims, false, acc);
-        if (keep_output) sum = sum / channel_view(w.to(acc), sum, sum.dim() ? 0 : -1);
+        if (keep_output_) sum = sum / channel_view(w.to(acc), sum, sum.dim() ? 0 : -1);
         dw = sum.reshape(w.sizes()).to(w.scalar_type());
       }
     }
-    return {dx, dw, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    return {dx, dw};
   }
 };
 
 Tensor prelu_op(const Tensor& input, const Tensor& weight, std::optional<int64_t> dim) {
   // CUDA and other devices: torch's own prelu (the Triton kernels take the large tensors).
-  if (!plain_tensor(input) || !plain_tensor(weight) || !input.device().is_cpu() || !weight.device().is_cpu())
+  if (!plain_tensor(input) || !plain_tensor(weight) || !input.device().is_cpu() || !weight.device().is_cpu() ||
+      torch::autograd::isFwGradDefined(input) || torch::autograd::isFwGradDefined(weight))
     return plain_prelu(input, weight, dim);
   const Tensor x = packed(input);
-  if (!(at::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad())))
-    return plain_prelu(x, weight, dim);
+  if (!torch::autograd::compute_requires_grad(x, weight)) return plain_prelu(x, weight, dim);
   const std::optional<int64_t> cdim = weight.numel() > 1 ? dim : std::nullopt;
   const auto p = plan(x, cdim);
   if (!p || !is_float(weight.scalar_type())) return plain_prelu(x, weight, dim);
@@ -282,8 +306,23 @@ Tensor prelu_op(const Tensor& input, const Tensor& weight, std::optional<int64_t
     const scalar_t* v = ao.const_data_ptr<scalar_t>();
     for (int64_t i = 0; i < ao.numel(); ++i) keep_output = keep_output && v[i] > 0 && v[i] <= 1;
   });
-  const bool check = keep_output && weight.requires_grad();
-  return PReLUFn::apply(x, weight, ao, cdim.value_or(-1), keep_output, check, *p);
+  auto node = new_node<PReLUBackward>();
+  node->set_next_edges(torch::autograd::collect_next_edges(x, weight));
+  node->p_ = *p;
+  node->cdim_ = cdim.value_or(-1);
+  Tensor y;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    y = at::empty_like(x);
+    // With the output kept and the slope learnt: keep the input instead where some a*x
+    // underflowed (subnormal or zero), as torch does; the kernel tells in the same pass.
+    if (K::prelu_forward(x, ao, y, *p, keep_output && weight.requires_grad())) keep_output = false;
+  }
+  node->keep_output_ = keep_output;
+  torch::autograd::set_history(y, node);
+  node->kept_ = keep_output ? SavedVariable(y, true) : SavedVariable(x, false);
+  node->weight_ = SavedVariable(weight, false);
+  return y;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -296,82 +335,62 @@ Tensor plain_frelu(const Tensor& x, const Tensor& bias, std::optional<int64_t> d
 
 // max(0, x) + b keeping a mask of relu(x) != 0 (x > 0, or NaN, where torch's ReLU passes the
 // gradient too; y > b is not exact for tiny x): bit-packed with the fused kernels (1 bit per
-// element in x's memory order), a bool tensor otherwise. keep_mask is false when x needs no
-// gradient (only the bias gradient, the sum of g, is asked).
-struct FReLUFn : public torch::autograd::Function<FReLUFn> {
-  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& bias, int64_t cdim, bool keep_mask,
-                        std::optional<K::Plan> p) {
-    Tensor y = at::empty_like(x);
-    Tensor mask;
-    if (p) {  // the fused kernel: y and the bit-packed mask in one pass
-      if (keep_mask) mask = at::empty({(x.numel() + 7) / 8}, x.options().dtype(at::kByte));
-      K::frelu_forward(x, opmath_param(bias, x.scalar_type()), y,
-                       keep_mask ? std::optional<Tensor>(mask) : std::nullopt, *p);
-    } else {  // ATen: relu, the mask, + b
-      at::clamp_min_out(y, x, 0);
-      if (keep_mask) mask = y.ne(0);
-      y.add_(channel_view(bias.to(x.scalar_type()), x, cdim < 0 ? 0 : cdim));
-    }
-    ctx->set_materialize_grads(false);
-    std::vector<int64_t> info{cdim, p ? 1 : 0, static_cast<int64_t>(bias.scalar_type())};
-    if (p) {
-      info.insert(info.end(), {p->outer, p->C, p->inner, p->mode});
-    }
-    ctx->saved_data["info"] = info;
-    ctx->saved_data["size"] = x.sizes().vec();
-    ctx->saved_data["stride"] = x.strides().vec();
-    ctx->saved_data["bias_shape"] = bias.sizes().vec();
-    ctx->save_for_backward({mask});
-    return y;
+// element in x's memory order), a bool tensor otherwise; none when x needs no gradient (the
+// bias gradient is the sum of g).
+struct FReLUBackward : public Node {
+  SavedVariable mask_;
+  std::optional<K::Plan> p_;
+  int64_t cdim_ = -1;
+  std::vector<int64_t> size_, stride_, bias_shape_;
+  at::ScalarType bias_dtype_ = at::kFloat;
+  std::string name() const override { return "FlexibleReLUBackward"; }
+  void release_variables() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    mask_.reset_data();
   }
-
-  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+  variable_list apply(variable_list&& grads) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const Tensor mask = mask_.unpack();
     Tensor g = grads[0];
-    if (!g.defined()) return {Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};  // y unused
-    const Tensor mask = ctx->get_saved_variables()[0];
-    const auto info = ctx->saved_data["info"].toIntVector();
-    const int64_t cdim = info[0];
-    const bool fused = info[1] != 0;
-    const auto bias_dtype = static_cast<at::ScalarType>(info[2]);
-    const auto bias_shape = ctx->saved_data["bias_shape"].toIntVector();
-    const auto size = ctx->saved_data["size"].toIntVector();
-    const auto stride = ctx->saved_data["stride"].toIntVector();
-    const bool need_x = ctx->needs_input_grad(0), need_b = ctx->needs_input_grad(1);
+    const bool need_x = task_should_compute_output(0), need_b = task_should_compute_output(1);
     Tensor dx, db;
-    if (fused && mask.defined() && !at::GradMode::is_enabled() && !batched(g)) {
-      // The fused kernel: dx and the per-channel sum of g in one pass (float64 sums). It reads g
-      // in x's memory order: a g laid out otherwise is copied so first (one pass).
-      const K::Plan p{info[3], info[4], info[5], info[6]};
-      if (!laid_out_as(g, size, stride)) g = at::empty_strided(size, stride, g.options()).copy_(g);
-      if (need_x) dx = at::empty_like(g);
-      if (need_b) db = at::empty({p.C}, g.options().dtype(at::kDouble));
-      K::frelu_backward(g, mask, need_x ? std::optional<Tensor>(dx) : std::nullopt,
-                        need_b ? std::optional<Tensor>(db) : std::nullopt, p);
-      if (need_b) db = db.reshape(bias_shape).to(bias_dtype);
-      return {dx, db, Tensor(), Tensor(), Tensor()};
+    if (!g.defined() || !(need_x || need_b)) return {dx, db};  // y unused: nothing flows back
+    if (p_ && (mask.defined() || !need_x) && !plain_backward(g)) {
+      if (mask.defined()) {
+        // The fused kernel: dx and the per-channel sum of g in one pass (float64 sums). It
+        // reads g in x's memory order: a g laid out otherwise is copied so first (one pass).
+        if (!laid_out_as(g, size_, stride_)) g = at::empty_strided(size_, stride_, g.options()).copy_(g);
+        if (need_x) dx = at::empty_like(g);
+        if (need_b) db = at::empty({p_->C}, g.options().dtype(at::kDouble));
+        K::frelu_backward(g, mask, need_x ? std::optional<Tensor>(dx) : std::nullopt,
+                          need_b ? std::optional<Tensor>(db) : std::nullopt, *p_);
+        if (need_b) db = db.reshape(bias_shape_).to(bias_dtype_);
+        return {dx, db};
+      }
     }
     if (need_x) {
       Tensor m = mask;
-      if (fused) {  // the bit-packed mask as a bool tensor of x's shape and strides
+      if (p_) {  // the bit-packed mask as a bool tensor of x's shape and strides
         int64_t n = 1;
-        for (auto s : size) n *= s;
+        for (auto v : size_) n *= v;
         const Tensor bits = at::tensor({1, 2, 4, 8, 16, 32, 64, 128}, mask.options());
-        m = mask.unsqueeze(-1).bitwise_and(bits).ne(0).reshape({-1}).slice(0, 0, n).as_strided(size, stride);
+        m = mask.unsqueeze(-1).bitwise_and(bits).ne(0).reshape({-1}).slice(0, 0, n).as_strided(size_, stride_);
       }
       // threshold_backward(g, m, 0) = g where m else 0 (g * m would give NaN for an infinite g).
       dx = at::threshold_backward(g, m.to(g.scalar_type()), 0);
     }
-    if (need_b) db = param_grad(g, cdim, bias_shape, bias_dtype);
-    return {dx, db, Tensor(), Tensor(), Tensor()};
+    if (need_b) db = param_grad(g, cdim_, bias_shape_, bias_dtype_);
+    return {dx, db};
   }
 };
 
 Tensor flexible_relu_op(const Tensor& input, const Tensor& bias, std::optional<int64_t> dim) {
   const std::optional<int64_t> cdim = bias.numel() > 1 ? dim : std::nullopt;
   if (!plain_tensor(input) || !plain_tensor(bias) || input.device() != bias.device() ||
-      !is_float(input.scalar_type()))
+      !is_float(input.scalar_type()) || torch::autograd::isFwGradDefined(input) ||
+      torch::autograd::isFwGradDefined(bias))
     return plain_frelu(input, bias, dim);
-  const bool need = at::GradMode::is_enabled() && (input.requires_grad() || bias.requires_grad());
+  const bool need = torch::autograd::compute_requires_grad(input, bias);
   Tensor x = input;
   auto p = plan(x, cdim);
   if (!p && need && input.requires_grad() && x.device().is_cpu() && !x.is_contiguous()) {
@@ -391,7 +410,32 @@ Tensor flexible_relu_op(const Tensor& input, const Tensor& bias, std::optional<i
     K::frelu_forward(x, opmath_param(bias, x.scalar_type()), y, std::nullopt, *p);
     return y;
   }
-  return FReLUFn::apply(x, bias, cdim.value_or(-1), input.requires_grad(), p);
+  const bool keep_mask = x.requires_grad();
+  auto node = new_node<FReLUBackward>();
+  node->set_next_edges(torch::autograd::collect_next_edges(x, bias));
+  node->p_ = p;
+  node->cdim_ = cdim.value_or(-1);
+  node->size_ = x.sizes().vec();
+  node->stride_ = x.strides().vec();
+  node->bias_shape_ = bias.sizes().vec();
+  node->bias_dtype_ = bias.scalar_type();
+  Tensor y, mask;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    y = at::empty_like(x);
+    if (p) {  // the fused kernel: y and the bit-packed mask in one pass
+      if (keep_mask) mask = at::empty({(x.numel() + 7) / 8}, x.options().dtype(at::kByte));
+      K::frelu_forward(x, opmath_param(bias, x.scalar_type()), y,
+                       keep_mask ? std::optional<Tensor>(mask) : std::nullopt, *p);
+    } else {  // ATen: relu, the mask, + b
+      at::clamp_min_out(y, x, 0);
+      if (keep_mask) mask = y.ne(0);
+      y.add_(channel_view(bias.to(x.scalar_type()), x, cdim.value_or(0)));
+    }
+  }
+  torch::autograd::set_history(y, node);
+  node->mask_ = SavedVariable(mask, false);
+  return y;
 }
 
 }  // namespace

@@ -62,6 +62,7 @@ from types import ModuleType
 from typing import Any
 
 import torch
+import torch.autograd.forward_ad as _fwad
 
 from .. import _spec
 from .._util import getenv
@@ -126,6 +127,9 @@ def resolve_backend(x: torch.Tensor, backend: str | None = None) -> str:
 
 
 _EAGER_NAMES = frozenset({"", "auto", "eager"})
+_is_compiling = torch.compiler.is_compiling
+_is_exporting = torch.compiler.is_exporting
+_transforms_active = torch._C._are_functorch_transforms_active
 
 
 def eager_cpu(x: torch.Tensor, backend: str | None) -> bool:
@@ -140,16 +144,28 @@ def eager_cpu(x: torch.Tensor, backend: str | None) -> bool:
             return False
     elif backend != "auto" and backend != "eager":
         return False
-    return x.is_cpu and not _common.forward_ad() and not _common.compiling()
+    return x.is_cpu and not (_fwad._current_level >= 0 or _is_compiling() or _is_exporting() or _transforms_active())
 
 
-def cpp_operators(x: torch.Tensor, backend: str | None, need_grad: bool) -> Any:
+def cpp_operators(x: torch.Tensor, backend: str | None, *params: torch.Tensor) -> Any:
     """The C++ operators (:func:`rectifiers.ops.cpp.pointwise.operators`) when :func:`eager_cpu`
-    holds, else ``None``. A call that needs a gradient builds them at first use; one that does
-    not only uses them once built (inference alone never starts the build)."""
-    if not eager_cpu(x, backend):
+    holds, else ``None``. Before they are built, a call that needs a gradient (``x`` or one of
+    ``params`` requires one) builds them; one that does not gets ``None`` (inference alone never
+    starts the build). One function, for the few microseconds a call it saves."""
+    if backend is None:
+        env = getenv(ENV_VAR)
+        if env is not None and env.strip().lower() not in _EAGER_NAMES:
+            return None
+    elif backend != "auto" and backend != "eager":
         return None
-    return _cpp_pointwise.operators() if need_grad else _cpp_pointwise.loaded_operators()
+    if not x.is_cpu or _fwad._current_level >= 0 or _is_compiling() or _is_exporting() or _transforms_active():
+        return None
+    ops = _cpp_pointwise.loaded_operators()
+    if ops is not None:
+        return ops
+    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
+        return _cpp_pointwise.operators()
+    return None
 
 
 def get_backend(x: torch.Tensor, backend: str | None = None) -> Any:

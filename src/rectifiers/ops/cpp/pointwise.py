@@ -152,7 +152,8 @@ def operators() -> SimpleNamespace | None:
     ``prelu``, ``flexible_relu``; their autograd in C++), building the extension at the first
     call; ``None`` where it cannot be built (after one warning) or ``RECTIFIERS_NO_CPP`` is set.
 
-    The handles are the ops' default overloads, bound once.
+    The handles are the ops' default overloads, bound once, as their C++ entry points (the
+    overload object's ``__call__`` adds a Python frame to every call).
     """
     if _ops is not None and _state["ok"] and not _build_mod.disabled():
         return _ops
@@ -168,9 +169,10 @@ def _bind() -> None:
     """Bind the operators' handles (after a successful load)."""
     global _ops
     lib = torch.ops.rectifiers
-    _ops = SimpleNamespace(
-        leaky_relu=lib.leaky_relu.default, prelu=lib.prelu.default, flexible_relu=lib.flexible_relu.default,
-    )
+    _ops = SimpleNamespace(**{
+        name: getattr(getattr(lib, name).default, "_op", getattr(lib, name).default)
+        for name in ("leaky_relu", "prelu", "flexible_relu")
+    })
 
 
 def loaded() -> bool:
