@@ -140,8 +140,6 @@ def run(args: argparse.Namespace) -> int:
                 if table == "large":
                     got = run_benchmark(acts, shapes, dtypes, impls, repeats, args.warmup, args.compile_backend,
                                         layouts=args.layouts, cold=not (args.warm_cache or args.quick))
-                    for r in got:
-                        r["table"] = "large"
                     text, md = format_table(got), format_table(got, markdown=True)
                 elif table == "small":
                     got = run_small(requested, small_shapes, small_rounds, small_calls)
