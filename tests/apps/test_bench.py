@@ -126,6 +126,10 @@ def test_cli_accepts_flexible_relu(tmp_path, capsys):
                "--shapes", "2x4x6x6", "--repeats", "1", "--warmup", "0", "--csv", str(path)])
     assert rc == 0, capsys.readouterr().err
     rows = bench.read_csv(str(path))
+    large = [r for r in rows if r["table"] == "large"]
     # leaky_relu comes first: the FReLU goals are measured against torch.nn.LeakyReLU
-    assert [(r["activation"], r["impl"]) for r in rows] == [
+    assert [(r["activation"], r["impl"]) for r in large] == [
         (a, i) for a in ("leaky_relu", "frelu", "frelu_channel") for i in ("torch", "eager")]
+    # the tables of small tensors and training steps (by default too) take the cases asked for
+    assert {(r["table"], r["activation"]) for r in rows if r["table"] != "large"} == {
+        (t, a) for t in ("small", "step") for a in ("frelu", "frelu_channel")}

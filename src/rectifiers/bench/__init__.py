@@ -26,12 +26,21 @@ turns that off; see ``_Inputs``).
 Compiled implementations are compiled during the warm-up (a training graph and a no_grad graph
 each); the column ``compiles_timed`` counts the graphs Dynamo compiled during the timed
 repetitions, which must stay 0 for the times to mean anything (a nonzero count is also logged).
+
+Two more tables weigh what a call costs where tensors are small (:mod:`.host`: microseconds per
+module call, forward and forward + backward, rectifiers' module against its twin) and a whole
+training step of the comparison's digits CNN and MLP (:mod:`.steps`), each side by side with its
+twin, rounds alternating. Every table can be run at several thread counts (``threads`` column).
 """
 
 from .cases import (ACTIVATIONS, DEFAULT_IMPLS, DEFAULT_SHAPES, DTYPES, IMPLEMENTATIONS, LAYOUTS,
-                    QUICK_SHAPES, _laid_out, _PlainFReLU, _PlainFunnel, bench_cases, make_module)
+                    QUICK_SHAPES, _laid_out, _PlainFeatureFunnel, _PlainFReLU, _PlainFunnel, bench_cases,
+                    make_module, twin_name)
+from .host import SMALL_MODES, SMALL_SHAPES, interleaved, run_small
 from .memory import _extra_bytes_of, block_extra_bytes_per_element, extra_bytes_per_element, saved_bytes
-from .tables import COLUMNS, GOALS, _fmt, format_table, goals_table, read_csv, write_csv
+from .steps import DIGITS_SHAPE, STEP_MODELS, build_step_model, run_steps
+from .tables import (COLUMNS, GOALS, TABLES, _fmt, format_small_table, format_step_table, format_table,
+                     goals_table, read_csv, title, write_csv)
 from .timing import (_METRICS, _Case, _clone_times, _cpu_name, _graphs_compiled, _Inputs, _l3_bytes,
                      _measure_nograd, _measure_once, _now, _zero, run_benchmark)
 
@@ -51,4 +60,16 @@ __all__ = [
     "read_csv",
     "write_csv",
     "format_table",
+    "TABLES",
+    "twin_name",
+    "SMALL_SHAPES",
+    "SMALL_MODES",
+    "STEP_MODELS",
+    "run_small",
+    "run_steps",
+    "build_step_model",
+    "interleaved",
+    "format_small_table",
+    "format_step_table",
+    "title",
 ]

@@ -11,7 +11,7 @@ from torch import nn
 from .. import _spec as S
 
 __all__ = ["ACTIVATIONS", "IMPLEMENTATIONS", "DEFAULT_IMPLS", "DEFAULT_SHAPES", "QUICK_SHAPES", "DTYPES",
-           "LAYOUTS", "bench_cases", "make_module"]
+           "LAYOUTS", "bench_cases", "make_module", "twin_name"]
 
 #: Case ids of the benchmark, in the descriptions' order (``prelu``/``frelu_channel`` per
 #: channel; ``prelu_scalar``/``frelu`` shared).
@@ -61,6 +61,8 @@ def _laid_out(t: torch.Tensor, layout: str) -> torch.Tensor:
 class _PlainFReLU(nn.Module):
     """FReLU written plainly: ``relu(x) + b`` (two passes, autograd keeps a full tensor)."""
 
+    label = "relu(x) + b"
+
     def __init__(self, c: int, dim: int) -> None:
         super().__init__()
         self.bias = nn.Parameter(torch.full((c,), -1.0))
@@ -76,23 +78,45 @@ class _PlainFReLU(nn.Module):
 class _PlainFunnel(nn.Module):
     """The funnel's plain formula: depthwise conv + BatchNorm + ``torch.maximum``."""
 
-    def __init__(self, c: int, spatial: int) -> None:
+    label = "conv + BN + maximum"
+
+    def __init__(self, c: int, spatial: int, kernel_size: int = 3) -> None:
         super().__init__()
         conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[spatial - 1]
         bn = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)[spatial - 1]
-        self.conv = conv(c, c, 3, padding=1, groups=c, bias=False)
+        self.conv = conv(c, c, kernel_size, padding=kernel_size // 2, groups=c, bias=False)
         self.bn = bn(c)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.maximum(x, self.bn(self.conv(x)))
 
 
+class _PlainFeatureFunnel(nn.Module):
+    """The twin of the model zoo's funnel on flat features (:class:`rectifiers.zoo.FeatureFunnel`):
+    the plain formula with a 1-wide depthwise conv on the view (N, F, 1)."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.funnel = _PlainFunnel(features, 1, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.funnel(x.unsqueeze(-1)).squeeze(-1)
+
+
+def twin_name(activation: str) -> str:
+    """What case ``activation`` is timed against in the tables of small tensors and training steps:
+    the ``torch.nn`` class, or the plain formula."""
+    twin = make_module(activation, "torch", (1, 2, 1, 1), torch.float32)
+    return getattr(type(twin), "label", f"nn.{type(twin).__name__}")
+
+
 def make_module(activation: str, impl: str, shape: Sequence[int], dtype: torch.dtype) -> nn.Module:
-    """The module of ``activation`` for implementation ``torch`` or ``eager`` (channels at dim 1)."""
+    """The module of ``activation`` for implementation ``torch`` or ``eager`` (channels at dim 1);
+    ``default`` is the rectifiers module with its default backend (what a user's ``R.ReLU()`` runs)."""
     import rectifiers as R
 
     c = shape[1] if len(shape) > 1 else 1
-    backend = "eager"
+    backend = None if impl == "default" else "eager"
     if activation == "relu":
         m: nn.Module = nn.ReLU() if impl == "torch" else R.ReLU(backend=backend)
     elif activation == "leaky_relu":

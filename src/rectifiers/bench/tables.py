@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import csv
-import os
+import io
 from collections.abc import Sequence
 
 from .. import _spec as S
-from .._util import markdown_table
+from .._util import atomic_write, markdown_table
 
-__all__ = ["COLUMNS", "GOALS", "format_table", "goals_table", "write_csv", "read_csv"]
+__all__ = ["COLUMNS", "GOALS", "TABLES", "format_table", "format_small_table", "format_step_table", "title",
+           "goals_table", "write_csv", "read_csv"]
+
+#: The tables of the benchmark: large tensors (time and memory per implementation), small
+#: tensors (host cost per module call) and the small models' training step.
+TABLES = ("large", "small", "step")
 
 
 COLUMNS = (
@@ -18,6 +23,8 @@ COLUMNS = (
     "fwd_vs_torch", "bwd_vs_torch", "fwdbwd_vs_torch", "nograd_vs_torch",
     "fwd_vs_clone", "bwd_vs_clone", "fwdbwd_vs_clone", "nograd_vs_clone",
     "fwdbwd_vs_nn_leaky", "extra_bytes_per_elem", "compiles_timed", "error",
+    # the tables of small tensors and training steps (a large-tensor row has table "large")
+    "table", "model", "mode", "twin", "calls", "us", "twin_us", "vs_twin",
 )
 
 
@@ -114,14 +121,17 @@ def goals_table(rows: Sequence[dict[str, object]], noise: float = 0.05) -> str:
 
 
 def write_csv(rows: Sequence[dict[str, object]], path: str) -> None:
-    d = os.path.dirname(path)
-    if d:
-        os.makedirs(d, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in COLUMNS})
+    """Every row under :data:`COLUMNS` (a row without ``table`` is a large-tensor row), written
+    atomically (folders created)."""
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        cells = {k: ("" if r.get(k) is None else r.get(k)) for k in COLUMNS}
+        cells["table"] = r.get("table") or "large"
+        w.writerow(cells)
+    data = buf.getvalue().encode()
+    atomic_write(path, lambda f: f.write(data))
 
 
 def read_csv(path: str) -> list[dict[str, object]]:
@@ -133,11 +143,70 @@ def read_csv(path: str) -> list[dict[str, object]]:
             for k, v in r.items():
                 if v == "":
                     row[k] = None if k != "error" else ""
-                elif k.endswith(("_ms", "_vs_torch", "_vs_clone", "_vs_nn_leaky", "_per_elem")):
+                elif k.endswith(("_ms", "_vs_torch", "_vs_clone", "_vs_nn_leaky", "_per_elem")) or \
+                        k in ("us", "twin_us", "vs_twin"):
                     row[k] = float(v)
-                elif k == "compiles_timed":
+                elif k in ("compiles_timed", "calls"):
                     row[k] = int(float(v))
                 else:
                     row[k] = v
+            row.setdefault("table", "large")  # written before the other tables existed
             rows.append(row)
     return rows
+
+
+def title(table: str, threads: int, default: bool = False) -> str:
+    """The heading of a table: what it measures and at how many threads."""
+    what = {"large": "Large tensors: time and memory against torch.nn",
+            "small": "Small tensors: microseconds per module call, rectifiers against its twin",
+            "step": "Training step of the digits models (batch of synthetic 1x8x8 images), "
+                    "rectifiers against its twin"}[table]
+    return f"{what} ({threads} thread{'s' if threads != 1 else ''}{', the default' if default else ''})"
+
+
+def _render(heads: Sequence[str], body: list[list[str]], markdown: bool) -> str:
+    if markdown:
+        return markdown_table(heads, body)
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(heads)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(heads, widths))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(b, widths)) for b in body]
+    return "\n".join(lines)
+
+
+def _ratio(r: dict[str, object]) -> str:
+    return "failed" if r.get("error") else _fmt(r.get("vs_twin"))
+
+
+def format_small_table(rows: Sequence[dict[str, object]], markdown: bool = False) -> str:
+    """The small-tensor rows, one line per shape and activation: per mode, the microseconds of
+    rectifiers' module and of its twin and their ratio (below 1: rectifiers is faster)."""
+    modes = [m for m in ("fwd", "fwdbwd") if any(r.get("mode") == m for r in rows)]
+    label = {"fwd": "fwd", "fwdbwd": "f+b"}
+    heads = ["shape", "activation", "twin"]
+    for m in modes:
+        heads += [f"{label[m]} us", f"twin {label[m]} us", f"{label[m]} ratio"]
+    lines: dict[tuple[object, object], dict[str, dict[str, object]]] = {}
+    for r in rows:
+        lines.setdefault((r["shape"], r["activation"]), {})[str(r.get("mode"))] = r
+    body = []
+    for (shape, act), by_mode in lines.items():
+        first = next(iter(by_mode.values()))
+        line = [str(shape), str(act), str(first.get("twin") or "-")]
+        for m in modes:
+            r = by_mode.get(m, {})
+            line += [_fmt(r.get("us")), _fmt(r.get("twin_us")), _ratio(r) if r else "-"]
+        body.append(line)
+    return _render(heads, body, markdown)
+
+
+def format_step_table(rows: Sequence[dict[str, object]], markdown: bool = False) -> str:
+    """The training-step rows: milliseconds per step of the rectifiers model and of its twin's,
+    and their ratio (below 1: rectifiers is faster)."""
+    heads = ("model", "activation", "twin", "step ms", "twin step ms", "ratio")
+
+    def ms(v: object) -> str:
+        return "-" if v is None else f"{float(v) / 1000:.3g}"  # type: ignore[arg-type]
+
+    body = [[str(r.get("model")), str(r["activation"]), str(r.get("twin") or "-"), ms(r.get("us")),
+             ms(r.get("twin_us")), _ratio(r)] for r in rows]
+    return _render(heads, body, markdown)

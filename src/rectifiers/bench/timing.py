@@ -178,6 +178,7 @@ def run_benchmark(
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "cache": "cold" if cold else "warm",
+        "table": "large",
     }
     evict = torch.zeros(_l3_bytes() // 4) if cold else None
     for dname in dtypes:

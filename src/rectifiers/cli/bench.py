@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
 import torch
 
 from .. import bench
+from .._util import atomic_write_bytes
 from ..bench import (ACTIVATIONS, DEFAULT_IMPLS, DEFAULT_SHAPES, DTYPES, IMPLEMENTATIONS, LAYOUTS,
-                     QUICK_SHAPES, bench_cases, format_table, goals_table, run_benchmark, write_csv)
+                     QUICK_SHAPES, SMALL_SHAPES, STEP_MODELS, TABLES, bench_cases, format_small_table,
+                     format_step_table, format_table, goals_table, run_benchmark, run_small, run_steps, title,
+                     write_csv)
 from ._base import Parser, UsageError, closest
 
 __all__ = ["register", "run", "main"]
@@ -51,9 +53,27 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed repetitions first (default 2)")
     p.add_argument("--compile-backend", default="inductor",
                    help="torch.compile backend of the 'compiled' implementation (default inductor)")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: as is)")
+    p.add_argument("--threads", nargs="+", default=None, metavar="N",
+                   help="thread counts (torch.set_num_threads) to run every table at, one after the other: "
+                   "counts >= 1 or 'default', torch's own count at start-up (default: as is); e.g. 1 default")
+    p.add_argument("--tables", nargs="+", default=list(TABLES), metavar="TABLE",
+                   help="which tables: large (time and memory per implementation on --shapes), small "
+                   "(microseconds per module call on small tensors, rectifiers against torch.nn or the "
+                   "plain formula), step (a training step of the digits CNN and MLP, each activation "
+                   "against its twin) (default: large small step)")
+    p.add_argument("--small-shapes", nargs="+", type=_parse_shape, default=None, metavar="SHAPE",
+                   help="shapes of the small table (default: " + " ".join("x".join(map(str, s)) for s in SMALL_SHAPES)
+                   + "; fp32, contiguous)")
+    p.add_argument("--small-rounds", type=int, default=100,
+                   help="rounds of the small table, each side making 10 calls a round (default 100)")
+    p.add_argument("--step-models", nargs="+", default=list(STEP_MODELS), metavar="MODEL",
+                   help="models of the step table among cnn mlp (default: both; synthetic inputs of "
+                   "the digits' shape, batch 64, fp32)")
+    p.add_argument("--step-rounds", type=int, default=50,
+                   help="rounds of the step table, each side taking 4 steps a round (default 50)")
     p.add_argument("--quick", action="store_true",
-                   help="a small shape (8x16x24x24), fp32 only, 5 repeats, caches not evicted: a smoke run")
+                   help="a small shape (8x16x24x24), fp32 only, 5 repeats, caches not evicted; few "
+                   "rounds of the small and step tables: a smoke run")
     p.add_argument("--goals", action="store_true", help="also print the issue's goals, met or not")
     p.add_argument("--csv", default=None, metavar="PATH", help="write every row to this CSV file")
     p.add_argument("--markdown", default=None, metavar="PATH", help="also write the table as Markdown")
@@ -80,17 +100,20 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"rectifiers bench: unknown activation {v!r}{hint}")
         acts.extend(c for c in cases if c not in acts)
     for what, given, known in (("implementation", args.impls, IMPLEMENTATIONS),
-                               ("dtype", args.dtypes, tuple(DTYPES)), ("layout", args.layouts, LAYOUTS)):
+                               ("dtype", args.dtypes, tuple(DTYPES)), ("layout", args.layouts, LAYOUTS),
+                               ("table", args.tables, TABLES), ("model", args.step_models, STEP_MODELS)):
         for v in given:
             if v not in known:
                 hint = closest(v, known) or f"; expected one of {', '.join(known)}"
                 raise UsageError(f"rectifiers bench: unknown {what} {v!r}{hint}")
     if args.repeats < 1 or args.warmup < 0:
         raise UsageError("rectifiers bench: --repeats must be >= 1 and --warmup >= 0")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"rectifiers bench: --threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    if args.small_rounds < 1 or args.step_rounds < 1:
+        raise UsageError("rectifiers bench: --small-rounds and --step-rounds must be >= 1")
+    default_threads = torch.get_num_threads()
+    threads = _thread_counts(args.threads, default_threads)
+    tables = [t for t in TABLES if t in args.tables]
+    requested = list(acts)  # the small and step tables take these alone (no leaky_relu added below)
     impls = ["torch"] + [i for i in args.impls if i != "torch"]
     shapes = args.shapes
     dtypes, repeats = args.dtypes, args.repeats
@@ -101,23 +124,60 @@ def run(args: argparse.Namespace) -> int:
     shapes = shapes or list(DEFAULT_SHAPES)
     if any(a == "frelu" or a == "frelu_channel" for a in acts) and "leaky_relu" not in acts:
         acts.insert(0, "leaky_relu")  # the FReLU goal is measured against torch.nn.LeakyReLU
-    rows = run_benchmark(acts, shapes, dtypes, impls, repeats, args.warmup, args.compile_backend,
-                         layouts=args.layouts, cold=not (args.warm_cache or args.quick))
-    print(format_table(rows))
-    if args.goals:
-        print()
-        print(goals_table(rows))
+    small_shapes = args.small_shapes or list(SMALL_SHAPES)
+    small_rounds, small_calls = (min(args.small_rounds, 5), 3) if args.quick else (args.small_rounds, 10)
+    step_rounds, steps = (min(args.step_rounds, 3), 2) if args.quick else (args.step_rounds, 4)
+    rows: list[dict[str, object]] = []
+    sections: list[str] = []  # the Markdown file
+    try:
+        for n in threads:
+            torch.set_num_threads(n)
+            for table in tables:
+                if table == "large":
+                    got = run_benchmark(acts, shapes, dtypes, impls, repeats, args.warmup, args.compile_backend,
+                                        layouts=args.layouts, cold=not (args.warm_cache or args.quick))
+                    text, md = format_table(got), format_table(got, markdown=True)
+                elif table == "small":
+                    got = run_small(requested, small_shapes, small_rounds, small_calls)
+                    text, md = format_small_table(got), format_small_table(got, markdown=True)
+                else:
+                    got = run_steps(requested, args.step_models, step_rounds, steps)
+                    text, md = format_step_table(got), format_step_table(got, markdown=True)
+                rows.extend(got)
+                head = title(table, n, default=n == default_threads and len(threads) > 1)
+                print(f"{head}\n\n{text}\n", flush=True)
+                sections.append(f"## {head}\n\n{md}\n")
+                if table == "large" and args.goals:
+                    print(f"{goals_table(got)}\n", flush=True)
+                if table == "large":
+                    sections.append(f"## Goals ({n} thread{'s' if n != 1 else ''})\n\n{goals_table(got)}\n")
+    finally:
+        torch.set_num_threads(default_threads)
     if args.csv:
         write_csv(rows, args.csv)
         print(f"wrote {args.csv}")
     if args.markdown:
-        d = os.path.dirname(args.markdown)
-        if d:
-            os.makedirs(d, exist_ok=True)
-        with open(args.markdown, "w") as f:
-            f.write(format_table(rows, markdown=True) + "\n\n## Goals\n\n" + goals_table(rows) + "\n")
+        atomic_write_bytes(args.markdown, "\n".join(sections).encode())
         print(f"wrote {args.markdown}")
     return 0
+
+
+def _thread_counts(given: Sequence[str] | None, default: int) -> list[int]:
+    """The thread counts of ``--threads``, in order, without repeats (``default``: torch's count at
+    start-up; none given: that count alone)."""
+    if not given:
+        return [default]
+    out: list[int] = []
+    for v in given:
+        try:
+            n = default if v.lower() == "default" else int(v)
+        except ValueError:
+            raise UsageError(f"rectifiers bench: --threads takes counts >= 1 or 'default', got {v!r}") from None
+        if n < 1:
+            raise UsageError(f"rectifiers bench: --threads must be >= 1, got {n}")
+        if n not in out:
+            out.append(n)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
