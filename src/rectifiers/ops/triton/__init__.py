@@ -239,6 +239,9 @@ def _act_bwd_core(g: Tensor, mask: Tensor, w: Optional[Tensor], saved: Optional[
                   need_wgrad: bool) -> tuple[Tensor, Optional[Tensor]]:
     """``dx`` and the parameter gradient (``None`` unless asked). Glue: ``dx`` (and, with a
     parameter gradient, its partial sums and their sum)."""
+    # torch.Size, not the list the custom op passes: a list never equals a tensor's shape, and
+    # every backward then copied g (and PReLU's saved tensor), a full tensor each
+    shape = torch.Size(shape)
     g = _to_layout(g, shape, stride)
     if saved is not None:
         saved = _to_layout(saved, shape, stride)
@@ -458,7 +461,7 @@ def _funnel_fwd_core(x: Tensor, conv_w: Tensor, conv_b: Optional[Tensor], bn_w: 
         mean = stat_mean.to(torch.float32, copy=True)
         var = stat_var.to(torch.float32, copy=True)
     y = torch.empty_like(x)
-    mask = x.new_empty((_mask_words(x.numel(), 16) if write_mask else 0,), dtype=torch.int32)
+    mask = x.new_empty((_mask_words(x.numel(), 16),), dtype=torch.int32) if write_mask else None
     n = x.numel()
     if n:
         K.launcher("funnel_fwd", x.device.type)(
@@ -474,7 +477,9 @@ def _funnel_fwd_impl(x: Tensor, conv_w: Tensor, conv_b: Optional[Tensor], bn_w: 
                      bn_b: Optional[Tensor], stat_mean: Optional[Tensor], stat_var: Optional[Tensor],
                      use_batch: bool, eps: float, write_mask: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The custom op's forward: the running statistics are updated outside it."""
-    return _funnel_fwd_core(x, conv_w, conv_b, bn_w, bn_b, stat_mean, stat_var, use_batch, eps, write_mask)
+    y, mask, mean, var = _funnel_fwd_core(x, conv_w, conv_b, bn_w, bn_b, stat_mean, stat_var, use_batch,
+                                          eps, write_mask)
+    return y, (x.new_empty((0,), dtype=torch.int32) if mask is None else mask), mean, var
 
 
 _funnel_fwd = torch.library.custom_op(f"{NS}::funnel_fwd", _funnel_fwd_impl, mutates_args=())
@@ -531,22 +536,23 @@ def _funnel_bwd_core(g: Tensor, mask: Tensor, x: Tensor, conv_w: Tensor, conv_b:
         [1] * nsp, False, [0] * nsp, c, [True, True, conv_b is not None],
     )
     dx = dxc.add_(gx) if laid_out_as(dxc, x.shape, x.stride()) else gx.add_(dxc)
-    empty = x.new_empty((0,))
     return (
         dx,
         dcw.to(conv_w.dtype),
-        dcb.to(conv_b.dtype) if conv_b is not None else empty,
-        dbw.to(bn_w.dtype) if bn_w is not None else empty.clone(),
-        dbb.to(bn_b.dtype) if bn_b is not None else empty.clone(),
+        dcb.to(conv_b.dtype) if conv_b is not None else None,
+        dbw.to(bn_w.dtype) if bn_w is not None else None,
+        dbb.to(bn_b.dtype) if bn_b is not None else None,
     )
 
 
 def _funnel_bwd_impl(g: Tensor, mask: Tensor, x: Tensor, conv_w: Tensor, conv_b: Optional[Tensor],
                      bn_w: Optional[Tensor], bn_b: Optional[Tensor], mean: Tensor, var: Tensor,
                      use_batch: bool, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """The custom op's backward: its outputs may not alias one another."""
+    """The custom op's backward: tensors only (empty for an absent parameter), none aliasing
+    another."""
     out = _funnel_bwd_core(g, mask, x, conv_w, conv_b, bn_w, bn_b, mean, var, use_batch, eps)
-    return out[:3] + tuple(t.clone() if t._base is not None else t for t in out[3:])
+    return out[:2] + tuple(x.new_empty((0,)) if t is None else t.clone() if t._base is not None else t
+                           for t in out[2:])
 
 
 _funnel_bwd = torch.library.custom_op(f"{NS}::funnel_bwd", _funnel_bwd_impl, mutates_args=())

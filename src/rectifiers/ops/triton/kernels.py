@@ -400,6 +400,12 @@ def _spec(a):
     return type(a)
 
 
+def _hooked(hook) -> bool:
+    """Whether a launch hook is set: a callable, or (newer Triton) a non-empty chain."""
+    calls = getattr(hook, "calls", None)
+    return bool(calls) if isinstance(calls, list) else hook is not None
+
+
 class PreBound:
     """Launches of one compiled kernel without Triton's generic dispatch.
 
@@ -441,7 +447,7 @@ class PreBound:
         from triton import knobs
 
         try:
-            if knobs.runtime.launch_enter_hook is not None or knobs.runtime.launch_exit_hook is not None:
+            if _hooked(knobs.runtime.launch_enter_hook) or _hooked(knobs.runtime.launch_exit_hook):
                 return False
             run, function, packed = compiled.run, compiled.function, compiled.packed_metadata
             names = list(self.jit.arg_names)
