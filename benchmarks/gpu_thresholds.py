@@ -11,8 +11,8 @@ The threshold is the smallest measured size from which every larger measured siz
 ``None`` ("never") when the largest does not win. Conservative by construction: between two
 measured sizes the crossover is put at the larger one.
 
-Prints the table in the form ``RECTIFIERS_TRITON_MIN_NUMEL`` takes and as the Python literal of
-``DEFAULT_TRITON_MIN_NUMEL``. Imports nothing of rectifiers (also used by the tests).
+Prints the table in the form ``RECTIFIERS_TRITON_MIN_NUMEL`` takes, and the entries that are not
+"never" as ``rectifiers.ops._dispatch.DEFAULTS`` holds them. Imports nothing of rectifiers (also used by the tests).
 """
 
 from __future__ import annotations
@@ -65,18 +65,10 @@ def env_form(table: dict[tuple[str, str], Optional[int]]) -> str:
     return ",".join(items)
 
 
-def python_form(table: dict[tuple[str, str], Optional[int]]) -> str:
-    """The table as the literal of ``DEFAULT_TRITON_MIN_NUMEL`` (dtypes not measured: never)."""
-    acts = sorted({a for a, _ in table})
-    lines = ["{"]
-    for a in acts:
-        cells = []
-        for short, full in DTYPE_NAMES.items():
-            v = table.get((a, short))
-            cells.append(f"torch.{full}: {v}")
-        lines.append(f'    "{a}": {{{", ".join(cells)}}},')
-    lines.append("}")
-    return "\n".join(lines)
+def defaults_form(table: dict[tuple[str, str], Optional[int]]) -> str:
+    """The table as ``rectifiers.ops._dispatch.DEFAULTS`` holds it: the entries that are not
+    "never" (the rest is never by default)."""
+    return env_form({k: v for k, v in table.items() if v is not None})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = [list(csv.DictReader(open(p))) for p in paths]
     table = derive_thresholds(runs)
     print(f'RECTIFIERS_TRITON_MIN_NUMEL="{env_form(table)}"')
-    print("DEFAULT_TRITON_MIN_NUMEL =", python_form(table))
+    print(f'DEFAULTS = "{defaults_form(table)}"')
     return 0
 
 

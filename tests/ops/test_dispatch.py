@@ -120,6 +120,7 @@ def test_defaults_are_what_the_recorded_runs_give():
                 assert want is want_rule
             else:
                 assert got == want, (act, dname, got, want)
+    assert D.DEFAULTS == mod.defaults_form(derived)
 
 
 # --- overrides -------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ The choice depends on the input's size and dtype only: no timing at run time, so
 always takes the same path (a requirement for reproducible runs and for CUDA graphs).
 ``backend="triton"`` still forces Triton at every size.
 
-The defaults (:data:`DEFAULT_TRITON_MIN_NUMEL`) are conservative: Triton only where the recorded
+The defaults (:data:`DEFAULTS`, as a table :data:`DEFAULT_TRITON_MIN_NUMEL`) are conservative: Triton only where the recorded
 H200 runs (``benchmarks/results/gpu-nvidia-h200*-time.csv``, forward + backward against
 torch.nn, two runs) show it faster in *both* runs at the measured size and at every larger
 measured size; the threshold is the smallest such size. Where no measured size qualifies, or no
@@ -43,7 +43,7 @@ import torch
 
 from .. import _spec
 
-__all__ = ["DEFAULT_TRITON_MIN_NUMEL", "THRESHOLD_ENV_VAR", "DTYPES", "triton_threshold",
+__all__ = ["DEFAULTS", "DEFAULT_TRITON_MIN_NUMEL", "THRESHOLD_ENV_VAR", "DTYPES", "triton_threshold",
            "triton_thresholds", "set_triton_threshold", "reset_triton_thresholds", "use_triton",
            "parse_thresholds"]
 
@@ -58,25 +58,28 @@ _DTYPE_ALIASES = {"fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp3
                   "float": "float32", "fp64": "float64", "double": "float64"}
 
 _NEVER_NUMEL = 1 << 62  # what "never" compares as
-_2_27 = 134_217_728  # 8x4096x4096, the largest shape of the recorded runs
-_51M = 51_380_224  # 64x256x56x56
 
-# Derived from gpu-nvidia-h200-time.csv and gpu-nvidia-h200-f8cf184-time.csv (speedup_fwdbwd of
-# the Triton rows; sizes measured: 6.3M, 6.4M, 51.4M, 134.2M elements):
-#   relu        the Triton backend's relu is torch.relu itself: nothing to gain, never
-#   leaky_relu  0.24-0.91 everywhere: never
-#   prelu       bf16 1.37 / 1.17 at 134M, below 1 at 51M; fp32 1.22 / 0.87 at 134M: never
-#   flexible_relu  bf16 1.18 / 1.12, fp32 1.73 / 1.25 at 134M; below 1 at 51M
-#   funnel_relu fp32 1.09 / 1.09 at 51M and 1.15 / 1.16 at 134M, below 1 at 6.4M;
-#               bf16 0.91-0.98 everywhere: never
-DEFAULT_TRITON_MIN_NUMEL: Mapping[str, Mapping[torch.dtype, Optional[int]]] = MappingProxyType({
-    "relu": MappingProxyType({torch.float16: None, torch.bfloat16: None, torch.float32: None, torch.float64: None}),
-    "leaky_relu": MappingProxyType({torch.float16: None, torch.bfloat16: None, torch.float32: None, torch.float64: None}),
-    "prelu": MappingProxyType({torch.float16: None, torch.bfloat16: _2_27, torch.float32: None, torch.float64: None}),
-    "flexible_relu": MappingProxyType({torch.float16: None, torch.bfloat16: _2_27, torch.float32: _2_27,
-                                       torch.float64: None}),
-    "funnel_relu": MappingProxyType({torch.float16: None, torch.bfloat16: None, torch.float32: _51M, torch.float64: None}),
-})
+#: The shipped thresholds, in the environment variable's form; every (activation, dtype) not
+#: named here is "never". Derived by ``benchmarks/gpu_thresholds.py`` from
+#: gpu-nvidia-h200-time.csv and gpu-nvidia-h200-f8cf184-time.csv (speedup_fwdbwd of the Triton
+#: rows; sizes measured: 6.3M, 6.4M, 51.4M, 134.2M elements):
+#:
+#: * relu: the Triton backend's relu is torch.relu itself, nothing to gain: never
+#: * leaky_relu: 0.24-0.91 everywhere: never
+#: * prelu: bf16 1.37 / 1.17 at 134M, below 1 at 51M; fp32 1.22 / 0.87 at 134M: never
+#: * flexible_relu: bf16 1.18 / 1.12, fp32 1.73 / 1.25 at 134M; below 1 at 51M
+#: * funnel_relu: fp32 1.09 / 1.09 at 51M and 1.15 / 1.16 at 134M, below 1 at 6.4M;
+#:   bf16 0.91-0.98 everywhere: never
+#: * float16 and float64 were not measured: never
+DEFAULTS = ("flexible_relu:bfloat16=134217728,flexible_relu:float32=134217728,"
+            "funnel_relu:float32=51380224,prelu:bfloat16=134217728")
+
+
+def _default_table() -> Mapping[str, Mapping[torch.dtype, Optional[int]]]:
+    given = parse_thresholds(DEFAULTS)
+    return MappingProxyType({a: MappingProxyType({d: given.get((a, d)) for d in DTYPES.values()})
+                             for a in _spec.ACTIVATIONS})
+
 
 # set_triton_threshold's overrides: (activation, dtype) -> threshold
 _overrides: dict[tuple[str, torch.dtype], Optional[int]] = {}
@@ -166,6 +169,10 @@ def parse_thresholds(text: str) -> dict[tuple[str, torch.dtype], Optional[int]]:
             for d in dtypes:
                 out[(a, d)] = v
     return out
+
+
+#: activation -> dtype -> threshold (``None``: never), as shipped (:data:`DEFAULTS`)
+DEFAULT_TRITON_MIN_NUMEL = _default_table()
 
 
 def _table() -> dict[tuple[str, torch.dtype], int]:
