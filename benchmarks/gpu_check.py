@@ -320,9 +320,24 @@ def modules(ck: Checker, device) -> None:
           f"(signs {torch.signbit(ours).tolist()})")
     ck.add("relu(-0.0) sign as torch", "relu", "triton", torch.float32, "-", z.shape, 0.0, 0.0,
            exact=bits_equal(ours, theirs))
-    chosen = rectifiers.ops.resolve_backend(x)
-    ck.add("auto picks triton on CUDA", "-", chosen, torch.float32, "-", x.shape, 0.0, 0.0,
-           exact=(chosen == "triton") == (device.type == "cuda"))
+    # "auto" on CUDA: Triton from each activation's size threshold on, eager below
+    from rectifiers.ops import _dispatch
+
+    for act in rectifiers._spec.ACTIVATIONS:
+        chosen = rectifiers.ops.resolve_backend(x, activation=act)
+        want = "triton" if _dispatch.use_triton(act, x.numel(), x.dtype, device.type == "cuda") else "eager"
+        ck.add("auto picks by size threshold", act, chosen, torch.float32, "-", x.shape, 0.0, 0.0,
+               exact=chosen == want)
+    with_zero = dict(_dispatch._overrides)
+    try:
+        rectifiers.ops.set_triton_threshold("*", 0)
+        chosen = rectifiers.ops.resolve_backend(x)
+        ck.add("auto picks triton on CUDA at threshold 0", "-", chosen, torch.float32, "-", x.shape, 0.0, 0.0,
+               exact=(chosen == "triton") == (device.type == "cuda"))
+    finally:
+        rectifiers.ops.reset_triton_thresholds()
+        for (a, d), v in with_zero.items():
+            rectifiers.ops.set_triton_threshold(a, v, d)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ One command, installs nothing, under a minute::
 
 On a tiny tensor (the kernels take a few microseconds) the wall time of many calls in a row,
 then one synchronisation, is the host's cost per call. It is measured for torch's function and,
-layer by layer, for rectifiers' Triton path: the bare kernel launch, the forward function
+layer by layer, for rectifiers' Triton path: the bare kernel launch (pre-bound, and through Triton's generic dispatch), the forward function
 without autograd, the whole forward with autograd, forward + backward (with autograd's device
 threads on and off), and then a cProfile of forward + backward, top entries by own time.
 """
@@ -74,6 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     row("torch: F.prelu forward + backward", lambda: torch.autograd.grad(F.prelu(x, w), (x, w), g))
     row("triton: bare kernel launch (act_fwd)",
         lambda: T._launch_fwd(x.detach(), y, mask, None, T.LEAKY, 0.01, -1, True))
+    from rectifiers.ops.triton import kernels as K
+
+    K.PREBOUND = False  # Triton's generic dispatch, for comparison with the pre-bound launcher
+    K._LAUNCH.clear()
+    row("triton: bare kernel launch, generic JIT dispatch",
+        lambda: T._launch_fwd(x.detach(), y, mask, None, T.LEAKY, 0.01, -1, True))
+    K.PREBOUND = True
+    K._LAUNCH.clear()
     row("triton: _act_fwd_impl (allocations + launch)",
         lambda: T._act_fwd_impl(x.detach(), None, T.LEAKY, 0.01, -1, True, False))
     row("triton: leaky_relu forward (autograd)", lambda: RF.leaky_relu(x, 0.01, backend="triton"))
@@ -84,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     row("torch: F.leaky_relu forward + backward, autograd threads off",
         lambda: torch.autograd.grad(F.leaky_relu(x, 0.01), x, g))
     torch.autograd.set_multithreading_enabled(True)
+    row("auto (default backend): leaky_relu forward + backward",
+        lambda: torch.autograd.grad(RF.leaky_relu(x, 0.01), x, g))
+    row("auto (default backend): prelu forward + backward",
+        lambda: torch.autograd.grad(RF.prelu(x, w, 1), (x, w), g))
     row("triton: prelu forward + backward",
         lambda: torch.autograd.grad(RF.prelu(x, w, 1, backend="triton"), (x, w), g))
     row("triton: flexible_relu forward + backward",

@@ -45,6 +45,18 @@ def test_gpu_bench_dry_run_on_cpu(tmp_path):
     mem = list(csv.DictReader(open(next(tmp_path.glob("gpu-*-memory.csv")))))
     leaky = next(row for row in mem if row["act"] == "leaky_relu")
     assert float(leaky["saved_B_per_elem_torch"]) == 4.0 and float(leaky["saved_B_per_elem_triton"]) == 0.125
+    # the three backends side by side, timed three ways
+    assert {row["impl"] for row in times} == {"torch.nn", "plain formula", "triton", "auto"}
+    for col in ("fwdbwd_ms", "async_ms", "graph_ms", "speedup_async", "speedup_graph", "copy_frac_graph_fwd"):
+        assert col in times[0], col
+    assert all(float(row["async_ms"]) > 0 for row in times)
+    # the size sweep, and the thresholds re-derived from it in the form the variable takes
+    sweep = list(csv.DictReader(open(next(tmp_path.glob("gpu-*-sweep.csv")))))
+    assert {row["act"] for row in sweep} == {"leaky_relu", "funnel_relu"} and len(sweep) >= 2 * 2 * 3
+    assert 'RECTIFIERS_TRITON_MIN_NUMEL="' in r.stdout and "DEFAULTS = " in r.stdout
+    for key in ("peak8_MiB_auto", "step8_speedup_auto", "saved_B_per_elem_auto"):
+        assert key in mem[0], key
+    assert "## goals" in r.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")

@@ -14,8 +14,11 @@ still span many programs.
 
 from __future__ import annotations
 
+import types
+
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from helpers import bits_equal
 import torch.nn.functional as F
@@ -544,21 +547,33 @@ def test_kernels_compile_for_sm90():
          {"KIND": 2, "SAVED_IS_X": False, "NEED_WGRAD": True, "FP64": False, "BO": 2, "BC": 4,
           "BI": 256}),
         ("funnel_fwd", {"X": ptr["fp32"], "T": ptr["fp32"], "Y": ptr["fp32"], "M": "*i32",
-                        "MEAN": "*fp32", "SCALE": "*fp32", "BIAS": "*fp32", "N": "i64", "C": "i32",
-                        "INNER": "i64", "WIDE": c, "WRITE_MASK": c, "BLOCK": c},
-         {"WIDE": False, "WRITE_MASK": True, "BLOCK": 2048}),
+                        "MEAN": "*fp32", "VAR": "*fp32", "W": "*fp32", "B": "*fp32", "N": "i64",
+                        "C": "i32", "INNER": "i64", "eps": "fp32", "HAS_W": c, "HAS_B": c,
+                        "WIDE": c, "WRITE_MASK": c, "BLOCK": c},
+         {"HAS_W": True, "HAS_B": True, "WIDE": False, "WRITE_MASK": True, "BLOCK": 2048}),
+        ("funnel_fwd", {"X": ptr["bf16"], "T": ptr["bf16"], "Y": ptr["bf16"], "M": "*i32",
+                        "MEAN": "*fp32", "VAR": "*fp32", "W": ptr["bf16"], "B": ptr["bf16"], "N": "i64",
+                        "C": "i32", "INNER": "i64", "eps": "fp32", "HAS_W": c, "HAS_B": c,
+                        "WIDE": c, "WRITE_MASK": c, "BLOCK": c},
+         {"HAS_W": True, "HAS_B": False, "WIDE": True, "WRITE_MASK": True, "BLOCK": 2048}),
         ("funnel_bwd", {"G": ptr["bf16"], "M": "*i32", "T": ptr["bf16"], "MEAN": "*fp32",
-                        "INVSTD": "*fp32", "SCALE": "*fp32", "K1": "*fp32", "K2": "*fp32",
-                        "OUT": ptr["bf16"], "PART1": "*fp32", "PART2": "*fp32", "C": "i32",
-                        "INNER": "i32", "OUTER": "i32", "NIB": "i32", "NOB": "i32", "SPLIT": "i32",
-                        "PHASE": c, "BATCH": c, "BO": c, "BC": c, "BI": c},
-         {"PHASE": 0, "BATCH": True, "BO": 1, "BC": 4, "BI": 512}),
+                        "VAR": "*fp32", "W": "*fp32", "SUMS": "*fp32", "OUT": ptr["bf16"],
+                        "PART": "*fp32", "C": "i32", "INNER": "i32", "OUTER": "i32", "NIB": "i32",
+                        "NOB": "i32", "SPLIT": "i32", "eps": "fp32", "count": "fp32",
+                        "PHASE": c, "BATCH": c, "HAS_W": c, "BO": c, "BC": c, "BI": c},
+         {"PHASE": 0, "BATCH": True, "HAS_W": True, "BO": 1, "BC": 4, "BI": 512}),
         ("funnel_bwd", {"G": ptr["fp32"], "M": "*i32", "T": ptr["fp32"], "MEAN": "*fp32",
-                        "INVSTD": "*fp32", "SCALE": "*fp32", "K1": "*fp32", "K2": "*fp32",
-                        "OUT": ptr["fp32"], "PART1": "*fp32", "PART2": "*fp32", "C": "i32",
-                        "INNER": "i32", "OUTER": "i32", "NIB": "i32", "NOB": "i32", "SPLIT": "i32",
-                        "PHASE": c, "BATCH": c, "BO": c, "BC": c, "BI": c},
-         {"PHASE": 1, "BATCH": True, "BO": 8, "BC": 256, "BI": 1}),
+                        "VAR": "*fp32", "W": "*fp32", "SUMS": "*fp32", "OUT": ptr["fp32"],
+                        "PART": "*fp32", "C": "i32", "INNER": "i32", "OUTER": "i32", "NIB": "i32",
+                        "NOB": "i32", "SPLIT": "i32", "eps": "fp32", "count": "fp32",
+                        "PHASE": c, "BATCH": c, "HAS_W": c, "BO": c, "BC": c, "BI": c},
+         {"PHASE": 1, "BATCH": True, "HAS_W": True, "BO": 8, "BC": 256, "BI": 1}),
+        ("funnel_bwd", {"G": ptr["fp32"], "M": "*i32", "T": ptr["fp32"], "MEAN": "*fp32",
+                        "VAR": "*fp32", "W": "*fp32", "SUMS": "*fp32", "OUT": ptr["fp32"],
+                        "PART": "*fp32", "C": "i32", "INNER": "i32", "OUTER": "i32", "NIB": "i32",
+                        "NOB": "i32", "SPLIT": "i32", "eps": "fp32", "count": "fp32",
+                        "PHASE": c, "BATCH": c, "HAS_W": c, "BO": c, "BC": c, "BI": c},
+         {"PHASE": 1, "BATCH": False, "HAS_W": False, "BO": 2, "BC": 4, "BI": 64}),
     ]
     for name, sig, consts in cases:
         k = _compile_for_sm90(name, sig, consts)
@@ -670,3 +685,196 @@ def test_torch_func_transforms():
     xt = x.clone().requires_grad_()
     want = torch.autograd.grad(RF.funnel_relu(xt, cw, None, None, backend="torch").sum(), xt)[0]
     assert torch.allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+# --- host cost: glue ops per call, the pre-bound launcher -------------------------------------
+
+
+class _OpCounter(TorchDispatchMode):
+    """Every aten op dispatched, except inside kernel launches (the interpreter's own copies)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops: list[str] = []
+        self.paused = False
+        self.launches = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not self.paused:
+            self.ops.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """A counter whose count pauses while a kernel runs; the CUDA path's PReLU choice (keep x,
+    no look at the slopes: no host sync) on these CPU tensors too."""
+    from rectifiers.ops.triton import kernels as K
+
+    counter = _OpCounter()
+    real = K.launcher
+
+    def launcher(name, device_type):
+        fn = real(name, device_type)
+
+        def launch(*args, **meta):
+            counter.paused = True
+            counter.launches += 1
+            try:
+                fn(*args, **meta)
+            finally:
+                counter.paused = False
+        return launch
+
+    monkeypatch.setattr(K, "launcher", launcher)
+    monkeypatch.setattr(T, "_slopes_invertible", lambda w, dtype: False)
+    return counter
+
+
+def _glue_cases():
+    c = 8
+    w = torch.full((c,), 0.25, requires_grad=True)
+    b = torch.full((c,), -1.0, requires_grad=True)
+    cw = (_randn(c, 1, 3, 3, seed=1) * 0.3).requires_grad_()
+    bw = torch.ones(c, requires_grad=True)
+    bb = torch.zeros(c, requires_grad=True)
+    rm, rv = torch.zeros(c), torch.ones(c)
+    # name -> (call, parameters, bound on glue ops: forward, backward, forward without grad)
+    return {
+        "leaky_relu": (lambda h: RF.leaky_relu(h, 0.1, backend="triton"), (), (2, 1, 1)),
+        "prelu": (lambda h: RF.prelu(h, w, 1, backend="triton"), (w,), (2, 3, 1)),
+        "flexible_relu": (lambda h: RF.flexible_relu(h, b, 1, backend="triton"), (b,), (2, 3, 1)),
+        # the conv (and its backward) are the funnel's work, not glue: bounds without them
+        "funnel_train": (lambda h: RF.funnel_relu(h, cw, bw, bb, rm, rv, True, backend="triton"),
+                         (cw, bw, bb), (3, 6, 2)),
+        "funnel_eval": (lambda h: RF.funnel_relu(h, cw, bw, bb, rm, rv, False, backend="triton"),
+                        (cw, bw, bb), (4, 6, 3)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_glue_cases()))
+def test_glue_ops_per_call(counted, name):
+    """Torch ops around the kernels per call (a deterministic stand-in for host time): within
+    the bound; no host sync (``.item()``, ``_local_scalar_dense``), no tensor built from a
+    Python list (neither can run in a CUDA graph), no fp32 copy for the funnel's statistics."""
+    call, params, (fwd_max, bwd_max, nograd_max) = _glue_cases()[name]
+    x = _randn(4, 8, 6, 5)
+    g = _randn(4, 8, 6, 5, seed=9)
+    h = x.clone().requires_grad_()
+    call(h)  # first calls (compilation caches, lazy set-up) are not counted
+    work = {"convolution", "convolution_backward"}
+    seen = {}
+    with counted:
+        y = call(h)
+    seen["fwd"] = list(counted.ops)
+    counted.ops.clear()
+    with counted:
+        torch.autograd.grad(y, (h,) + params, g)
+    seen["bwd"] = list(counted.ops)
+    counted.ops.clear()
+    with torch.no_grad(), counted:
+        call(x)
+    seen["nograd"] = list(counted.ops)
+    glue = {k: [op for op in v if op not in work] for k, v in seen.items()}
+    assert len(glue["fwd"]) <= fwd_max, glue
+    assert len(glue["bwd"]) <= bwd_max, glue
+    assert len(glue["nograd"]) <= nograd_max, glue
+    everything = sum(seen.values(), [])
+    assert not {"_local_scalar_dense", "item", "lift_fresh", "lift_fresh_copy", "_to_copy", "copy_"} & set(
+        op for op in everything if not (name == "funnel_eval" and op == "_to_copy")), seen
+    if name == "funnel_train":
+        assert seen["fwd"].count("batch_norm_update_stats") == 1 and "var_mean" not in everything
+    assert counted.launches >= 3  # the kernels did run (not counted)
+
+
+def test_launcher_selection(monkeypatch):
+    """Compiled kernels go through the pre-bound launcher, interpreted ones (CPU tensors)
+    through Triton's generic dispatch; PREBOUND=False forces the generic one everywhere."""
+    from rectifiers.ops.triton import kernels as K
+
+    monkeypatch.setattr(K, "_LAUNCH", {})
+    assert not isinstance(K.launcher("act_fwd", "cpu"), K.PreBound)
+    assert isinstance(K.launcher("act_fwd", "cuda"), K.PreBound)
+    monkeypatch.setattr(K, "PREBOUND", False)
+    assert not isinstance(K.launcher("act_fwd", "cuda"), K.PreBound)
+
+
+class _FakeCompiled:
+    def __init__(self, names, calls):
+        self.function, self.packed_metadata = "function", "packed"
+        self.src = types.SimpleNamespace(signature={n: "?" for n in names})
+        self._calls = calls
+
+    @property
+    def run(self):
+        return lambda *a: self._calls.append(a)
+
+
+class _FakeJit:
+    """JITFunction's surface that PreBound uses: ``run`` compiles (here: records) and launches."""
+
+    arg_names = ["X", "N", "slope", "KIND", "BLOCK"]
+
+    def __init__(self, sig_names=None):
+        self.compiles, self.generic, self.launches = [], [], []
+        self.sig_names = self.arg_names if sig_names is None else sig_names
+
+    def run(self, *args, grid, warmup, **meta):
+        self.compiles.append((args, meta))
+        return _FakeCompiled(self.sig_names, self.launches)
+
+    def __getitem__(self, grid):
+        return lambda *args, **meta: self.generic.append((grid, args, meta))
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda dev: 1234, raising=False)
+
+
+def test_prebound_launch_path(fake_cuda):
+    """The first launch of a specialisation compiles through Triton's ``run``; the next ones
+    call the compiled kernel's launcher directly, with every parameter in order (constexprs
+    too) and no launch metadata or hooks; a different specialisation compiles again."""
+    from rectifiers.ops.triton import kernels as K
+
+    jit = _FakeJit()
+    launch = K.PreBound(jit)
+    x = torch.zeros(64)
+    launch((3,), x, 96, 0.5, KIND=1, BLOCK=64)
+    assert len(jit.compiles) == 1 and not jit.launches
+    launch((5, 2), x, 96, 0.25, KIND=1, BLOCK=64)
+    assert len(jit.compiles) == 1
+    assert jit.launches == [(5, 2, 1, 1234, "function", "packed", None, None, None, x, 96, 0.25, 1, 64)]
+    # what Triton specialises on changes the key: an int equal to 1 or not a multiple of 16,
+    # another dtype, a misaligned pointer, another constexpr
+    launch((1,), x, 1, 0.5, KIND=1, BLOCK=64)
+    launch((1,), x, 7, 0.5, KIND=1, BLOCK=64)
+    launch((1,), x.to(torch.bfloat16), 96, 0.5, KIND=1, BLOCK=64)
+    launch((1,), x[1:], 96, 0.5, KIND=1, BLOCK=64)
+    launch((1,), x, 96, 0.5, KIND=2, BLOCK=64)
+    launch((1,), x, 2**40, 0.5, KIND=1, BLOCK=64)
+    assert len(jit.compiles) == 7
+    # ints of the same class share the compiled kernel
+    launch((1,), x, 32, 0.5, KIND=1, BLOCK=64)
+    assert len(jit.compiles) == 7 and len(jit.launches) == 2
+
+
+def test_prebound_falls_back_to_the_generic_dispatch(fake_cuda):
+    """A Triton whose compiled kernel does not take the parameters as expected: the generic
+    path, every launch after the first."""
+    from rectifiers.ops.triton import kernels as K
+
+    jit = _FakeJit(sig_names=["X", "N"])  # neither every parameter nor the non-constexpr ones
+    launch = K.PreBound(jit)
+    x = torch.zeros(64)
+    for _ in range(3):
+        launch((3,), x, 100, 0.5, KIND=1, BLOCK=64)
+    assert len(jit.compiles) == 1 and not jit.launches and len(jit.generic) == 2
+    # an older Triton's launcher: the non-constexpr parameters only
+    jit = _FakeJit(sig_names=["X", "N", "slope"])
+    launch = K.PreBound(jit)
+    launch((3,), x, 100, 0.5, KIND=1, BLOCK=64)
+    launch((3,), x, 100, 0.5, KIND=1, BLOCK=64)
+    assert jit.launches == [(3, 1, 1, 1234, "function", "packed", None, None, None, x, 100, 0.5)]

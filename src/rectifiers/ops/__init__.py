@@ -23,7 +23,10 @@ Backends:
     Triton kernels for CUDA tensors (optional extra ``rectifiers[triton]``). With
     ``TRITON_INTERPRET=1`` they also run on CPU tensors, which is how they are tested.
 ``"auto"`` (default)
-    ``"triton"`` for CUDA tensors when Triton imports, ``"eager"`` otherwise.
+    On a CUDA tensor, when Triton imports: ``"triton"`` where the tensor is big enough for the
+    fused kernels to win, ``"eager"`` below, by a fixed threshold per activation and dtype
+    (:mod:`._dispatch`: no timing at run time; :func:`set_triton_threshold` and the environment
+    variable ``RECTIFIERS_TRITON_MIN_NUMEL`` override it). ``"eager"`` otherwise.
 
 The environment variable ``RECTIFIERS_BACKEND`` sets the default used when a call passes no
 ``backend`` (or ``backend="auto"`` is resolved): one of ``auto``, ``torch``, ``eager``,
@@ -58,6 +61,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import types
 from types import ModuleType
 from typing import Any
 
@@ -66,11 +70,17 @@ import torch.autograd.forward_ad as _fwad
 
 from .. import _spec
 from .._util import getenv
-from . import _common, eager, native
+from . import _common, _dispatch, eager, native
+from ._dispatch import (  # noqa: F401  (public: the size thresholds of "auto")
+    DEFAULT_TRITON_MIN_NUMEL, THRESHOLD_ENV_VAR, reset_triton_thresholds, set_triton_threshold,
+    triton_threshold, triton_thresholds,
+)
 from .cpp import pointwise as _cpp_pointwise
 from .eager import compiled as _eager_compiled  # noqa: F401  (eager.compiled, for _Traced)
 
-__all__ = ["BACKENDS", "ENV_VAR", "resolve_backend", "get_backend", "triton_available", "eager_cpu", "cpp_operators"]
+__all__ = ["BACKENDS", "ENV_VAR", "resolve_backend", "get_backend", "triton_available",
+           "THRESHOLD_ENV_VAR", "DEFAULT_TRITON_MIN_NUMEL", "triton_threshold", "triton_thresholds",
+           "set_triton_threshold", "reset_triton_thresholds", "eager_cpu", "cpp_operators"]
 
 BACKENDS = ("auto", "torch", "eager", "triton")
 ENV_VAR = "RECTIFIERS_BACKEND"
@@ -102,8 +112,15 @@ def _interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "") == "1"
 
 
-def resolve_backend(x: torch.Tensor, backend: str | None = None) -> str:
-    """Name of the backend that will run for input ``x``."""
+def resolve_backend(x: torch.Tensor, backend: str | None = None, activation: str | None = None) -> str:
+    """Name of the backend that will run for input ``x``: ``"torch"``, ``"eager"`` or
+    ``"triton"``, never ``"auto"``.
+
+    ``"auto"`` on a CUDA tensor (Triton installed) depends on the activation (its size
+    threshold, :mod:`._dispatch`): with ``activation`` (a name of :data:`rectifiers._spec.ACTIVATIONS`)
+    the answer is exact; without it, ``"triton"`` only where every activation would run Triton at
+    this size and dtype, else ``"eager"``.
+    """
     if backend is None:
         backend = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
         source = f"environment variable {ENV_VAR}"
@@ -112,7 +129,11 @@ def resolve_backend(x: torch.Tensor, backend: str | None = None) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"{source} must be one of {', '.join(BACKENDS)}; got {backend!r}")
     if backend == "auto":
-        return "triton" if x.is_cuda and triton_available() else "eager"
+        if not (x.is_cuda and triton_available()):
+            return "eager"
+        names = _spec.ACTIVATIONS if activation is None else (activation,)
+        n = x.numel()
+        return "triton" if all(_dispatch.use_triton(a, n, x.dtype, True) for a in names) else "eager"
     if backend == "triton":
         if not triton_available():
             raise ImportError(
@@ -171,17 +192,61 @@ def cpp_operators(x: torch.Tensor, backend: str | None, *params: torch.Tensor) -
 def get_backend(x: torch.Tensor, backend: str | None = None) -> Any:
     """The backend that will run for input ``x``: an object with the five functions of every
     backend (a backend module, or one of the re-routed views below)."""
+    if backend is None:
+        backend = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+        if backend not in BACKENDS:
+            resolve_backend(x)  # its error, naming the environment variable
+    if backend == "auto" and x.is_cuda and triton_available():
+        # the choice depends on the activation and the size: a view that picks per call
+        eager_side = _eager_choice()
+        triton_side = _triton_choice()
+        if eager_side is triton_side:
+            return eager_side
+        return _sized_view(eager_side, triton_side)
     name = resolve_backend(x, backend)
     if name == "torch":
         return native
     if name == "eager":
-        return _Traced if (_common.compiling() or _common.forward_ad()) else _Eager
+        return _eager_choice()
+    return _triton_choice()
+
+
+def _eager_choice() -> Any:
+    return _Traced if (_common.compiling() or _common.forward_ad()) else _Eager
+
+
+def _triton_choice() -> Any:
     if _common.transforming() or _common.forward_ad():
         return _Traced
-    # resolve_backend has checked triton_available(), which imported the module and made the
-    # view (no import here: torch.compile cannot trace one).
+    # triton_available() has been checked, which imported the module and made the view (no
+    # import here: torch.compile cannot trace one).
     assert _triton_view is not None
     return _triton_view
+
+
+_sized_views: dict[tuple[type, type], type] = {}
+
+
+def _sized_view(eager_side: type, triton_side: type) -> type:
+    """``"auto"`` on a CUDA tensor: every activation's function picks ``triton_side`` when the
+    input reaches its size threshold for its dtype (:func:`._dispatch.use_triton`), else
+    ``eager_side``. Made once per pair and kept."""
+    view = _sized_views.get((eager_side, triton_side))
+    if view is None:
+        def pick(act: str) -> Any:
+            small, big = getattr(eager_side, act), getattr(triton_side, act)
+
+            def run(x: torch.Tensor, *args: Any) -> Any:
+                fn = big if _dispatch.use_triton(act, x.numel(), x.dtype, True) else small
+                return fn(x, *args)
+
+            run.__name__ = run.__qualname__ = act
+            return run
+
+        view = _view("_SizedView", types.SimpleNamespace(**{a: pick(a) for a in _spec.ACTIVATIONS}),
+                     "'auto' on a CUDA tensor: Triton from a size threshold on, eager below.")
+        _sized_views[(eager_side, triton_side)] = view
+    return view
 
 
 class _TracedImpl:

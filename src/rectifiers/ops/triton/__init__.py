@@ -97,10 +97,16 @@ def _pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
+_SM: dict = {}
+
+
 def _sm_count(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return 1
+    if device.type != "cuda":
+        return 1
+    n = _SM.get(device.index)
+    if n is None:  # asked once per device: the properties call costs microseconds
+        n = _SM[device.index] = torch.cuda.get_device_properties(device).multi_processor_count
+    return n
 
 
 def _per_channel(w: Optional[Tensor], dim: int) -> bool:
@@ -120,8 +126,8 @@ def _launch_fwd(x: Tensor, y: Tensor, mask: Tensor, w: Optional[Tensor], kind: i
     c = x.shape[dim] if per else 1
     inner = x.stride(dim) if per else 1
     grid = (triton.cdiv(n, BLOCK),)
-    K.kernel("act_fwd", x.device.type)[grid](
-        x, y, mask, w.to(x.dtype) if w is not None else x, n, c, inner, float(slope),
+    K.launcher("act_fwd", x.device.type)(
+        grid, x, y, mask, w.to(x.dtype) if w is not None else x, n, c, inner, float(slope),
         KIND=kind, PER_CHANNEL=per, WIDE=inner >= BLOCK, WRITE_MASK=write_mask, FP64=x.dtype == torch.float64,
         NEG_ZERO=x.device.type == "cpu", BLOCK=BLOCK, **_opts(),
     )
@@ -146,7 +152,8 @@ def _tile_shape(outer: int, c: int, inner: int) -> tuple[int, int, int]:
 def _launch_bwd(g: Tensor, mask: Tensor, w: Optional[Tensor], saved: Optional[Tensor],
                 dx: Tensor, kind: int, slope: float, dim: int, saved_is_x: bool,
                 need_wgrad: bool) -> Optional[Tensor]:
-    """Write ``dx``; return the parameter gradient (fp32/fp64, shaped as ``w``) if asked."""
+    """Write ``dx``; return the parameter gradient (fp32/fp64, shaped as ``w``) if asked.
+    Glue: the partial sums' buffer and their sum (only when the gradient is asked)."""
     n = g.numel()
     acc = opmath(g.dtype)
     need_wgrad = need_wgrad and kind in (PRELU, FRELU) and w is not None
@@ -161,21 +168,26 @@ def _launch_bwd(g: Tensor, mask: Tensor, w: Optional[Tensor], saved: Optional[Te
         bo, bc, bi = _tile_shape(outer, c, inner)
         nib, ncb, nob = triton.cdiv(inner, bi), triton.cdiv(c, bc), triton.cdiv(outer, bo)
         split = max(1, min(nob, 65535, triton.cdiv(PROGRAMS_PER_SM * _sm_count(g.device), ncb * nib)))
-        part = torch.empty((split * nib, c), dtype=acc, device=g.device) if need_wgrad else g.new_empty(0, dtype=acc)
-        K.kernel("act_bwd_tiled", g.device.type)[(ncb * nib, split)](
-            g, mask, wp, sp, dx, part, c, inner, outer, nib, nob, split,
+        # without a parameter gradient the kernel writes no partial sums: dx stands in
+        part = torch.empty((split * nib, c), dtype=acc, device=g.device) if need_wgrad else dx
+        K.launcher("act_bwd_tiled", g.device.type)(
+            (ncb * nib, split), g, mask, wp, sp, dx, part, c, inner, outer, nib, nob, split,
             KIND=kind, SAVED_IS_X=saved_is_x, NEED_WGRAD=need_wgrad, FP64=fp64,
             BO=bo, BC=bc, BI=bi, **_opts(),
         )
-        return part.sum(0).reshape(w.shape) if need_wgrad else None
+        return _shaped(part.sum(0), w) if need_wgrad else None
     nblocks = triton.cdiv(n, BLOCK)
-    part = torch.empty((nblocks,), dtype=acc, device=g.device) if need_wgrad else g.new_empty(0, dtype=acc)
-    K.kernel("act_bwd_flat", g.device.type)[(nblocks,)](
-        g, mask, wp, sp, dx, part, n, float(slope),
+    part = torch.empty((nblocks,), dtype=acc, device=g.device) if need_wgrad else dx
+    K.launcher("act_bwd_flat", g.device.type)(
+        (nblocks,), g, mask, wp, sp, dx, part, n, float(slope),
         KIND=kind, SAVED_IS_X=saved_is_x, NEED_WGRAD=need_wgrad, FP64=fp64,
         BLOCK=BLOCK, **_opts(),
     )
-    return part.sum().reshape(w.shape) if need_wgrad else None
+    return _shaped(part.sum(0, keepdim=True), w) if need_wgrad else None
+
+
+def _shaped(t: Tensor, w: Tensor) -> Tensor:
+    return t if t.shape == w.shape else t.reshape(w.shape)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,6 +207,14 @@ def _act_fwd_impl(x: Tensor, w: Optional[Tensor], kind: int, slope: float, dim: 
     return y, mask
 
 
+def _act_fwd_nograd(x: Tensor, w: Optional[Tensor], kind: int, slope: float, dim: int) -> Tensor:
+    """The forward alone (no mask): one allocation, one launch."""
+    x = _prep(x)
+    y = torch.empty_like(x)
+    _launch_fwd(x, y, y, w, kind, slope, dim, False)  # y stands in for the unwritten mask
+    return y
+
+
 _act_fwd = torch.library.custom_op(f"{NS}::act_fwd", _act_fwd_impl, mutates_args=())
 
 
@@ -206,7 +226,7 @@ def _(x, w, kind, slope, dim, write_mask, save_x):
 
 @torch.library.custom_op(f"{NS}::act_fwd_", mutates_args=("x",))
 def _act_fwd_inplace(x: Tensor, w: Optional[Tensor], kind: int, slope: float, dim: int) -> None:
-    _launch_fwd(x, x, x.new_empty((0,), dtype=torch.int32), w, kind, slope, dim, False)
+    _launch_fwd(x, x, x, w, kind, slope, dim, False)  # x stands in for the unwritten mask
 
 
 @_act_fwd_inplace.register_fake
@@ -214,17 +234,27 @@ def _(x, w, kind, slope, dim):
     return None
 
 
-def _act_bwd_impl(g: Tensor, mask: Tensor, w: Optional[Tensor], saved: Optional[Tensor], kind: int,
+def _act_bwd_core(g: Tensor, mask: Tensor, w: Optional[Tensor], saved: Optional[Tensor], kind: int,
                   slope: float, dim: int, shape: list[int], stride: list[int], saved_is_x: bool,
-                  need_wgrad: bool) -> tuple[Tensor, Tensor]:
+                  need_wgrad: bool) -> tuple[Tensor, Optional[Tensor]]:
+    """``dx`` and the parameter gradient (``None`` unless asked). Glue: ``dx`` (and, with a
+    parameter gradient, its partial sums and their sum)."""
+    # torch.Size, not the list the custom op passes: a list never equals a tensor's shape, and
+    # every backward then copied g (and PReLU's saved tensor), a full tensor each
+    shape = torch.Size(shape)
     g = _to_layout(g, shape, stride)
     if saved is not None:
         saved = _to_layout(saved, shape, stride)
     dx = torch.empty_strided(shape, stride, dtype=g.dtype, device=g.device)
     dw = _launch_bwd(g, mask, w, saved, dx, kind, slope, dim, saved_is_x, need_wgrad)
-    if dw is None:
-        return dx, g.new_empty((0,))
-    return dx, dw.to(w.dtype)
+    return dx, (None if dw is None else dw.to(w.dtype))
+
+
+def _act_bwd_impl(g: Tensor, mask: Tensor, w: Optional[Tensor], saved: Optional[Tensor], kind: int,
+                  slope: float, dim: int, shape: list[int], stride: list[int], saved_is_x: bool,
+                  need_wgrad: bool) -> tuple[Tensor, Tensor]:
+    dx, dw = _act_bwd_core(g, mask, w, saved, kind, slope, dim, shape, stride, saved_is_x, need_wgrad)
+    return dx, (g.new_empty((0,)) if dw is None else dw)  # a custom op returns tensors only
 
 
 _act_bwd = torch.library.custom_op(f"{NS}::act_bwd", _act_bwd_impl, mutates_args=())
@@ -302,7 +332,7 @@ class _Act(torch.autograd.Function):
     def backward(ctx, gy, gmask):  # type: ignore[no-untyped-def]
         if gy is None:  # grads are not materialised: nothing reached the output
             return (None,) * 7
-        return _act_grads(ctx, gy, _act_bwd_impl)
+        return _act_grads(ctx, gy, _act_bwd_core)
 
 
 def _slopes_invertible(w: Tensor, dtype: torch.dtype) -> bool:
@@ -320,7 +350,7 @@ def _pointwise(x: Tensor, w: Optional[Tensor], kind: int, slope: float, dim: Opt
         if traced:
             _act_fwd_inplace(x, w, kind, float(slope), d)
         else:
-            _launch_fwd(x, x, x.new_empty((0,), dtype=torch.int32), w, kind, float(slope), d, False)
+            _launch_fwd(x, x, x, w, kind, float(slope), d, False)  # x stands in for the mask
             # as torch's in-place ops do (and the custom op above): autograd then sees x changed
             torch.autograd.graph.increment_version(x)
         return x
@@ -334,7 +364,7 @@ def _pointwise(x: Tensor, w: Optional[Tensor], kind: int, slope: float, dim: Opt
     elif grad:
         y, _ = _Act.apply(x, w, kind, float(slope), d, True, save_x)
     else:
-        y, _ = _act_fwd_impl(x, w, kind, float(slope), d, False, False)
+        y = _act_fwd_nograd(x, w, kind, float(slope), d)
     if inplace:
         return x.copy_(y)
     return y
@@ -352,7 +382,9 @@ def leaky_relu(x: Tensor, negative_slope: float, inplace: bool) -> Tensor:
     if x.dtype == torch.float64:
         # A Python float reaches a kernel as fp32; torch multiplies fp64 inputs by the slope in
         # fp64. Hand it over as a constant one-element weight instead (same formula as prelu).
-        w = torch.tensor([negative_slope], dtype=torch.float64, device=x.device)
+        # (torch.full, not torch.tensor of a list: no host-to-device copy, so a CUDA graph
+        # can capture it)
+        w = torch.full((1,), negative_slope, dtype=torch.float64, device=x.device)
         return _pointwise(x, w, PRELU, 0.0, None, inplace)
     return _pointwise(x, None, LEAKY, negative_slope, None, inplace)
 
@@ -385,29 +417,69 @@ def _reduce_dims(x: Tensor) -> list[int]:
     return [0] + list(range(2, x.dim()))
 
 
-def _funnel_fwd_impl(x: Tensor, conv_w: Tensor, conv_b: Optional[Tensor], bn_w: Optional[Tensor],
+def _batch_stats(t: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor],
+                 momentum: float) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and biased variance of ``t`` in fp32, updating the running statistics
+    when given: one native op (``batch_norm_update_stats``, fp32 accumulation without an fp32
+    copy of a bf16 ``t``), except on CPU in low precision (the interpreter), where that op
+    would return the input's dtype."""
+    if t.is_cuda or (t.dtype == torch.float32 and (running_mean is None or running_mean.dtype == torch.float32)):
+        return torch.batch_norm_update_stats(t, running_mean, running_var, momentum)
+    var, mean = torch.var_mean(t.to(torch.float32), dim=_reduce_dims(t), correction=0)
+    if running_mean is not None:
+        _update_running(running_mean, running_var, mean, var, t.numel() // t.shape[1], momentum)
+    return mean, var
+
+
+def _update_running(running_mean: Tensor, running_var: Tensor, mean: Tensor, var: Tensor, m: int,
+                    momentum: float) -> None:
+    """``running = (1 - momentum) * running + momentum * batch``, the variance unbiased."""
+    with torch.no_grad():
+        running_mean.mul_(1.0 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
+        unbiased = var * (m / (m - 1))
+        running_var.mul_(1.0 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
+
+
+def _funnel_fwd_core(x: Tensor, conv_w: Tensor, conv_b: Optional[Tensor], bn_w: Optional[Tensor],
                      bn_b: Optional[Tensor], stat_mean: Optional[Tensor], stat_var: Optional[Tensor],
-                     use_batch: bool, eps: float, write_mask: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                     use_batch: bool, eps: float, write_mask: bool,
+                     momentum: Optional[float] = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The funnel's forward. With batch statistics (``use_batch``) and ``momentum``,
+    ``stat_mean`` / ``stat_var`` are the running statistics, updated in place by the same op
+    that computes the batch's; without ``momentum`` they are not used. Without batch
+    statistics they are the fixed ones. Glue: the conv, the statistics (one op; two copies in
+    eval mode, kept for backward), the output and the code buffer."""
     x = _prep(x)
     c = x.shape[1]
     t = _to_layout(_conv(x, conv_w, conv_b), x.shape, x.stride())
     if use_batch:
-        var, mean = torch.var_mean(t.to(torch.float32), dim=_reduce_dims(x), correction=0)
+        if momentum is None:
+            stat_mean = stat_var = None
+        mean, var = _batch_stats(t, stat_mean, stat_var, 0.0 if momentum is None else momentum)
     else:
-        mean, var = stat_mean.to(torch.float32), stat_var.to(torch.float32)
-    scale = torch.rsqrt(var + eps)
-    if bn_w is not None:
-        scale = scale * bn_w.to(torch.float32)
-    bias = bn_b.to(torch.float32) if bn_b is not None else torch.zeros_like(scale)
+        # copies: backward must see these values even if the buffers change in between
+        mean = stat_mean.to(torch.float32, copy=True)
+        var = stat_var.to(torch.float32, copy=True)
     y = torch.empty_like(x)
-    mask = x.new_empty((_mask_words(x.numel(), 16) if write_mask else 0,), dtype=torch.int32)
+    mask = x.new_empty((_mask_words(x.numel(), 16),), dtype=torch.int32) if write_mask else None
     n = x.numel()
     if n:
-        K.kernel("funnel_fwd", x.device.type)[(triton.cdiv(n, BLOCK),)](
-            x, t, y, mask, mean.contiguous(), scale.contiguous(), bias.contiguous(), n, c,
-            x.stride(1), WIDE=x.stride(1) >= BLOCK, WRITE_MASK=write_mask, BLOCK=BLOCK, **_opts(),
+        K.launcher("funnel_fwd", x.device.type)(
+            (triton.cdiv(n, BLOCK),), x, t, y, mask if write_mask else y, mean, var,
+            bn_w if bn_w is not None else mean, bn_b if bn_b is not None else mean, n, c,
+            x.stride(1), float(eps), HAS_W=bn_w is not None, HAS_B=bn_b is not None,
+            WIDE=x.stride(1) >= BLOCK, WRITE_MASK=write_mask, BLOCK=BLOCK, **_opts(),
         )
-    return y, mask, mean.clone() if not use_batch else mean, var.clone() if not use_batch else var
+    return y, mask, mean, var
+
+
+def _funnel_fwd_impl(x: Tensor, conv_w: Tensor, conv_b: Optional[Tensor], bn_w: Optional[Tensor],
+                     bn_b: Optional[Tensor], stat_mean: Optional[Tensor], stat_var: Optional[Tensor],
+                     use_batch: bool, eps: float, write_mask: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The custom op's forward: the running statistics are updated outside it."""
+    y, mask, mean, var = _funnel_fwd_core(x, conv_w, conv_b, bn_w, bn_b, stat_mean, stat_var, use_batch,
+                                          eps, write_mask)
+    return y, (x.new_empty((0,), dtype=torch.int32) if mask is None else mask), mean, var
 
 
 _funnel_fwd = torch.library.custom_op(f"{NS}::funnel_fwd", _funnel_fwd_impl, mutates_args=())
@@ -422,17 +494,18 @@ def _(x, conv_w, conv_b, bn_w, bn_b, stat_mean, stat_var, use_batch, eps, write_
             stats, torch.empty_like(stats))
 
 
-def _funnel_bwd_impl(g: Tensor, mask: Tensor, x: Tensor, conv_w: Tensor, conv_b: Optional[Tensor],
+def _funnel_bwd_core(g: Tensor, mask: Tensor, x: Tensor, conv_w: Tensor, conv_b: Optional[Tensor],
                      bn_w: Optional[Tensor], bn_b: Optional[Tensor], mean: Tensor, var: Tensor,
                      use_batch: bool, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The funnel's backward; BatchNorm's two parameter gradients may be views of one buffer.
+    Glue: the conv (recomputed instead of kept), three buffers (x's gradient, BatchNorm's
+    input gradient, the partial sums), one sum, the conv's backward and one add."""
     x = _prep(x)
     g = _to_layout(g, x.shape, x.stride())
     n, c = x.numel(), x.shape[1]
     # Recompute the conv output instead of keeping it; BatchNorm's backward with the forward's
     # statistics is fused into two walks over (g, codes, t): sums, then the input gradient.
     t = _to_layout(_conv(x, conv_w, conv_b), x.shape, x.stride())
-    invstd = torch.rsqrt(var + eps)
-    scale = invstd * (bn_w.to(torch.float32) if bn_w is not None else 1.0)
     gx = torch.empty_like(x)
     dt = torch.empty_like(x)
     inner = x.stride(1)
@@ -440,28 +513,22 @@ def _funnel_bwd_impl(g: Tensor, mask: Tensor, x: Tensor, conv_w: Tensor, conv_b:
     bo, bc, bi = _tile_shape(max(outer, 1), c, inner)
     nib, ncb, nob = triton.cdiv(inner, bi), triton.cdiv(c, bc), triton.cdiv(max(outer, 1), bo)
     split = max(1, min(nob, 65535, triton.cdiv(PROGRAMS_PER_SM * _sm_count(x.device), ncb * nib)))
-    p1 = torch.zeros((split * nib, c), dtype=torch.float32, device=x.device)
-    p2 = torch.zeros_like(p1)
-    mean, invstd, scale = mean.contiguous(), invstd.contiguous(), scale.contiguous()
-    kern = K.kernel("funnel_bwd", x.device.type) if n else None
+    w = bn_w if bn_w is not None else mean
+    grid = (ncb * nib, split)
     if n:
-        kern[(ncb * nib, split)](
-            g, mask, t, mean, invstd, scale, scale, scale, gx, p1, p2,
-            c, inner, outer, nib, nob, split, PHASE=0, BATCH=use_batch, BO=bo, BC=bc, BI=bi,
-            **_opts(),
-        )
-    dbb, dbw = p1.sum(0), p2.sum(0)
-    if use_batch:
-        m = n // c
-        k1, k2 = (dbb / m).contiguous(), (dbw / m).contiguous()
+        # every program writes its rows: no zero fill needed
+        part = torch.empty((2, split * nib, c), dtype=torch.float32, device=x.device)
+        launch = K.launcher("funnel_bwd", x.device.type)
+        launch(grid, g, mask, t, mean, var, w, part, gx, part, c, inner, outer, nib, nob, split,
+               float(eps), float(n // c), PHASE=0, BATCH=use_batch, HAS_W=bn_w is not None,
+               BO=bo, BC=bc, BI=bi, **_opts())
+        sums = part.sum(1)  # (2, c): BatchNorm's bias and weight gradients
+        launch(grid, g, mask, t, mean, var, w, sums, dt, part, c, inner, outer, nib, nob, split,
+               float(eps), float(n // c), PHASE=1, BATCH=use_batch, HAS_W=bn_w is not None,
+               BO=bo, BC=bc, BI=bi, **_opts())
     else:
-        k1 = k2 = torch.zeros_like(dbb)
-    if n:
-        kern[(ncb * nib, split)](
-            g, mask, t, mean, invstd, scale, k1, k2, dt, p1, p2,
-            c, inner, outer, nib, nob, split, PHASE=1, BATCH=use_batch, BO=bo, BC=bc, BI=bi,
-            **_opts(),
-        )
+        sums = torch.zeros((2, c), dtype=torch.float32, device=x.device)
+    dbb, dbw = sums.unbind(0)
     nsp = x.dim() - 2
     k = conv_w.shape[-1]
     dxc, dcw, dcb = torch.ops.aten.convolution_backward(
@@ -469,14 +536,23 @@ def _funnel_bwd_impl(g: Tensor, mask: Tensor, x: Tensor, conv_w: Tensor, conv_b:
         [1] * nsp, False, [0] * nsp, c, [True, True, conv_b is not None],
     )
     dx = dxc.add_(gx) if laid_out_as(dxc, x.shape, x.stride()) else gx.add_(dxc)
-    empty = x.new_empty((0,))
     return (
         dx,
         dcw.to(conv_w.dtype),
-        dcb.to(conv_b.dtype) if conv_b is not None else empty,
-        dbw.to(bn_w.dtype) if bn_w is not None else empty.clone(),
-        dbb.to(bn_b.dtype) if bn_b is not None else empty.clone(),
+        dcb.to(conv_b.dtype) if conv_b is not None else None,
+        dbw.to(bn_w.dtype) if bn_w is not None else None,
+        dbb.to(bn_b.dtype) if bn_b is not None else None,
     )
+
+
+def _funnel_bwd_impl(g: Tensor, mask: Tensor, x: Tensor, conv_w: Tensor, conv_b: Optional[Tensor],
+                     bn_w: Optional[Tensor], bn_b: Optional[Tensor], mean: Tensor, var: Tensor,
+                     use_batch: bool, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The custom op's backward: tensors only (empty for an absent parameter), none aliasing
+    another."""
+    out = _funnel_bwd_core(g, mask, x, conv_w, conv_b, bn_w, bn_b, mean, var, use_batch, eps)
+    return out[:2] + tuple(x.new_empty((0,)) if t is None else t.clone() if t._base is not None else t
+                           for t in out[2:])
 
 
 _funnel_bwd = torch.library.custom_op(f"{NS}::funnel_bwd", _funnel_bwd_impl, mutates_args=())
@@ -496,7 +572,7 @@ def _(g, mask, x, conv_w, conv_b, bn_w, bn_b, mean, var, use_batch, eps):
 
 
 def _funnel_setup(ctx, inputs, output) -> None:
-    x, conv_w, conv_b, bn_w, bn_b, stat_mean, stat_var, use_batch, eps, write_mask = inputs
+    x, conv_w, conv_b, bn_w, bn_b, stat_mean, stat_var, use_batch, eps, write_mask = inputs[:10]
     y, mask, mean, var = output
     ctx.mark_non_differentiable(mask, mean, var)
     # Kept: the input, 2 bits per element, the statistics and the parameters. The conv output
@@ -530,7 +606,7 @@ class _Funnel(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, *inputs):  # type: ignore[no-untyped-def]
-        output = _funnel_fwd_impl(*inputs)
+        output = _funnel_fwd_core(*inputs)
         _funnel_setup(ctx, inputs, output)
         ctx.set_materialize_grads(False)  # no zero-filled gradients for the code and statistics
         return output
@@ -538,8 +614,8 @@ class _Funnel(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gy, gmask, gmean, gvar):  # type: ignore[no-untyped-def]
         if gy is None:  # grads are not materialised: nothing reached the output
-            return (None,) * 10
-        return _funnel_grads(ctx, gy, _funnel_bwd_impl)
+            return (None,) * 11
+        return _funnel_grads(ctx, gy, _funnel_bwd_core) + (None,)
 
 
 def check_funnel_input(x: Tensor, training: bool, running_mean: Optional[Tensor]) -> int:
@@ -570,20 +646,19 @@ def funnel_relu(
     m = check_funnel_input(x, training, running_mean)
     tensors = (x, conv_weight, conv_bias, bn_weight, bn_bias)
     grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    update = bool(training) and running_mean is not None
     if compiling():
-        fwd = _funnel_fwd
-    else:
-        fwd = _Funnel.apply if grad else _funnel_fwd_impl
-    y, _, mean, var = fwd(
-        x, conv_weight, conv_bias, bn_weight, bn_bias,
-        None if use_batch else running_mean, None if use_batch else running_var,
-        use_batch, float(eps), grad,
-    )
-    if training and running_mean is not None:
-        with torch.no_grad():
-            running_mean.mul_(1.0 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
-            unbiased = var * (m / (m - 1))
-            running_var.mul_(1.0 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
+        # the custom op leaves the running statistics alone; the update is traced beside it
+        y, _, mean, var = _funnel_fwd(
+            x, conv_weight, conv_bias, bn_weight, bn_bias,
+            None if use_batch else running_mean, None if use_batch else running_var,
+            use_batch, float(eps), grad,
+        )
+        if update:
+            _update_running(running_mean, running_var, mean, var, m, momentum)
+        return y
+    # eager calls: the running statistics are updated by the op that computes the batch's
+    args = (x, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var,
+            use_batch, float(eps), grad, float(momentum) if update else None)
+    y = (_Funnel.apply(*args) if grad else _funnel_fwd_core(*args))[0]
     return y
-
-

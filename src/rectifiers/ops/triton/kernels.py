@@ -32,6 +32,7 @@ made per launch from the tensor's device and not by the environment at import ti
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 
@@ -212,13 +213,15 @@ def act_bwd_tiled(
 
 
 def funnel_fwd(
-    X, T, Y, M, MEAN, SCALE, BIAS, N, C, INNER,
+    X, T, Y, M, MEAN, VAR, W, B, N, C, INNER, eps,
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr,
     WIDE: tl.constexpr, WRITE_MASK: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    """``y = max(x, (t - mean[c]) * scale[c] + bias[c])`` (BatchNorm applied with fixed
-    per-channel statistics, ``scale = weight / sqrt(var + eps)``), with a 2-bit code per element for backward:
-    0 x won, 1 T won, 2 tie (the gradient splits), 3 unordered (NaN: both get the gradient, as
-    ``torch.maximum``'s backward). 16 codes per int32 word, memory order."""
+    """``y = max(x, (t - mean[c]) * scale[c] + b[c])`` (BatchNorm applied with fixed
+    per-channel statistics, ``scale = w / sqrt(var + eps)``, both made here from the fp32
+    statistics and the parameters in their own dtype), with a 2-bit code per element for
+    backward: 0 x won, 1 T won, 2 tie (the gradient splits), 3 unordered (NaN: both get the
+    gradient, as ``torch.maximum``'s backward). 16 codes per int32 word, memory order."""
     pid = tl.program_id(0).to(tl.int64)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     valid = offs < N
@@ -235,8 +238,14 @@ def funnel_fwd(
     x = x0.to(tl.float32)
     t = tl.load(T + offs, mask=valid, other=0.0).to(tl.float32)
     mu = tl.load(MEAN + c, mask=valid, other=0.0)
-    sc = tl.load(SCALE + c, mask=valid, other=0.0)
-    bb = tl.load(BIAS + c, mask=valid, other=0.0)
+    # 1 / sqrt(var + eps), each step rounded to nearest (as torch's rsqrt on CPU)
+    sc = tl.math.div_rn(1.0, tl.sqrt_rn(tl.load(VAR + c, mask=valid, other=1.0) + eps))
+    if HAS_W:
+        sc = sc * tl.load(W + c, mask=valid, other=0.0).to(tl.float32)
+    if HAS_B:
+        bb = tl.load(B + c, mask=valid, other=0.0).to(tl.float32)
+    else:
+        bb = 0.0
     # T is rounded to the input's dtype before the max, as BatchNorm's output would be.
     tt = ((t - mu) * sc + bb).to(x0.dtype).to(tl.float32)
     gt = x > tt
@@ -255,21 +264,24 @@ def funnel_fwd(
 
 
 def funnel_bwd(
-    G, M, T, MEAN, INVSTD, SCALE, K1, K2, OUT, PART1, PART2,
-    C, INNER, OUTER, NIB, NOB, SPLIT,
-    PHASE: tl.constexpr, BATCH: tl.constexpr,
+    G, M, T, MEAN, VAR, W, SUMS, OUT, PART,
+    C, INNER, OUTER, NIB, NOB, SPLIT, eps, count,
+    PHASE: tl.constexpr, BATCH: tl.constexpr, HAS_W: tl.constexpr,
     BO: tl.constexpr, BC: tl.constexpr, BI: tl.constexpr,
 ):
     """Funnel backward over the (outer, C, inner) view, in two phases of the same walk.
 
     The incoming gradient is split by the 2-bit codes into ``gx`` (to x) and ``gt`` (to T):
     x won (g, 0); T won (0, g); tie (g/2, g/2); NaN (g, g), as ``torch.maximum``'s backward.
-    ``that = (t - mean) * invstd`` is rebuilt from the recomputed conv output ``t``.
+    ``that = (t - mean) * invstd`` is rebuilt from the recomputed conv output ``t``, with
+    ``invstd = 1 / sqrt(var + eps)`` and ``scale = invstd * w`` made here per channel.
 
     PHASE 0 writes ``gx`` to OUT and per-channel partial sums of ``gt`` and ``gt * that``
-    (BatchNorm's bias and weight gradients) to PART1, PART2. PHASE 1 writes BatchNorm's input
-    gradient to OUT: ``scale * (gt - K1 - that * K2)`` with batch statistics (BATCH), else
-    ``scale * gt`` (fixed statistics: ``that`` does not enter, so a NaN there stays out).
+    (BatchNorm's bias and weight gradients) to ``PART[0]`` and ``PART[1]`` (each SPLIT * NIB
+    rows of C). PHASE 1 writes BatchNorm's input gradient to OUT:
+    ``scale * (gt - k1 - that * k2)`` with batch statistics (BATCH), ``k1, k2 = SUMS[0][c],
+    SUMS[1][c]`` divided by ``count`` (the values per channel); else ``scale * gt`` (fixed
+    statistics: ``that`` does not enter, so a NaN there stays out).
     """
     pid = tl.program_id(0)
     s = tl.program_id(1)
@@ -281,11 +293,16 @@ def funnel_bwd(
     ci_off = c[None, :, None].to(tl.int64) * INNER + i[None, None, :]
     ci_valid = cmask[None, :, None] & (i < INNER)[None, None, :]
     mu = tl.load(MEAN + c, mask=cmask, other=0.0)[None, :, None]
-    inv = tl.load(INVSTD + c, mask=cmask, other=0.0)[None, :, None]
+    inv1 = tl.math.div_rn(1.0, tl.sqrt_rn(tl.load(VAR + c, mask=cmask, other=1.0) + eps))
+    inv = inv1[None, :, None]
     if PHASE == 1:
-        sc = tl.load(SCALE + c, mask=cmask, other=0.0)[None, :, None]
-        k1 = tl.load(K1 + c, mask=cmask, other=0.0)[None, :, None]
-        k2 = tl.load(K2 + c, mask=cmask, other=0.0)[None, :, None]
+        if HAS_W:
+            sc = (inv1 * tl.load(W + c, mask=cmask, other=0.0).to(tl.float32))[None, :, None]
+        else:
+            sc = inv
+        if BATCH:
+            k1 = tl.math.div_rn(tl.load(SUMS + c, mask=cmask, other=0.0), count)[None, :, None]
+            k2 = tl.math.div_rn(tl.load(SUMS + C + c, mask=cmask, other=0.0), count)[None, :, None]
     acc1 = tl.full((BO, BC, BI), 0.0, tl.float32)
     acc2 = tl.full((BO, BC, BI), 0.0, tl.float32)
     for ob in range(s, NOB, SPLIT):
@@ -313,8 +330,10 @@ def funnel_bwd(
             tl.store(OUT + offs, dt.to(g0.dtype), mask=valid)
     if PHASE == 0:
         part = (s * NIB + ib) * C + c
-        tl.store(PART1 + part, tl.reduce(tl.reduce(acc1, 2, _sum_combine), 0, _sum_combine), mask=cmask)
-        tl.store(PART2 + part, tl.reduce(tl.reduce(acc2, 2, _sum_combine), 0, _sum_combine), mask=cmask)
+        rows = SPLIT * NIB
+        tl.store(PART + part, tl.reduce(tl.reduce(acc1, 2, _sum_combine), 0, _sum_combine), mask=cmask)
+        tl.store(PART + rows * C + part, tl.reduce(tl.reduce(acc2, 2, _sum_combine), 0, _sum_combine),
+                 mask=cmask)
 
 
 _RAW = {
@@ -326,6 +345,10 @@ _RAW = {
 }
 _JIT: dict = {}
 _INTERP: dict = {}
+_LAUNCH: dict = {}
+
+#: Launch compiled kernels through :class:`PreBound` (False: Triton's generic dispatch, always).
+PREBOUND = True
 
 
 def kernel(name: str, device_type: str):
@@ -343,3 +366,101 @@ def kernel(name: str, device_type: str):
 
         k = _JIT[name] = JITFunction(_RAW[name])
     return k
+
+
+def launcher(name: str, device_type: str):
+    """``launch(grid, *args, **meta)`` for kernel ``name`` on tensors of ``device_type``:
+    :class:`PreBound` for compiled kernels (when :data:`PREBOUND`), else Triton's own
+    ``kernel[grid](*args, **meta)`` (the interpreter, for CPU tensors, has only that)."""
+    key = (name, device_type, PREBOUND)
+    fn = _LAUNCH.get(key)
+    if fn is None:
+        k = kernel(name, device_type)
+        fn = _LAUNCH[key] = PreBound(k) if (device_type != "cpu" and PREBOUND) else generic(k)
+    return fn
+
+
+def generic(k):
+    """Triton's generic dispatch: bind, specialise, look up the cache, launch."""
+    def launch(grid, *args, **meta):
+        k[grid](*args, **meta)
+    return launch
+
+
+def _spec(a):
+    """What Triton specialises a kernel argument on, or finer: a tensor's dtype and 16-byte
+    alignment; an int's being 1, its divisibility by 16 and whether it fits 32 bits; a bool's
+    value; a float's type."""
+    if isinstance(a, torch.Tensor):
+        return (a.dtype, a.data_ptr() % 16 == 0)
+    if isinstance(a, bool) or a is None:
+        return a
+    if isinstance(a, int):
+        return (a == 1, a % 16 == 0, -(2**31) <= a < 2**31)
+    return type(a)
+
+
+def _hooked(hook) -> bool:
+    """Whether a launch hook is set: a callable, or (newer Triton) a non-empty chain."""
+    calls = getattr(hook, "calls", None)
+    return bool(calls) if isinstance(calls, list) else hook is not None
+
+
+class PreBound:
+    """Launches of one compiled kernel without Triton's generic dispatch.
+
+    The first launch of each specialisation goes through ``JITFunction.run`` (which compiles
+    and launches); the compiled kernel it returns is kept under a key at least as fine as
+    Triton's own specialisation (:func:`_spec` of every argument, the constexprs, the options
+    and the device), and later launches with that key call its launcher directly: no binding
+    of arguments by name, no cache-key string, no launch-metadata dictionary. Launch hooks
+    (``knobs.runtime.launch_enter_hook``, set by profilers) are honoured only at the first
+    launch of a specialisation: a kernel whose first launch saw one always goes the generic way.
+    If the installed Triton's compiled kernels do not have the expected launcher (another
+    version), every launch goes the generic way.
+    """
+
+    def __init__(self, jit) -> None:
+        self.jit = jit
+        self.cache: dict = {}
+
+    def __call__(self, grid, *args, **meta) -> None:
+        dev = torch.cuda.current_device()
+        key = (dev, tuple(map(_spec, args)), tuple(meta.items()))
+        entry = self.cache.get(key)
+        if entry is None:
+            compiled = self.jit.run(*args, grid=grid, warmup=False, **meta)
+            self.cache[key] = self._bind(compiled, args, meta)
+            return
+        if entry is False:
+            self.jit[grid](*args, **meta)
+            return
+        run, function, packed, tail = entry
+        g1 = grid[1] if len(grid) > 1 else 1
+        g2 = grid[2] if len(grid) > 2 else 1
+        run(grid[0], g1, g2, torch._C._cuda_getCurrentRawStream(dev), function, packed,
+            None, None, None, *args, *tail)
+
+    def _bind(self, compiled, args, meta):
+        """``(launcher, function, packed metadata, constexpr values)`` of ``compiled``, or False
+        where this Triton cannot be launched that way."""
+        from triton import knobs
+
+        try:
+            if _hooked(knobs.runtime.launch_enter_hook) or _hooked(knobs.runtime.launch_exit_hook):
+                return False
+            run, function, packed = compiled.run, compiled.function, compiled.packed_metadata
+            names = list(self.jit.arg_names)
+            sig = compiled.src.signature
+        except AttributeError:
+            return False
+        rest = names[len(args):]
+        if any(n not in meta for n in rest) or not isinstance(sig, dict):
+            return False
+        if len(sig) == len(names):  # the launcher takes every parameter, constexprs included
+            tail = tuple(meta[n] for n in rest)
+        elif len(sig) == len(args):  # older Triton: the non-constexpr ones only
+            tail = ()
+        else:
+            return False
+        return run, function, packed, tail
