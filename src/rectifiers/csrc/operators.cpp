@@ -138,6 +138,24 @@ Tensor channel_view(const Tensor& p, const Tensor& x, int64_t cdim) {
   return p.reshape(shape);
 }
 
+// A parameter gradient from the kernels' float64 sums (one per channel): divided by the
+// parameter's own values when `divisor` is defined (PReLU keeping its output), then
+// rounded once to the parameter's dtype, in its shape. One small loop, no torch ops but the
+// output's allocation.
+Tensor param_grad_from_sums(const Tensor& sums, at::IntArrayRef shape, at::ScalarType dtype, const Tensor& divisor) {
+  Tensor out = at::empty(shape, sums.options().dtype(dtype));
+  const bool divide = divisor.defined();
+  const Tensor pc = divide ? divisor.detach().contiguous() : Tensor();
+  const double* s = sums.const_data_ptr<double>();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dtype, "param_grad", [&] {
+    scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    const scalar_t* w = divide ? pc.const_data_ptr<scalar_t>() : nullptr;
+    for (int64_t c = 0; c < out.numel(); ++c)
+      o[c] = static_cast<scalar_t>(divide ? s[c] / static_cast<double>(w[c]) : s[c]);
+  });
+  return out;
+}
+
 // The sum of g over every dim but the channel's, in float32 or better, as the parameter.
 Tensor param_grad(const Tensor& g, int64_t cdim, at::IntArrayRef shape, at::ScalarType dtype) {
   const auto acc = at::promote_types(g.scalar_type(), at::kFloat);
@@ -261,10 +279,8 @@ struct PReLUBackward : public Node {
       Tensor da = need_w ? at::empty({p_.C}, s.options().dtype(at::kDouble)) : Tensor();
       K::prelu_backward(g, s, opmath_param(w, s.scalar_type()), need_x ? std::optional<Tensor>(dx) : std::nullopt,
                         need_w ? std::optional<Tensor>(da) : std::nullopt, p_);
-      if (need_w) {
-        if (keep_output_) da = da / w.detach().to(at::kDouble).reshape({-1});  // sum(g*y)/a = sum(g*x)
-        dw = da.reshape(w.sizes()).to(w.scalar_type());
-      }
+      // sum(g*y)/a = sum(g*x) with the output kept
+      if (need_w) dw = param_grad_from_sums(da, w.sizes(), w.scalar_type(), keep_output_ ? w : Tensor());
       return {dx, dw};
     }
     // create_graph (double backward), vmap, or a gradient of another dtype: plain formulas,
@@ -364,7 +380,7 @@ struct FReLUBackward : public Node {
         if (need_b) db = at::empty({p_->C}, g.options().dtype(at::kDouble));
         K::frelu_backward(g, mask, need_x ? std::optional<Tensor>(dx) : std::nullopt,
                           need_b ? std::optional<Tensor>(db) : std::nullopt, *p_);
-        if (need_b) db = db.reshape(bias_shape_).to(bias_dtype_);
+        if (need_b) db = param_grad_from_sums(db, bias_shape_, bias_dtype_, Tensor());
         return {dx, db};
       }
     }
