@@ -18,28 +18,33 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["getenv", "atomic_write", "atomic_write_bytes", "matplotlib_figure", "new_figure", "save_figure",
+__all__ = ["env_reader", "atomic_write", "atomic_write_bytes", "matplotlib_figure", "new_figure", "save_figure",
            "MissingExtraError", "optional_import", "DPI", "closest", "text_table", "markdown_table"]
 
 #: The resolution of every PNG the library writes unless a caller asks for another.
 DPI = 110
 
 
-_ENV_KEYS: dict[str, Any] = {}
+def env_reader(name: str) -> Callable[[], str | None]:
+    """A function that returns ``os.environ.get(name)``, for the per-call paths.
 
-
-def getenv(name: str) -> str | None:
-    """``os.environ.get(name)`` for the per-call paths: ``os.environ`` encodes the key on every
-    lookup (about 1 us); this encodes it once and reads the same mapping (about 0.1 us)."""
+    ``os.environ.get`` encodes the key on every lookup (about 1 us); the reader encodes it once
+    and looks it up in the same mapping that ``os.environ`` (and so ``monkeypatch.setenv``)
+    changes (about 0.05 us). Where ``os.environ`` is not CPython's ``_Environ``, it is
+    ``os.environ.get``.
+    """
     env = os.environ
     data = getattr(env, "_data", None)
-    if data is None or not hasattr(env, "encodekey"):  # not CPython's _Environ
-        return env.get(name)
-    key = _ENV_KEYS.get(name)
-    if key is None:
-        key = _ENV_KEYS[name] = env.encodekey(name)
-    value = data.get(key)
-    return None if value is None else env.decodevalue(value)
+    if not isinstance(data, dict) or not hasattr(env, "encodekey") or not hasattr(env, "decodevalue"):
+        return lambda: env.get(name)
+    get, key, decode = data.get, env.encodekey(name), env.decodevalue
+
+    def read() -> str | None:
+        value = get(key)
+        return None if value is None else decode(value)
+
+    return read
+
 
 
 class MissingExtraError(ImportError):

@@ -69,12 +69,13 @@ import torch
 import torch.autograd.forward_ad as _fwad
 
 from .. import _spec
-from .._util import getenv
+from .._util import env_reader
 from . import _common, _dispatch, eager, native
 from ._dispatch import (  # noqa: F401  (public: the size thresholds of "auto")
     DEFAULT_TRITON_MIN_NUMEL, THRESHOLD_ENV_VAR, reset_triton_thresholds, set_triton_threshold,
     triton_threshold, triton_thresholds,
 )
+from .cpp import build as _cpp_build
 from .cpp import pointwise as _cpp_pointwise
 from .eager import compiled as _eager_compiled  # noqa: F401  (eager.compiled, for _Traced)
 
@@ -149,40 +150,48 @@ def resolve_backend(x: torch.Tensor, backend: str | None = None, activation: str
 
 _EAGER_NAMES = frozenset({"", "auto", "eager"})
 _is_compiling = torch.compiler.is_compiling
-_is_exporting = torch.compiler.is_exporting
 _transforms_active = torch._C._are_functorch_transforms_active
+_backend_env = env_reader(ENV_VAR)
 
 
 def eager_cpu(x: torch.Tensor, backend: str | None) -> bool:
     """Whether this call runs the eager backend, un-rerouted, on a CPU tensor: the functionals'
     fast path, which skips :func:`get_backend`'s views (a few microseconds a call). ``False``
     whenever :func:`get_backend` might decide otherwise (another backend asked for or set in
-    :data:`ENV_VAR`, a CUDA tensor, tracing, a ``torch.func`` transform, forward-mode AD); the
-    functionals then take their full path, which decides and raises as before."""
+    :data:`ENV_VAR`, a CUDA tensor, Dynamo tracing, a ``torch.func`` transform, forward-mode
+    AD); the functionals then take their full path, which decides and raises as before.
+
+    (``torch.export``'s non-strict tracing may take the fast path: the C++ operators run their
+    plain formulas on its fake tensors, as :func:`get_backend` would.)
+    """
+    if not x.is_cpu:
+        return False
     if backend is None:
-        env = getenv(ENV_VAR)
+        env = _backend_env()
         if env is not None and env.strip().lower() not in _EAGER_NAMES:
             return False
     elif backend != "auto" and backend != "eager":
         return False
-    return x.is_cpu and not (_fwad._current_level >= 0 or _is_compiling() or _is_exporting() or _transforms_active())
+    return not (_fwad._current_level >= 0 or _is_compiling() or _transforms_active())
 
 
 def cpp_operators(x: torch.Tensor, backend: str | None, *params: torch.Tensor) -> Any:
     """The C++ operators (:func:`rectifiers.ops.cpp.pointwise.operators`) when :func:`eager_cpu`
     holds, else ``None``. Before they are built, a call that needs a gradient (``x`` or one of
     ``params`` requires one) builds them; one that does not gets ``None`` (inference alone never
-    starts the build). One function, for the few microseconds a call it saves."""
+    starts the build). :func:`eager_cpu` written out again: one call, for the microseconds."""
+    if not x.is_cpu:
+        return None
     if backend is None:
-        env = getenv(ENV_VAR)
+        env = _backend_env()
         if env is not None and env.strip().lower() not in _EAGER_NAMES:
             return None
     elif backend != "auto" and backend != "eager":
         return None
-    if not x.is_cpu or _fwad._current_level >= 0 or _is_compiling() or _is_exporting() or _transforms_active():
+    if _fwad._current_level >= 0 or _is_compiling() or _transforms_active():
         return None
-    ops = _cpp_pointwise.loaded_operators()
-    if ops is not None:
+    ops = _cpp_pointwise._ops
+    if ops is not None and _cpp_pointwise._state["ok"] and not _cpp_build.disabled():
         return ops
     if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
         return _cpp_pointwise.operators()

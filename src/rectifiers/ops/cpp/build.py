@@ -45,7 +45,9 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-from ..._util import getenv
+from ..._util import env_reader
+
+_no_cpp = env_reader("RECTIFIERS_NO_CPP")
 
 #: The C++ sources, shipped with the package (``src/rectifiers/csrc``).
 CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "csrc")
@@ -58,7 +60,7 @@ def source_path(name: str) -> str:
 
 def disabled() -> bool:
     """Whether ``RECTIFIERS_NO_CPP`` (any value but empty or ``0``) turns the C++ kernels off."""
-    v = getenv("RECTIFIERS_NO_CPP")
+    v = _no_cpp()
     return v is not None and v.strip() not in ("", "0")
 
 
