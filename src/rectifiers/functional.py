@@ -167,7 +167,7 @@ def _check_funnel_params(
         if t is None:
             continue
         C.check_input(fn, t, name)
-        if tuple(t.shape) != (c,):
+        if t.dim() != 1 or t.shape[0] != c:
             raise C.ShapeError(
                 f"{fn}: {name} must have shape ({c},) for an input with {c} channels, "
                 f"got shape {tuple(t.shape)}"

@@ -344,7 +344,7 @@ class _FunnelReLUNd(LazyModuleMixin, nn.Module):
             raise C.ShapeError(f"{name}: input must be {want}-D {layout}, got shape {tuple(input.shape)}")
 
     def _check_channels(self, input: torch.Tensor) -> None:
-        c = self.weight.shape[0]
+        c = self._parameters["weight"].shape[0]
         if input.shape[1] != c:
             raise C.ShapeError(
                 f"{type(self).__name__}: expected an input with {c} channels (dim 1), got "
@@ -374,24 +374,19 @@ class _FunnelReLUNd(LazyModuleMixin, nn.Module):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         self._check_shape(input)
         self._check_channels(input)
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.momentum is None:  # cumulative moving average, as nn.BatchNorm
-            factor = 1.0 / (float(self.num_batches_tracked) + 1.0)
+        # The registered tensors read from their dicts (what Module.__getattr__ does, a
+        # microsecond a name slower): this forward runs per call.
+        p, b = self._parameters, self._buffers
+        training, momentum = self.training, self.momentum
+        factor = 0.0 if momentum is None else momentum
+        if training and momentum is None:  # cumulative moving average, as nn.BatchNorm
+            factor = 1.0 / (float(b["num_batches_tracked"]) + 1.0)
         y = F.funnel_relu(
-            input,
-            self.weight,
-            self.bn_weight,
-            self.bn_bias,
-            self.running_mean,
-            self.running_var,
-            self.training,
-            factor,
-            self.eps,
-            conv_bias=self.bias,
-            backend=self.backend,
+            input, p["weight"], p["bn_weight"], p["bn_bias"], b["running_mean"], b["running_var"], training,
+            factor, self.eps, conv_bias=p["bias"], backend=self.backend,
         )
-        if self.training:  # counted only once the call has succeeded: errors change nothing
-            self.num_batches_tracked.add_(1)
+        if training:  # counted only once the call has succeeded: errors change nothing
+            b["num_batches_tracked"].add_(1)
         return y
 
     @classmethod

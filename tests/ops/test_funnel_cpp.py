@@ -16,14 +16,34 @@ import rectifiers as R
 import rectifiers.functional as RF
 from helpers import bits_equal, cpp_kernel_or_skip
 from rectifiers.ops.cpp import funnel as FC
+from rectifiers.ops.eager import funnel as eager_funnel
 
 CLASSES = {1: R.FunnelReLU1d, 2: R.FunnelReLU, 3: R.FunnelReLU3d}
 
 
 @pytest.fixture
 def cpp(monkeypatch):
-    """The C++ path, on: skip where it cannot build (no compiler); yields the call counters."""
+    """The C++ path, on: skip where it cannot build (no compiler); yields the call counters.
+
+    Planes of one or two values run the kernel too here (by default the eager backend gives
+    them the plain formula, :func:`test_tiny_planes_take_the_plain_formula`): these tests are of
+    the kernel, its edge shapes included."""
+    monkeypatch.setattr(eager_funnel, "_PLAIN_MAX_PLANE", 0)
     return cpp_kernel_or_skip(FC, "funnel kernel", monkeypatch)
+
+
+@pytest.mark.parametrize("shape", [(64, 8, 1), (16, 4, 2), (8, 3, 1, 1), (8, 3, 1, 2)])
+def test_tiny_planes_take_the_plain_formula(monkeypatch, shape) -> None:
+    """A funnel on flat features ((N, C, 1)) trains through torch's plain formula, faster there
+    than the fused kernel's per-plane work; results as the torch backend's."""
+    counts = cpp_kernel_or_skip(FC, "funnel kernel", monkeypatch)
+    nsp = len(shape) - 2
+    m, mr = _pair(nsp, shape[1], 1, torch.float32, bias=False)
+    x = torch.randn(shape, requires_grad=True)
+    g = torch.randn(shape)
+    before = dict(counts)
+    _compare(m, mr, x, g, steps=2, rtol=0, atol=0)
+    assert dict(counts) == before
 
 
 def _pair(nsp, c, k, dtype, bias, seed=0, momentum=0.1):

@@ -113,6 +113,12 @@ def _interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "") == "1"
 
 
+_EAGER_NAMES = frozenset({"", "auto", "eager"})
+_is_compiling = torch.compiler.is_compiling
+_transforms_active = torch._C._are_functorch_transforms_active
+_backend_env = env_reader(ENV_VAR)
+
+
 def resolve_backend(x: torch.Tensor, backend: str | None = None, activation: str | None = None) -> str:
     """Name of the backend that will run for input ``x``: ``"torch"``, ``"eager"`` or
     ``"triton"``, never ``"auto"``.
@@ -123,7 +129,7 @@ def resolve_backend(x: torch.Tensor, backend: str | None = None, activation: str
     this size and dtype, else ``"eager"``.
     """
     if backend is None:
-        backend = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+        backend = (_backend_env() or "auto").strip().lower() or "auto"
         source = f"environment variable {ENV_VAR}"
     else:
         source = "backend"
@@ -148,10 +154,6 @@ def resolve_backend(x: torch.Tensor, backend: str | None = None, activation: str
     return backend
 
 
-_EAGER_NAMES = frozenset({"", "auto", "eager"})
-_is_compiling = torch.compiler.is_compiling
-_transforms_active = torch._C._are_functorch_transforms_active
-_backend_env = env_reader(ENV_VAR)
 
 
 def eager_cpu(x: torch.Tensor, backend: str | None) -> bool:
@@ -202,7 +204,7 @@ def get_backend(x: torch.Tensor, backend: str | None = None) -> Any:
     """The backend that will run for input ``x``: an object with the five functions of every
     backend (a backend module, or one of the re-routed views below)."""
     if backend is None:
-        backend = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+        backend = (_backend_env() or "auto").strip().lower() or "auto"
         if backend not in BACKENDS:
             resolve_backend(x)  # its error, naming the environment variable
     if backend == "auto" and x.is_cuda and triton_available():

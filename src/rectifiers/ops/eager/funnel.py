@@ -213,6 +213,11 @@ class _FunnelFused(_TwoHalves):
         return grads + (None,) * 5
 
 
+#: Planes (the spatial values of one sample and channel) of at most this many values take the
+#: plain formula in training (see :func:`funnel_relu`).
+_PLAIN_MAX_PLANE = 2
+
+
 def _fmt(xw: torch.Tensor) -> torch.memory_format:
     """The memory format of the working layout (see :func:`_work`)."""
     cl = torch.channels_last if xw.dim() == 4 else torch.channels_last_3d
@@ -223,6 +228,14 @@ def funnel_relu(
     x, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var, training, momentum, eps
 ):
     use_batch = bool(training) or running_mean is None
+    if x.numel() <= _PLAIN_MAX_PLANE * x.shape[0] * x.shape[1] and needs_grad(x, conv_weight, conv_bias, bn_weight, bn_bias):
+        # Planes of one or two values (a funnel on flat features, (N, C, 1)): the per-plane work
+        # of the fused kernel and of the two-halves Function outweighs the data; torch's plain
+        # formula is faster there (measured: 0.72x of ours at (64, 64, 1), k = 1).
+        return plain_funnel_relu(
+            x, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var, training,
+            momentum, eps,
+        )
     fused = kernels.applies(x, conv_weight, use_batch)
     if not needs_grad(x, conv_weight, conv_bias, bn_weight, bn_bias):
         if fused:  # one fused pass (two over a cached channel in training)
