@@ -46,6 +46,11 @@ Layouts (both activations): any dense tensor (no gaps, no overlap: contiguous, c
 any permutation), whose memory is then ``(outer, C, inner)`` in order, the channel at any dim
 (:func:`plan`). A view with gaps returns ``None`` from :func:`plan` (the eager FReLU copies it
 to contiguous first; PReLU takes its plain path), as does the double backward.
+
+The same build holds the C++ operators of ``csrc/operators.cpp`` (``torch.ops.rectifiers.leaky_relu``,
+``prelu``, ``flexible_relu``, with their autograd nodes in C++, calling these kernels directly):
+:func:`operators` binds their handles, which the functionals' fast path and the eager backend
+call. :data:`CALLS` counts the kernels' calls in C++, whoever makes them.
 """
 
 from __future__ import annotations
@@ -168,11 +173,14 @@ def loaded_operators() -> SimpleNamespace | None:
 def _bind() -> None:
     """Bind the operators' handles (after a successful load)."""
     global _ops
-    lib = torch.ops.rectifiers
-    _ops = SimpleNamespace(**{
-        name: getattr(getattr(lib, name).default, "_op", getattr(lib, name).default)
-        for name in ("leaky_relu", "prelu", "flexible_relu")
-    })
+    try:
+        lib = torch.ops.rectifiers
+        _ops = SimpleNamespace(**{
+            name: getattr(getattr(lib, name).default, "_op", getattr(lib, name).default)
+            for name in ("leaky_relu", "prelu", "flexible_relu")
+        })
+    except (AttributeError, RuntimeError):  # a build without them: the kernels alone
+        _ops = None
 
 
 def loaded() -> bool:

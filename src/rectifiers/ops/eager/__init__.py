@@ -1,4 +1,10 @@
-"""The ``"eager"`` backend: rectifiers' own autograd Functions, lean in memory, on any device.
+"""The ``"eager"`` backend: rectifiers' own autograd, lean in memory, on any device.
+
+LeakyReLU, PReLU and FReLU (out of place) run the C++ operators of ``csrc/operators.cpp``
+(``torch.ops.rectifiers.*``, their autograd nodes in C++; :func:`rectifiers.ops.cpp.pointwise.operators`)
+once the extension is built: the first call that needs a gradient builds it, on CPU or CUDA
+alike. The autograd Functions below are the same computation in Python: they run where the
+build is unavailable (no compiler, ``RECTIFIERS_NO_CPP=1``), in place, and for the funnel.
 
 Modules: :mod:`.pointwise` (ReLU, LeakyReLU, PReLU, FReLU), :mod:`.funnel` (the funnel
 activation) and :mod:`.compiled` (what ``torch.compile`` traces on CPU). On CPU tensors the
