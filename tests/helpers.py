@@ -4,7 +4,8 @@ The element-wise activations as uniform cases (:data:`CASES`, which the parity, 
 and ``torch.func`` tests are parametrised over: adding an activation adds one entry here), the
 dtypes and backends the tests cover, the C++ kernel fixture helper, and the comparisons shared
 with ``benchmarks/gpu_check.py`` (:func:`rectifiers.testing.bits_equal`,
-:func:`rectifiers.testing.with_kinks`).
+:func:`rectifiers.testing.with_kinks`), and the Triton tests' seeded inputs, saved-bytes probe
+and compiled-step comparison.
 """
 
 from __future__ import annotations
@@ -131,3 +132,50 @@ MODULES = {
 def module_input_shape(name: str) -> tuple[int, ...]:
     """An input shape for ``MODULES[name]`` (N = 2, C = 3)."""
     return {"FunnelReLU1d": (2, 3, 5), "FunnelReLU3d": (2, 3, 3, 3, 3)}.get(name, (2, 3, 4, 4))
+
+
+# --- the Triton tests' shared helpers (tests/ops/test_triton.py, test_triton_funnel.py) -------
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def randn(*shape, dtype=torch.float32, seed=0):
+    return torch.randn(*shape, generator=gen(seed), dtype=torch.float32).to(dtype)
+
+
+def nan_close(a, b, rtol, atol):
+    return torch.allclose(a.double(), b.double(), rtol=rtol, atol=atol, equal_nan=True)
+
+
+def saved_bytes(fn):
+    """Bytes of the distinct storages saved for backward, by dtype, while running ``fn``."""
+    seen = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = (t.dtype, t.untyped_storage().nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, list(seen.values())
+
+
+def compiled_step(fn, *args):
+    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    ins = [a.detach().clone().requires_grad_() for a in args]
+    out = compiled(*ins)
+    return out.detach(), torch.autograd.grad(out, ins, torch.ones_like(out))
+
+
+def compiled_matches_eager(fn, *args, tol):
+    """A compiled step of ``fn`` gives eager's forward bit for bit and its gradients to ``tol``."""
+    torch._dynamo.reset()
+    out_c, grads_c = compiled_step(fn, *args)
+    ins = [a.clone().requires_grad_() for a in args]
+    out_e = fn(*ins)
+    grads_e = torch.autograd.grad(out_e, ins, torch.ones_like(out_e))
+    assert torch.equal(out_c, out_e.detach())
+    for a, b in zip(grads_c, grads_e):
+        assert torch.allclose(a, b, rtol=tol, atol=tol)
