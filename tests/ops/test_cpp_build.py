@@ -72,7 +72,7 @@ def test_stale_lock_of_a_dead_build_is_taken_over(cpp, tmp_path):
 
     from rectifiers.ops.cpp import build as CB
 
-    name = CB.build_name(E._NAME, E._SOURCES, ["-O3"])
+    name = CB.build_name(E._NAME, E._SOURCES, ["-O3"] + CB.openmp_flags())  # as build() names it
     built = cpp_extension._get_build_directory(name, verbose=False)
     ext_dir = tmp_path / "ext"
     shutil.copytree(built, ext_dir / name)  # this build, already compiled (no 30 s rebuild)
@@ -85,6 +85,18 @@ def test_stale_lock_of_a_dead_build_is_taken_over(cpp, tmp_path):
     assert not lock.exists()
 
 
+def test_openmp_flags_make_the_kernels_use_torchs_threads(cpp):
+    """Built with OpenMP where the compiler has it (else at::parallel_for runs one thread), and
+    then sharing torch's own libgomp: one thread pool, set by torch.set_num_threads."""
+    from rectifiers.ops.cpp import build as CB
+
+    assert CB.openmp_flags() in (["-fopenmp"], [])
+    if not os.path.exists("/proc/self/maps"):
+        pytest.skip("no /proc/self/maps to list the loaded libraries (not Linux)")
+    gomp = {line.split()[-1] for line in open("/proc/self/maps") if "libgomp" in line}
+    assert len(gomp) <= 1, gomp  # never a second OpenMP runtime beside torch's
+
+
 def test_build_lock_held_past_the_timeout_falls_back(tmp_path):
     """Another live process holding the build past the timeout: one warning that says so, then
     the plain-torch path; never a silent wait."""
@@ -93,7 +105,7 @@ def test_build_lock_held_past_the_timeout_falls_back(tmp_path):
 
     from rectifiers.ops.cpp import build as CB
 
-    name = CB.build_name(E._NAME, E._SOURCES, ["-O3"])
+    name = CB.build_name(E._NAME, E._SOURCES, ["-O3"] + CB.openmp_flags())  # as build() names it
     ext_dir = tmp_path / "ext"
     old = os.environ.get("TORCH_EXTENSIONS_DIR")
     os.environ["TORCH_EXTENSIONS_DIR"] = str(ext_dir)

@@ -108,9 +108,42 @@ LOCK_TIMEOUT_S = 600.0
 _build_lock = threading.Lock()
 
 
+_openmp: list[bool] = []
+
+
+def openmp_flags() -> list[str]:
+    """``["-fopenmp"]`` where the C++ compiler takes it, else ``[]`` (probed once per process).
+
+    ``at::parallel_for`` is a header template whose OpenMP backend is a ``#pragma omp
+    parallel``: compiled without ``-fopenmp`` it runs every loop on one thread, whatever
+    ``torch.set_num_threads`` says. With it, the extension needs ``libgomp.so.1``, which the
+    dynamic loader finds already loaded, torch's own (the same soname): one thread pool, the
+    one ``torch.set_num_threads`` sets.
+    """
+    if not _openmp:
+        import subprocess
+        import tempfile
+
+        cxx = os.environ.get("CXX", "c++")
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "probe.cpp")
+            with open(src, "w") as f:
+                f.write("#include <omp.h>\nint main() { return omp_get_max_threads() > 0 ? 0 : 1; }\n")
+            try:
+                ok = subprocess.run([cxx, "-fopenmp", src, "-o", os.path.join(tmp, "probe")],
+                                    capture_output=True, timeout=60).returncode == 0
+            except (OSError, subprocess.SubprocessError):
+                ok = False
+        _openmp.append(ok)
+    return ["-fopenmp"] if _openmp[0] else []
+
+
 def build(stem: str, sources: Sequence[str], flags: Sequence[str]) -> None:
     """Compile (or find in torch's extension cache) and load the extension of the C++ files
-    ``sources`` (paths; a compiler error names them), named by :func:`build_name`."""
+    ``sources`` (paths; a compiler error names them), named by :func:`build_name`, with the
+    compile ``flags`` and OpenMP where the compiler has it (:func:`openmp_flags`; the kernels'
+    ``at::parallel_for`` then uses torch's threads)."""
+    flags = list(flags) + openmp_flags()
     with _build_lock:
         _build_locked(build_name(stem, sources, flags), sources, flags)
 
@@ -203,6 +236,7 @@ def _build_locked(name: str, sources: Sequence[str], flags: Sequence[str]) -> No
         try:
             cpp_extension.load(
                 name=name, sources=list(sources), extra_cflags=list(flags), is_python_module=False,
+                extra_ldflags=[f for f in flags if f == "-fopenmp"],
                 build_directory=build_dir, verbose=False,
             )
         finally:
