@@ -12,39 +12,50 @@ crash or an error leaves the old file (or none) and no temporary behind.
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["env_reader", "atomic_write", "atomic_write_bytes", "matplotlib_figure", "new_figure", "save_figure",
+__all__ = ["env_raw", "env_reader", "atomic_write", "atomic_write_bytes", "matplotlib_figure", "new_figure", "save_figure",
            "MissingExtraError", "optional_import", "DPI", "closest", "text_table", "markdown_table"]
 
 #: The resolution of every PNG the library writes unless a caller asks for another.
 DPI = 110
 
 
+def env_raw(name: str) -> Callable[[], Any]:
+    """A function that returns ``None`` exactly when ``name`` is not in ``os.environ``, else its
+    value undecoded (bytes on POSIX): the cheapest per-call test that a variable is unset.
+
+    On CPython it is a C-level ``functools.partial`` lookup in the mapping that ``os.environ``
+    (and so ``monkeypatch.setenv``) changes; elsewhere ``os.environ.get``.
+    """
+    env = os.environ
+    data = getattr(env, "_data", None)
+    if not isinstance(data, dict) or not hasattr(env, "encodekey"):
+        return functools.partial(env.get, name)
+    return functools.partial(data.get, env.encodekey(name))
+
+
 def env_reader(name: str) -> Callable[[], str | None]:
     """A function that returns ``os.environ.get(name)``, for the per-call paths.
 
     ``os.environ.get`` encodes the key on every lookup (about 1 us); the reader encodes it once
-    and looks it up in the same mapping that ``os.environ`` (and so ``monkeypatch.setenv``)
-    changes (about 0.05 us). Where ``os.environ`` is not CPython's ``_Environ``, it is
-    ``os.environ.get``.
+    (:func:`env_raw`) and decodes only a value that is there.
     """
-    env = os.environ
-    data = getattr(env, "_data", None)
-    if not isinstance(data, dict) or not hasattr(env, "encodekey") or not hasattr(env, "decodevalue"):
-        return lambda: env.get(name)
-    get, key, decode = data.get, env.encodekey(name), env.decodevalue
+    raw = env_raw(name)
+    decode = getattr(os.environ, "decodevalue", None)
+    if decode is None or getattr(raw, "func", None) == os.environ.get:
+        return raw
 
     def read() -> str | None:
-        value = get(key)
+        value = raw()
         return None if value is None else decode(value)
 
     return read
-
 
 
 class MissingExtraError(ImportError):

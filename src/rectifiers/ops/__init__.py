@@ -69,7 +69,7 @@ import torch
 import torch.autograd.forward_ad as _fwad
 
 from .. import _spec
-from .._util import env_reader
+from .._util import env_raw, env_reader
 from . import _common, _dispatch, eager, native
 from ._dispatch import (  # noqa: F401  (public: the size thresholds of "auto")
     DEFAULT_TRITON_MIN_NUMEL, THRESHOLD_ENV_VAR, reset_triton_thresholds, set_triton_threshold,
@@ -117,6 +117,7 @@ _EAGER_NAMES = frozenset({"", "auto", "eager"})
 _is_compiling = torch.compiler.is_compiling
 _transforms_active = torch._C._are_functorch_transforms_active
 _backend_env = env_reader(ENV_VAR)
+_no_cpp_raw = env_raw("RECTIFIERS_NO_CPP")
 
 
 def resolve_backend(x: torch.Tensor, backend: str | None = None, activation: str | None = None) -> str:
@@ -193,11 +194,12 @@ def cpp_operators(x: torch.Tensor, backend: str | None, *params: torch.Tensor) -
     if _fwad._current_level >= 0 or _is_compiling() or _transforms_active():
         return None
     ops = _cpp_pointwise._ops
-    if ops is not None and _cpp_pointwise._state["ok"] and not _cpp_build.disabled():
-        return ops
-    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
-        return _cpp_pointwise.operators()
-    return None
+    if ops is not None and _no_cpp_raw() is None and _cpp_pointwise._state["ok"]:
+        return ops  # loaded, and RECTIFIERS_NO_CPP unset: the common case, decided
+    ops = _cpp_pointwise.loaded_operators()
+    if ops is None and torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
+        ops = _cpp_pointwise.operators()
+    return ops
 
 
 def get_backend(x: torch.Tensor, backend: str | None = None) -> Any:
