@@ -126,11 +126,8 @@ def openmp_flags() -> list[str]:
 
         cxx = os.environ.get("CXX", "c++")
         with tempfile.TemporaryDirectory() as tmp:
-            src = os.path.join(tmp, "probe.cpp")
-            with open(src, "w") as f:
-                f.write("#include <omp.h>\nint main() { return omp_get_max_threads() > 0 ? 0 : 1; }\n")
             try:
-                ok = subprocess.run([cxx, "-fopenmp", src, "-o", os.path.join(tmp, "probe")],
+                ok = subprocess.run([cxx, "-fopenmp", source_path("openmp_probe.cpp"), "-o", os.path.join(tmp, "probe")],
                                     capture_output=True, timeout=60).returncode == 0
             except (OSError, subprocess.SubprocessError):
                 ok = False
