@@ -334,3 +334,22 @@ def test_build_failure_leaves_leaky_relu_and_prelu_working(monkeypatch):
     assert bits_equal(y, F.leaky_relu(x, 0.1)) and bits_equal(z, torch.prelu(x, a))
     (gx,) = torch.autograd.grad(y.sum() + z.sum(), x)
     torch.testing.assert_close(gx, torch.where(x > 0, 2.0, 0.35))
+
+
+def test_fast_path_entry_points_are_the_registered_operators(ops):
+    """The handles the functionals call (the extension's Python functions) and the registered
+    ``torch.ops.rectifiers.*`` run the same C++: the same bits, the same node, a profiler
+    record under the operator's name."""
+    x = torch.randn(4, 3, 5, requires_grad=True)
+    a = torch.linspace(0.1, 0.9, 3, requires_grad=True)
+    calls = {"leaky_relu": (x, 0.1), "prelu": (x, a, 1), "flexible_relu": (x, a, 1)}
+    for name, args in calls.items():
+        fast, registered = getattr(ops, name)(*args), getattr(torch.ops.rectifiers, name)(*args)
+        assert bits_equal(fast, registered) and fast.grad_fn.name() == registered.grad_fn.name()
+        g = torch.randn(fast.shape)
+        for u, v in zip(torch.autograd.grad(fast, [x, a] if name != "leaky_relu" else [x], g),
+                        torch.autograd.grad(registered, [x, a] if name != "leaky_relu" else [x], g)):
+            assert bits_equal(u, v)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            getattr(ops, name)(*args)
+        assert f"rectifiers::{name}" in {e.name for e in prof.events()}

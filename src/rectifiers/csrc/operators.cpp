@@ -22,7 +22,10 @@
 // every tracer and transform understands; so does a backward that builds a graph
 // (create_graph) or runs under vmap (batched gradients).
 
+#include <torch/extension.h>  // the Python entry points at the end (pybind11)
+
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/functions/utils.h>
@@ -475,4 +478,30 @@ TORCH_LIBRARY_IMPL(rectifiers, CompositeExplicitAutograd, m) {
   m.impl("leaky_relu", leaky_relu_op);
   m.impl("prelu", prelu_op);
   m.impl("flexible_relu", flexible_relu_op);
+}
+
+// The Python entry points of the same functions, for rectifiers.functional's fast path (plain
+// CPU tensors, no tracing): a pybind11 call, about 2 us cheaper than the dispatcher's boxed call
+// that torch.ops.rectifiers.* makes from Python. Each records its operator's name for the
+// profiler, as the dispatcher would, and releases the GIL while it runs, as torch's own
+// bindings do.
+namespace {
+
+template <class F, class... Args>
+Tensor entry(const char* name, F f, const Args&... args) {
+  RECORD_FUNCTION(name, std::vector<c10::IValue>());
+  pybind11::gil_scoped_release no_gil;
+  return f(args...);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("leaky_relu", [](const Tensor& x, double slope) { return entry("rectifiers::leaky_relu", leaky_relu_op, x, slope); });
+  m.def("prelu", [](const Tensor& x, const Tensor& w, std::optional<int64_t> dim) {
+    return entry("rectifiers::prelu", prelu_op, x, w, dim);
+  });
+  m.def("flexible_relu", [](const Tensor& x, const Tensor& b, std::optional<int64_t> dim) {
+    return entry("rectifiers::flexible_relu", flexible_relu_op, x, b, dim);
+  });
 }

@@ -42,6 +42,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -135,14 +136,15 @@ def openmp_flags() -> list[str]:
     return ["-fopenmp"] if _openmp[0] else []
 
 
-def build(stem: str, sources: Sequence[str], flags: Sequence[str]) -> None:
+def build(stem: str, sources: Sequence[str], flags: Sequence[str], python_module: bool = False) -> Any:
     """Compile (or find in torch's extension cache) and load the extension of the C++ files
     ``sources`` (paths; a compiler error names them), named by :func:`build_name`, with the
     compile ``flags`` and OpenMP where the compiler has it (:func:`openmp_flags`; the kernels'
-    ``at::parallel_for`` then uses torch's threads)."""
+    ``at::parallel_for`` then uses torch's threads). With ``python_module`` the extension also
+    defines a Python module (``PYBIND11_MODULE``), which is returned; else ``None``."""
     flags = list(flags) + openmp_flags()
     with _build_lock:
-        _build_locked(build_name(stem, sources, flags), sources, flags)
+        return _build_locked(build_name(stem, sources, flags), sources, flags, python_module)
 
 
 class BuildLockTimeout(TimeoutError):
@@ -217,7 +219,7 @@ def _has_flock() -> bool:
     return True
 
 
-def _build_locked(name: str, sources: Sequence[str], flags: Sequence[str]) -> None:
+def _build_locked(name: str, sources: Sequence[str], flags: Sequence[str], python_module: bool) -> Any:
     from torch.utils import cpp_extension  # lazy: imports setuptools machinery
 
     build_dir = cpp_extension._get_build_directory(name, verbose=False)  # created if missing
@@ -231,8 +233,8 @@ def _build_locked(name: str, sources: Sequence[str], flags: Sequence[str]) -> No
         if extra:  # for the build only; the user's PATH is restored afterwards
             os.environ["PATH"] = extra + os.pathsep + old_path
         try:
-            cpp_extension.load(
-                name=name, sources=list(sources), extra_cflags=list(flags), is_python_module=False,
+            return cpp_extension.load(
+                name=name, sources=list(sources), extra_cflags=list(flags), is_python_module=python_module,
                 extra_ldflags=[f for f in flags if f == "-fopenmp"],
                 build_directory=build_dir, verbose=False,
             )
