@@ -4,9 +4,11 @@ in the plain-torch path with one warning)."""
 
 from __future__ import annotations
 
+import ast
 import os
 
 import pytest
+import torch
 
 from helpers import cpp_kernel_or_skip
 from rectifiers.ops.cpp import pointwise as E
@@ -87,14 +89,28 @@ def test_stale_lock_of_a_dead_build_is_taken_over(cpp, tmp_path):
 
 def test_openmp_flags_make_the_kernels_use_torchs_threads(cpp):
     """Built with OpenMP where the compiler has it (else at::parallel_for runs one thread), and
-    then sharing torch's own libgomp: one thread pool, set by torch.set_num_threads."""
+    then sharing torch's own libgomp: one thread pool, set by torch.set_num_threads. Checked in
+    a fresh process (other libraries, scikit-learn's for one, bring OpenMP runtimes of their
+    own)."""
+    import subprocess
+    import sys
+
     from rectifiers.ops.cpp import build as CB
 
     assert CB.openmp_flags() in (["-fopenmp"], [])
     if not os.path.exists("/proc/self/maps"):
         pytest.skip("no /proc/self/maps to list the loaded libraries (not Linux)")
-    gomp = {line.split()[-1] for line in open("/proc/self/maps") if "libgomp" in line}
-    assert len(gomp) <= 1, gomp  # never a second OpenMP runtime beside torch's
+    code = (
+        "import torch\nfrom rectifiers.ops.cpp import funnel, pointwise\n"
+        "assert pointwise.load() and funnel.load()\n"
+        "print(sorted({l.split()[-1] for l in open('/proc/self/maps') if 'libgomp' in l}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RECTIFIERS_NO_CPP"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    gomp = ast.literal_eval(r.stdout.strip().splitlines()[-1])
+    torch_dir = os.path.dirname(torch.__file__)
+    assert all(p.startswith(torch_dir) for p in gomp), gomp  # torch's runtime, no second one
 
 
 def test_build_lock_held_past_the_timeout_falls_back(tmp_path):
