@@ -51,6 +51,8 @@ def check_input(fn: str, x: object, name: str = "input") -> torch.Tensor:
 
 def check_scalar(fn: str, value: object, name: str) -> float:
     """A finite real number; ``bool`` is refused (``LeakyReLU(True)`` is almost always a mistake)."""
+    if type(value) is float and math.isfinite(value):  # the common case, without the ABC checks
+        return value
     if isinstance(value, bool):
         raise TypeError(
             f"{fn}: {name} must be a real number, got the bool {value!r} "

@@ -150,7 +150,7 @@ def _check_funnel_params(
     C.check_input(fn, conv_weight, "conv_weight")
     k = conv_weight.shape[-1] if conv_weight.dim() else 0
     expected = (c, 1) + (k,) * nsp
-    if conv_weight.dim() != nsp + 2 or tuple(conv_weight.shape) != expected or k < 1:
+    if conv_weight.shape != expected or k < 1:
         raise C.ShapeError(
             f"{fn}: conv_weight must be a depthwise kernel of shape (C, 1{', k' * nsp}) with "
             f"C = {c} channels of the input, got shape {tuple(conv_weight.shape)}"
