@@ -75,7 +75,6 @@ from ._dispatch import (  # noqa: F401  (public: the size thresholds of "auto")
     DEFAULT_TRITON_MIN_NUMEL, THRESHOLD_ENV_VAR, reset_triton_thresholds, set_triton_threshold,
     triton_threshold, triton_thresholds,
 )
-from .cpp import build as _cpp_build
 from .cpp import pointwise as _cpp_pointwise
 from .eager import compiled as _eager_compiled  # noqa: F401  (eager.compiled, for _Traced)
 
@@ -155,17 +154,14 @@ def resolve_backend(x: torch.Tensor, backend: str | None = None, activation: str
     return backend
 
 
-
-
 def eager_cpu(x: torch.Tensor, backend: str | None) -> bool:
     """Whether this call runs the eager backend, un-rerouted, on a CPU tensor: the functionals'
     fast path, which skips :func:`get_backend`'s views (a few microseconds a call). ``False``
     whenever :func:`get_backend` might decide otherwise (another backend asked for or set in
     :data:`ENV_VAR`, a CUDA tensor, Dynamo tracing, a ``torch.func`` transform, forward-mode
     AD); the functionals then take their full path, which decides and raises as before.
-
-    (``torch.export``'s non-strict tracing may take the fast path: the C++ operators run their
-    plain formulas on its fake tensors, as :func:`get_backend` would.)
+    (Tensor subclasses, the fake tensors of ``torch.export``'s non-strict tracing among them,
+    never reach it: the functionals' fast path takes a plain ``torch.Tensor`` only.)
     """
     if not x.is_cpu:
         return False
