@@ -372,20 +372,6 @@ def test_env_var_disables_the_kernel(cpp, monkeypatch):
     torch.testing.assert_close(on[2], off[2])
 
 
-@pytest.fixture
-def broken_build(monkeypatch):
-    """The kernels not loaded yet, and their build failing as without a compiler."""
-    monkeypatch.delenv("RECTIFIERS_NO_CPP", raising=False)
-    monkeypatch.setitem(E._state, "tried", False)
-    monkeypatch.setitem(E._state, "ok", False)
-    monkeypatch.setitem(E._state, "seconds", None)
-
-    def broken() -> None:
-        raise RuntimeError("Error building extension 'x': g++: command not found")
-
-    monkeypatch.setattr(E, "_build", broken)
-
-
 def test_build_failure_warns_once_and_falls_back(broken_build):
     before = dict(E.CALLS)
     with pytest.warns(RuntimeWarning, match="could not be built"):
