@@ -27,3 +27,17 @@ def broken_build(monkeypatch):
         raise RuntimeError("Error building extension 'x': g++: command not found")
 
     monkeypatch.setattr(E, "_build", broken)
+
+
+@pytest.fixture
+def triton_interpreter(monkeypatch):
+    """The Triton kernels under Triton's interpreter (CPU tensors), with launch settings shrunk so
+    that the tests' small tensors still span many programs: set on ``ops.triton._shared``, which
+    every launch reads (a value set on the package would reach none)."""
+    from rectifiers.ops.triton import _shared as S
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.delenv("RECTIFIERS_BACKEND", raising=False)
+    monkeypatch.setattr(S, "BLOCK", 64)
+    monkeypatch.setattr(S, "TILE", 64)
+    monkeypatch.setattr(S, "PROGRAMS_PER_SM", 3)

@@ -30,17 +30,11 @@ triton = pytest.importorskip("triton", reason="the Triton backend needs the 'tri
 import rectifiers.functional as RF  # noqa: E402
 from rectifiers import reference as ref  # noqa: E402
 from rectifiers.ops import triton as T  # noqa: E402
-from rectifiers.ops.triton import _shared as S  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def _interpreter(monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    monkeypatch.delenv("RECTIFIERS_BACKEND", raising=False)
-    # on ._shared, which every launch reads (a value set on the package would reach none)
-    monkeypatch.setattr(S, "BLOCK", 64)
-    monkeypatch.setattr(S, "TILE", 64)
-    monkeypatch.setattr(S, "PROGRAMS_PER_SM", 3)
+def _interpreter(triton_interpreter):
+    """Every test here runs the kernels under Triton's interpreter, with small blocks."""
 
 
 def _kinked(x: torch.Tensor) -> torch.Tensor:
