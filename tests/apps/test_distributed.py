@@ -40,7 +40,8 @@ def test_two_processes_match_one(tmp_path) -> None:  # type: ignore[no-untyped-d
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                         "-m", "rectifiers.cli", "compare", *ARGS, "--out", two],
                        env=_env(), capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr[-2000:]
+    # On failure: the ranks' own messages come first in stderr, torchrun's summary last.
+    assert p.returncode == 0, p.stderr[:6000] + ("\n[...]\n" + p.stderr[-2000:] if len(p.stderr) > 8000 else p.stderr[6000:])
     assert p.stdout.count("rectifiers compare:") == 1  # only rank 0 reports
     assert sorted(os.listdir(os.path.join(two, "runs"))) == sorted(os.listdir(os.path.join(one, "runs")))
     assert os.path.isfile(os.path.join(two, "report.md"))
