@@ -22,7 +22,7 @@ from torch import nn
 from .cases import ACTIVATIONS, make_module, twin_name
 from .timing import _cpu_name, _now, _zero
 
-__all__ = ["SMALL_SHAPES", "SMALL_MODES", "interleaved", "run_small"]
+__all__ = ["SMALL_SHAPES", "SMALL_MODES", "interleaved", "record_ratio", "record_failure", "run_small"]
 
 #: Shapes of the small-tensor table: a tiny feature map, a CNN's on 8 x 8 images, an MLP's layer.
 SMALL_SHAPES: tuple[tuple[int, ...], ...] = ((4, 8, 4, 4), (64, 64, 8, 8), (64, 64))
@@ -49,6 +49,19 @@ def interleaved(sides: Sequence[Callable[[int], float]], rounds: int, calls: int
         for i in (order if r % 2 == 0 else order[::-1]):
             out[i].append(sides[i](calls) / calls)
     return out
+
+
+def record_ratio(row: dict[str, object], ours: Sequence[float], twin: Sequence[float], digits: int) -> None:
+    """Put the median microseconds of each side (seconds per call, one figure per round) and
+    their ratio into ``row`` (``us``, ``twin_us``, ``vs_twin``)."""
+    us, twin_us = statistics.median(ours) * 1e6, statistics.median(twin) * 1e6
+    row.update(us=round(us, digits), twin_us=round(twin_us, digits), vs_twin=round(us / twin_us, 3))
+
+
+def record_failure(row: dict[str, object], e: Exception, what: str, log: Callable[[str], None]) -> None:
+    """A failing case, reported in ``row`` (``error``, no figures) and on the log, not fatal."""
+    row.update(us=None, twin_us=None, vs_twin=None, error=f"{type(e).__name__}: {e}"[:200])
+    log(f"[bench] {what} failed: {row['error']}")
 
 
 def _forward(m: nn.Module, x: torch.Tensor) -> Callable[[int], float]:
@@ -120,12 +133,9 @@ def run_small(
                     torch.manual_seed(seed)
                     twin = make_module(act, "torch", shape, torch.float32)
                     sides = [_forward(m, x) if mode == "fwd" else _forward_backward(m, x, g) for m in (ours, twin)]
-                    a, b = interleaved(sides, rounds, calls, warmup)
-                    us, twin_us = statistics.median(a) * 1e6, statistics.median(b) * 1e6
-                    row.update(us=round(us, 3), twin_us=round(twin_us, 3), vs_twin=round(us / twin_us, 3))
+                    record_ratio(row, *interleaved(sides, rounds, calls, warmup), digits=3)
                 except Exception as e:  # noqa: BLE001 - a failing case is reported, not fatal
-                    row.update(us=None, twin_us=None, vs_twin=None, error=f"{type(e).__name__}: {e}"[:200])
-                    log(f"[bench] small {shape} {act} {mode} failed: {row['error']}")
+                    record_failure(row, e, f"small {shape} {act} {mode}", log)
                 rows.append(row)
         log(f"[bench] small {shape}: done")
     return rows

@@ -17,7 +17,6 @@ so that thousands of steps on one batch never drift it to other numbers (tiny gr
 
 from __future__ import annotations
 
-import statistics
 import sys
 from collections.abc import Callable, Sequence
 
@@ -28,7 +27,7 @@ from torch import nn
 from ..compare.config import Config
 from ..zoo import MLP, FeatureFunnel, SmallCNN
 from .cases import ACTIVATIONS, _PlainFeatureFunnel, make_module, twin_name
-from .host import _meta, interleaved
+from .host import _meta, interleaved, record_failure, record_ratio
 from .timing import _now
 
 __all__ = ["STEP_MODELS", "DIGITS_SHAPE", "build_step_model", "run_steps"]
@@ -130,12 +129,9 @@ def run_steps(
                     for _ in range(max(warmup, 1)):  # lazy state (momentum buffers) exists before saving
                         s.step()
                     s.save()
-                a, b = interleaved(sides, rounds, steps, warmup=0)
-                us, twin_us = statistics.median(a) * 1e6, statistics.median(b) * 1e6
-                row.update(us=round(us, 2), twin_us=round(twin_us, 2), vs_twin=round(us / twin_us, 3))
+                record_ratio(row, *interleaved(sides, rounds, steps, warmup=0), digits=2)
             except Exception as e:  # noqa: BLE001 - a failing case is reported, not fatal
-                row.update(us=None, twin_us=None, vs_twin=None, error=f"{type(e).__name__}: {e}"[:200])
-                log(f"[bench] step {model} {act} failed: {row['error']}")
+                record_failure(row, e, f"step {model} {act}", log)
             rows.append(row)
         log(f"[bench] step {model}: done")
     return rows

@@ -178,16 +178,8 @@ def cpp_operators(x: torch.Tensor, backend: str | None, *params: torch.Tensor) -
     """The C++ operators (:func:`rectifiers.ops.cpp.pointwise.operators`) when :func:`eager_cpu`
     holds, else ``None``. Before they are built, a call that needs a gradient (``x`` or one of
     ``params`` requires one) builds them; one that does not gets ``None`` (inference alone never
-    starts the build). :func:`eager_cpu` written out again: one call, for the microseconds."""
-    if not x.is_cpu:
-        return None
-    if backend is None:
-        env = _backend_env()
-        if env is not None and env.strip().lower() not in _EAGER_NAMES:
-            return None
-    elif backend != "auto" and backend != "eager":
-        return None
-    if _fwad._current_level >= 0 or _is_compiling() or _transforms_active():
+    starts the build)."""
+    if not eager_cpu(x, backend):
         return None
     ops = _cpp_pointwise._ops
     if ops is not None and _no_cpp_raw() is None and _cpp_pointwise._state["ok"]:
