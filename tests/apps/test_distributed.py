@@ -67,6 +67,54 @@ def test_two_processes_match_one(tmp_path) -> None:  # type: ignore[no-untyped-d
         assert r["finished"] and len(r["history"]["test_acc"]) == 3
 
 
+def _world_of_one(tmp_path):  # type: ignore[no-untyped-def]
+    """A real gloo group of one process (a file store: no port, no second rank to wait for)."""
+    store = torch.distributed.FileStore(str(tmp_path / "store"), 1)
+    real = torch.distributed.init_process_group  # taken before any monkeypatch replaces it
+    return lambda backend: real(backend, store=store, rank=0, world_size=1)
+
+
+def test_close_destroys_the_group_it_made(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Each run destroys its process group before returning: a gloo group left for the interpreter's
+    exit sometimes aborted a rank (SIGABRT, "terminate called without an active exception")."""
+    from rectifiers.compare.distributed import init_dist
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.distributed, "init_process_group", _world_of_one(tmp_path))
+    dist = init_dist("cpu")
+    assert dist.enabled and dist.owns_group and torch.distributed.is_initialized()
+    dist.close()
+    assert not torch.distributed.is_initialized()
+    dist.close()  # twice: nothing left to do
+
+
+def test_close_leaves_the_callers_group(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from rectifiers.compare.distributed import init_dist
+
+    _world_of_one(tmp_path)("gloo")
+    try:
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        dist = init_dist("cpu")
+        assert dist.enabled and not dist.owns_group
+        dist.close()
+        assert torch.distributed.is_initialized()
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_run_closes_its_group_on_error(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A run refused after the group exists (here: no such data file) still destroys the group."""
+    from rectifiers.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.distributed, "init_process_group", _world_of_one(tmp_path))
+    rc = main(["compare", "--models", "mlp", "--activations", "relu", "--seeds", "0", "--epochs", "1",
+               "--data", str(tmp_path / "missing.npz"), "--batch-size", "32", "--no-progress",
+               "--out", str(tmp_path / "o")])
+    assert rc == 2
+    assert not torch.distributed.is_initialized()
+
+
 def test_batch_size_must_split_evenly(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     from rectifiers.cli import main
 

@@ -17,6 +17,7 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    owns_group: bool = False  # this Dist made the process group, so close() destroys it
 
     @property
     def enabled(self) -> bool:
@@ -30,6 +31,17 @@ class Dist:
         if self.enabled:
             torch.distributed.barrier()
 
+    def close(self) -> None:
+        """Destroy the process group this Dist made (a group made by the caller is left alone).
+
+        A process that exits with its gloo group still alive sometimes aborts in the group's
+        destructor ("terminate called without an active exception", SIGABRT): 2 of 72 two-rank
+        torchrun runs of a minimal script on this machine, none of 112 with the group destroyed first.
+        """
+        if self.owns_group and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        self.owns_group = False
+
 
 def init_dist(device: str) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -39,12 +51,13 @@ def init_dist(device: str) -> Dist:
 
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if not td.is_initialized():
+    owns = not td.is_initialized()
+    if owns:
         backend = "nccl" if device.startswith("cuda") else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local)
         td.init_process_group(backend=backend)
-    return Dist(rank=rank, world=world, local_rank=local)
+    return Dist(rank=rank, world=world, local_rank=local, owns_group=owns)
 
 
 _init_dist = init_dist

@@ -61,22 +61,25 @@ def run_experiments(plan: Plan, out_dir: str, *, resume: bool = False, device: s
             raise CompareError(f"the {e.name} experiment's batch size {e.batch_size} must be a multiple of "
                                f"the number of processes ({world})")
     dist = init_dist(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-    dev = _resolve_device(device, dist)
-    ds = load_data(plan.data, image_size=plan.image_size, limit=plan.limit)
-    for e in exps:
-        if e.model is not None and len(ds.train_y) < e.batch_size:
-            raise CompareError(f"the training split ({len(ds.train_y)} images of {ds.name}) is smaller than "
-                               f"the {e.name} experiment's batch size {e.batch_size}")
-    cfg_dict = asdict(plan)
-    _write_config(out_dir, cfg_dict, resume, dist)
-    threads = torch.get_num_threads()
     try:
-        # One thread: the experiments' models are far too small to gain from more, and on a busy
-        # machine more threads only wait for each other (steps then take 10-50 times longer).
-        torch.set_num_threads(1)
-        return _run(plan, exps, ds, dev, dist, out_dir, cfg_dict, resume, progress, write_report)
+        dev = _resolve_device(device, dist)
+        ds = load_data(plan.data, image_size=plan.image_size, limit=plan.limit)
+        for e in exps:
+            if e.model is not None and len(ds.train_y) < e.batch_size:
+                raise CompareError(f"the training split ({len(ds.train_y)} images of {ds.name}) is smaller than "
+                                   f"the {e.name} experiment's batch size {e.batch_size}")
+        cfg_dict = asdict(plan)
+        _write_config(out_dir, cfg_dict, resume, dist)
+        threads = torch.get_num_threads()
+        try:
+            # One thread: the experiments' models are far too small to gain from more, and on a busy
+            # machine more threads only wait for each other (steps then take 10-50 times longer).
+            torch.set_num_threads(1)
+            return _run(plan, exps, ds, dev, dist, out_dir, cfg_dict, resume, progress, write_report)
+        finally:
+            torch.set_num_threads(threads)
     finally:
-        torch.set_num_threads(threads)
+        dist.close()  # after the last barrier: no rank still needs the group
 
 
 def _run(plan: Plan, exps: list[Experiment], ds: Any, dev: torch.device, dist: Any, out_dir: str,
