@@ -20,11 +20,10 @@ import math
 import torch
 
 from . import _checks as C
-from .ops import cpp_operators, eager_cpu, get_backend
+from .ops import FAST_DTYPES, cpp_operators, eager_cpu, get_backend
 
 _Tensor = torch.Tensor
-#: The input dtypes of the fast paths below (any other goes the full way, which checks it).
-_FLOATS = frozenset({torch.float32, torch.float64, torch.bfloat16, torch.float16})
+_FLOATS = FAST_DTYPES
 
 # The fast paths: a plain CPU tensor of a float dtype on the eager backend, with arguments that
 # need no conversion, goes straight to torch.relu or to the C++ operators (whose autograd is in

@@ -30,7 +30,7 @@ from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
 from . import _checks as C
 from . import functional as F
-from .ops import BACKENDS
+from .ops import BACKENDS, module_eager_cpu, module_operators
 
 __all__ = [
     "ReLU",
@@ -71,6 +71,8 @@ class ReLU(nn.Module):
         self.backend = _check_backend("ReLU", backend)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if self.backend is None and self.inplace is False and module_eager_cpu(input):
+            return torch.relu(input)  # the eager backend's ReLU, without the functional's call
         return F.relu(input, self.inplace, backend=self.backend)
 
     def extra_repr(self) -> str:
@@ -90,11 +92,23 @@ class LeakyReLU(nn.Module):
         self, negative_slope: float = 0.01, inplace: bool = False, *, backend: str | None = None
     ) -> None:
         super().__init__()
-        self.negative_slope = C.check_scalar("LeakyReLU", negative_slope, "negative_slope")
+        self.negative_slope = negative_slope  # checked by __setattr__
         self.inplace = _check_bool("LeakyReLU", inplace, "inplace")
         self.backend = _check_backend("LeakyReLU", backend)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # The slope is checked whenever it is set, so that forward need not check it again.
+        if name == "negative_slope":
+            value = C.check_scalar("LeakyReLU", value, "negative_slope")
+        super().__setattr__(name, value)
+
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        # The fast path (module_operators): straight to the C++ operator when nothing is left
+        # to decide; anything else through the functional, which checks and dispatches.
+        if self.backend is None and self.inplace is False:
+            ops = module_operators(input)
+            if ops is not None:
+                return ops.leaky_relu(input, self.negative_slope)
         return F.leaky_relu(input, self.negative_slope, self.inplace, backend=self.backend)
 
     def extra_repr(self) -> str:
@@ -204,7 +218,14 @@ class PReLU(_ChannelParam):
         super().__init__(num_parameters, init, dim, device, dtype, inplace, backend)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return F.prelu(input, self.weight, self.dim, backend=self.backend)
+        w = self._parameters["weight"]
+        if self.backend is None:  # the fast path, as LeakyReLU's
+            ops = module_operators(input)
+            if ops is not None:
+                d = C.fast_channel_dim(input, w, self.dim)
+                if d is not None:
+                    return ops.prelu(input, w, d)
+        return F.prelu(input, w, self.dim, backend=self.backend)
 
 
 class FlexibleReLU(_ChannelParam):
@@ -241,7 +262,14 @@ class FlexibleReLU(_ChannelParam):
         super().__init__(num_parameters, init, dim, device, dtype, inplace, backend)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return F.flexible_relu(input, self.bias, self.dim, self.inplace, backend=self.backend)
+        b = self._parameters["bias"]
+        if self.backend is None and self.inplace is False:  # the fast path, as LeakyReLU's
+            ops = module_operators(input)
+            if ops is not None:
+                d = C.fast_channel_dim(input, b, self.dim)
+                if d is not None:
+                    return ops.flexible_relu(input, b, d)
+        return F.flexible_relu(input, b, self.dim, self.inplace, backend=self.backend)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (", inplace=True" if self.inplace else "")

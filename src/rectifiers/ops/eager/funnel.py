@@ -218,6 +218,23 @@ class _FunnelFused(_TwoHalves):
 _PLAIN_MAX_PLANE = 2
 
 
+def _pointwise_funnel_relu(
+    x, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var, training, momentum, eps
+):
+    """The plain formula with a 1-wide depthwise conv written as what it is, a per-channel scale
+    (and shift): ``x * w[c] (+ b[c])``. Values as the conv's (one product per output, or one
+    fused multiply-add with the bias); a fraction of the time where torch's depthwise conv has little to do (measured: about
+    100 us of a 110 us forward at (64, 64, 1) for ``F.conv1d``, 3 us for the product)."""
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    w = conv_weight.to(x.dtype).reshape(shape)
+    if conv_bias is None:
+        t = x * w
+    else:  # one fused multiply-add, as torch's conv rounds x * w + b (measured: a product then a sum differs)
+        t = torch.addcmul(conv_bias.to(x.dtype).reshape(shape), x, w)
+    t = F.batch_norm(t, running_mean, running_var, bn_weight, bn_bias, training, momentum, eps)
+    return torch.maximum(x, t)
+
+
 def _fmt(xw: torch.Tensor) -> torch.memory_format:
     """The memory format of the working layout (see :func:`_work`)."""
     cl = torch.channels_last if xw.dim() == 4 else torch.channels_last_3d
@@ -232,6 +249,11 @@ def funnel_relu(
         # Planes of one or two values (a funnel on flat features, (N, C, 1)): the per-plane work
         # of the fused kernel and of the two-halves Function outweighs the data; torch's plain
         # formula is faster there (measured: 0.72x of ours at (64, 64, 1), k = 1).
+        if conv_weight.shape[-1] == 1:
+            return _pointwise_funnel_relu(
+                x, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var, training,
+                momentum, eps,
+            )
         return plain_funnel_relu(
             x, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var, training,
             momentum, eps,
