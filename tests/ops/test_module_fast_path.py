@@ -132,3 +132,29 @@ def test_a_slope_set_later_is_checked_when_set(bad, err) -> None:
     assert type(m.negative_slope) is float and m.negative_slope == 1.0
     m.negative_slope = torch.tensor(0.3)  # a 1-element tensor: its value
     assert m.negative_slope == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("name", list(MODULES))
+def test_jit_trace_records_the_operator(spy, name) -> None:
+    """torch.jit.trace sees the registered operator (the extension's entry points call it through
+    the dispatcher while tracing), so the traced module replays the same values and gradients;
+    without that, the trace held only the fused kernel's empty_like."""
+    import warnings
+
+    make, fn = MODULES[name]
+    m = make()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.uniform_(-1, 1, generator=torch.Generator().manual_seed(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit's deprecation and tracer warnings
+        traced = torch.jit.trace(m, _x(), check_trace=False)
+    kinds = {n.kind() for n in traced.graph.nodes()}
+    assert ("aten::relu" if fn == "relu" else f"rectifiers::{fn}") in kinds, kinds
+    x = torch.randn(4, 5, 3, generator=torch.Generator().manual_seed(2))
+    ours = _run(m, x)
+    xt = x.detach().requires_grad_()
+    y = traced(xt)
+    g = torch.linspace(-1, 1, y.numel()).reshape(y.shape)
+    replay = [y.detach()] + list(torch.autograd.grad(y, [xt, *m.parameters()], g))
+    assert all(bits_equal(a, b) for a, b in zip(ours, replay))
