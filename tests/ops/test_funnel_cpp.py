@@ -386,3 +386,22 @@ def test_any_subset_of_gradients_has_the_full_runs_bits(cpp, dtype, training) ->
             got = grads_for(set(wanted))
             for n in wanted:
                 assert bits_equal(got[n], full[n]), f"{n} with only {wanted}"
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_jit_trace_records_the_plain_formula(cpp, training) -> None:
+    """torch.jit.trace gets the plain formula's ops (the fused op writes its outputs in place,
+    which the tracer refuses): the traced module replays the funnel, running statistics included."""
+    m, mr = _pair(2, 3, 3, torch.float64, bias=True)
+    m.train(training)
+    mr.train(training)
+    gen = torch.Generator().manual_seed(8)
+    x, x2 = (torch.randn(2, 3, 5, 6, generator=gen, dtype=torch.float64) for _ in range(2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit's deprecation and tracer warnings
+        traced = torch.jit.trace(m, x, check_trace=False)
+    mr(x)  # the step the trace took
+    assert "aten::maximum" in {n.kind() for n in traced.graph.nodes()}
+    torch.testing.assert_close(traced(x2), mr(x2), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(m.running_mean, mr.running_mean, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(m.running_var, mr.running_var, rtol=1e-10, atol=1e-12)

@@ -246,6 +246,13 @@ def funnel_relu(
     x, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var, training, momentum, eps
 ):
     use_batch = bool(training) or running_mean is None
+    if torch._C._get_tracing_state() is not None:
+        # torch.jit.trace: the plain formula, whose ops it can record (the fused kernel's op
+        # writes its outputs in place and returns nothing, which the tracer refuses).
+        return plain_funnel_relu(
+            x, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var, training,
+            momentum, eps,
+        )
     if x.numel() <= _PLAIN_MAX_PLANE * x.shape[0] * x.shape[1] and needs_grad(x, conv_weight, conv_bias, bn_weight, bn_bias):
         # Planes of one or two values (a funnel on flat features, (N, C, 1)): the per-plane work
         # of the fused kernel and of the two-halves Function outweighs the data; torch's plain
