@@ -23,7 +23,6 @@ from . import _checks as C
 from .ops import FAST_DTYPES, cpp_operators, eager_cpu, get_backend
 
 _Tensor = torch.Tensor
-_FLOATS = FAST_DTYPES
 
 # The fast paths: a plain CPU tensor of a float dtype on the eager backend, with arguments that
 # need no conversion, goes straight to torch.relu or to the C++ operators (whose autograd is in
@@ -38,7 +37,7 @@ def relu(input: torch.Tensor, inplace: bool = False, *, backend: str | None = No
 
     Any shape. Equal to ``torch.relu`` bit for bit.
     """
-    if inplace is False and type(input) is _Tensor and input.dtype in _FLOATS and eager_cpu(input, backend):
+    if inplace is False and type(input) is _Tensor and input.dtype in FAST_DTYPES and eager_cpu(input, backend):
         return torch.relu(input)
     C.check_input("relu", input)
     C.check_inplace("relu", input, inplace)
@@ -57,7 +56,7 @@ def leaky_relu(
     Derivative ``1 if x > 0 else a`` (so ``a`` at ``x = 0``, as in torch). Any shape. Equal to
     ``torch.nn.functional.leaky_relu`` bit for bit in float32 and float64.
     """
-    if (inplace is False and type(input) is _Tensor and input.dtype in _FLOATS
+    if (inplace is False and type(input) is _Tensor and input.dtype in FAST_DTYPES
             and type(negative_slope) is float and math.isfinite(negative_slope)):
         ops = cpp_operators(input, backend)
         if ops is not None:
@@ -85,7 +84,7 @@ def prelu(
     Gradients: ``dL/dx = g if x > 0 else a*g``; ``dL/da = sum over x <= 0 of g*x``, per channel.
     The output has the dtype of ``input`` (the weight is cast to it).
     """
-    if type(input) is _Tensor and input.dtype in _FLOATS:
+    if type(input) is _Tensor and input.dtype in FAST_DTYPES:
         d = C.fast_channel_dim(input, weight, dim)
         if d is not None:
             ops = cpp_operators(input, backend, weight)
@@ -112,7 +111,7 @@ def flexible_relu(
 
     Gradients: ``dL/dx = g if x > 0 else 0``; ``dL/db = sum of g``, per channel.
     """
-    if inplace is False and type(input) is _Tensor and input.dtype in _FLOATS:
+    if inplace is False and type(input) is _Tensor and input.dtype in FAST_DTYPES:
         d = C.fast_channel_dim(input, bias, dim)
         if d is not None:
             ops = cpp_operators(input, backend, bias)

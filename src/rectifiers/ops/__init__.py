@@ -200,9 +200,7 @@ def module_operators(x: object) -> Any:
     functional, 1.02x this way).
     """
     ops = _cpp_pointwise._ops
-    if (ops is None or type(x) is not _Tensor or not x.is_cpu or x.dtype not in FAST_DTYPES  # type: ignore[attr-defined]
-            or _is_compiling() or _backend_raw() is not None or _no_cpp_raw() is not None
-            or not _cpp_pointwise._state["ok"] or _fwad._current_level >= 0 or _transforms_active()):
+    if ops is None or _no_cpp_raw() is not None or not _cpp_pointwise._state["ok"] or not module_eager_cpu(x):
         return None
     return ops
 

@@ -33,6 +33,7 @@ the usual one-time warning and the plain-torch path. Nothing waits forever.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import platform
@@ -109,7 +110,19 @@ LOCK_TIMEOUT_S = 600.0
 _build_lock = threading.Lock()
 
 
-_openmp: list[bool] = []
+@functools.cache
+def _openmp_ok() -> bool:
+    """Whether the C++ compiler builds :file:`csrc/openmp_probe.cpp` with ``-fopenmp``."""
+    import subprocess
+    import tempfile
+
+    cxx = os.environ.get("CXX", "c++")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            return subprocess.run([cxx, "-fopenmp", source_path("openmp_probe.cpp"), "-o", os.path.join(tmp, "probe")],
+                                  capture_output=True, timeout=60).returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            return False
 
 
 def openmp_flags() -> list[str]:
@@ -121,19 +134,7 @@ def openmp_flags() -> list[str]:
     dynamic loader finds already loaded, torch's own (the same soname): one thread pool, the
     one ``torch.set_num_threads`` sets.
     """
-    if not _openmp:
-        import subprocess
-        import tempfile
-
-        cxx = os.environ.get("CXX", "c++")
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                ok = subprocess.run([cxx, "-fopenmp", source_path("openmp_probe.cpp"), "-o", os.path.join(tmp, "probe")],
-                                    capture_output=True, timeout=60).returncode == 0
-            except (OSError, subprocess.SubprocessError):
-                ok = False
-        _openmp.append(ok)
-    return ["-fopenmp"] if _openmp[0] else []
+    return ["-fopenmp"] if _openmp_ok() else []
 
 
 def build(stem: str, sources: Sequence[str], flags: Sequence[str], python_module: bool = False) -> Any:
